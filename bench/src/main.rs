@@ -1,0 +1,46 @@
+//! `platter-bench`: benchmarks that run platter and its peers in the same run and print a
+//! table of ratios (absolute numbers on shared 2-core machines move 2x between runs).
+//!
+//! `platter-bench store [--out FILE]`: snapshot/clone latency by volume size, 4 KiB read
+//! rate by chain depth against `qemu-img bench` on qcow2 chains, sequential store IO
+//! against plain file IO.
+
+mod store;
+mod table;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "platter-bench")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The volume store against plain files and qemu-img.
+    Store {
+        /// Also write the table (markdown) to this file.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Directory for the stores and images (default: a temp dir under target/).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Store { out, dir } => {
+            let report = store::run(dir.as_deref())?;
+            println!("{report}");
+            if let Some(out) = out {
+                std::fs::write(out, &report)?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Store benchmarks (issue: volume store). Each figure is measured beside its peer in the
+//! same run; the table reports both and their ratio.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rand::{Rng, SeedableRng};
+
+use platter_snapshotter::{Store, Volume};
+use platter_types::{Name, VolumeRef};
+
+use crate::table::Table;
+
+const GIB: u64 = 1 << 30;
+const MIB: u64 = 1 << 20;
+
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap_or_else(|_| unreachable!("bench names are valid"))
+}
+
+fn random_buf(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..len).map(|_| rng.gen()).collect()
+}
+
+pub fn run(dir: Option<&Path>) -> Result<String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("platter-bench-")
+        .tempdir_in(dir.unwrap_or(Path::new("target")))?;
+    let mut out = String::from("## Volume store benchmarks\n\n");
+    out += &snapshot_latency(tmp.path())?.to_string();
+    out += "\n";
+    out += &chain_reads(tmp.path())?.to_string();
+    out += "\n";
+    out += &sequential(tmp.path())?.to_string();
+    Ok(out)
+}
+
+/// Writes 1 GiB in 1 MiB pieces spread over the volume, flushed.
+fn write_gib_spread(v: &Volume, size: u64) -> Result<()> {
+    let buf = random_buf(MIB as usize, 1);
+    let stride = (size / 1024) / MIB * MIB;
+    for i in 0..1024u64 {
+        v.write_at(&buf, i * stride.max(MIB))?;
+    }
+    v.flush()?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn snapshot_latency(dir: &Path) -> Result<Table> {
+    let mut t = Table::new(
+        "Snapshot and clone latency with 1 GiB written (median of 5; target < 5 ms, flat in size)",
+        &[
+            "volume size",
+            "snapshot ms",
+            "clone ms",
+            "snapshot with 4 KiB unflushed ms",
+            "index runs",
+        ],
+    );
+    for (label, size) in [("1 GiB", GIB), ("100 GiB", 100 * GIB), ("10 TiB", 10 << 40)] {
+        let sdir = dir.join(format!("snap-{}", size));
+        let store = Store::open(&sdir)?;
+        store.create_volume(&name("v"), size)?;
+        let v = store.open_volume(&VolumeRef::parse("v")?)?;
+        write_gib_spread(&v, size)?;
+        let (mut snaps, mut dirty, mut clones) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..5 {
+            let t0 = Instant::now();
+            store.snapshot(&name("v"), &name(&format!("s{i}")))?;
+            snaps.push(t0.elapsed().as_secs_f64() * 1e3);
+            let t0 = Instant::now();
+            store.clone_volume(
+                &VolumeRef::parse(&format!("v@s{i}"))?,
+                &name(&format!("c{i}")),
+            )?;
+            clones.push(t0.elapsed().as_secs_f64() * 1e3);
+            // A live volume has unflushed writes: the snapshot flushes them first.
+            v.write_at(&[7u8; 4096], i * 4096)?;
+            let t0 = Instant::now();
+            store.snapshot(&name("v"), &name(&format!("d{i}")))?;
+            dirty.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+        let runs = v.block_status(0, size)?.len();
+        t.row(vec![
+            label.into(),
+            format!("{:.2}", median(snaps)),
+            format!("{:.2}", median(clones)),
+            format!("{:.2}", median(dirty)),
+            runs.to_string(),
+        ]);
+        drop(v);
+        drop(store);
+        std::fs::remove_dir_all(&sdir)?;
+    }
+    Ok(t)
+}
+
+/// 4 KiB reads through the store API: (sequential IOPS, random IOPS).
+fn store_reads(v: &Volume, size: u64) -> Result<(f64, f64)> {
+    let mut buf = vec![0u8; 4096];
+    let n = size / 4096;
+    let t0 = Instant::now();
+    for i in 0..n {
+        v.read_at(&mut buf, i * 4096)?;
+    }
+    let seq = n as f64 / t0.elapsed().as_secs_f64();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        v.read_at(&mut buf, rng.gen_range(0..n) * 4096)?;
+    }
+    let rnd = n as f64 / t0.elapsed().as_secs_f64();
+    Ok((seq, rnd))
+}
+
+fn run_ok(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `qemu-img bench` 4 KiB reads over a qcow2 chain of `depth` overlays: IOPS.
+fn qemu_chain_reads(dir: &Path, raw: &Path, depth: usize, size: u64) -> Result<f64> {
+    let base = dir.join("q-0.qcow2");
+    if !base.exists() {
+        run_ok(
+            Command::new("qemu-img")
+                .args(["convert", "-O", "qcow2"])
+                .arg(raw)
+                .arg(&base),
+        )?;
+    }
+    let mut top = base.clone();
+    for i in 1..=depth {
+        let next = dir.join(format!("q-{i}.qcow2"));
+        if !next.exists() {
+            run_ok(
+                Command::new("qemu-img")
+                    .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                    .arg(&top)
+                    .arg(&next),
+            )?;
+            run_ok(
+                Command::new("qemu-io")
+                    .args(["-c", &format!("write -P 7 {} 4k", (i as u64 * 4096) % size)])
+                    .arg(&next),
+            )?;
+        }
+        top = next;
+    }
+    let count = size / 4096;
+    let t0 = Instant::now();
+    run_ok(
+        Command::new("qemu-img")
+            .args([
+                "bench",
+                "-c",
+                &count.to_string(),
+                "-d",
+                "1",
+                "-s",
+                "4096",
+                "-t",
+                "none",
+                "-i",
+                "threads",
+            ])
+            .arg(&top),
+    )
+    .or_else(|_| {
+        run_ok(
+            Command::new("qemu-img")
+                .args(["bench", "-c", &count.to_string(), "-d", "1", "-s", "4096"])
+                .arg(&top),
+        )
+    })?;
+    Ok(count as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn chain_reads(dir: &Path) -> Result<Table> {
+    let size = GIB;
+    let mut t = Table::new(
+        "4 KiB reads over 1 GiB of data by chain depth (one 4 KiB write per layer; store API, 1 thread; qemu-img bench on a qcow2 chain, depth 1)",
+        &["depth", "ours seq IOPS", "ours rand IOPS", "ours vs depth 1", "qemu-img IOPS", "qemu vs its depth 1", "ours / qemu"],
+    );
+    let raw = dir.join("chain.raw");
+    {
+        let f = File::create(&raw)?;
+        for i in 0..(size / (4 * MIB)) {
+            f.write_all_at(&random_buf((4 * MIB) as usize, i), i * 4 * MIB)?;
+        }
+    }
+    let sdir = dir.join("chain-store");
+    let store = Store::open(&sdir)?;
+    store.create_volume(&name("v"), size)?;
+    let v = store.open_volume(&VolumeRef::parse("v")?)?;
+    {
+        let f = File::open(&raw)?;
+        let mut buf = vec![0u8; (4 * MIB) as usize];
+        for i in 0..(size / (4 * MIB)) {
+            f.read_exact_at(&mut buf, i * 4 * MIB)?;
+            v.write_at(&buf, i * 4 * MIB)?;
+        }
+        v.flush()?;
+    }
+    let mut depth_now = 1;
+    let (mut ours1, mut qemu1) = (0.0, 0.0);
+    for depth in [1usize, 16, 64] {
+        while depth_now < depth {
+            store.snapshot(&name("v"), &name(&format!("d{depth_now}")))?;
+            v.write_at(&[7u8; 4096], (depth_now as u64 * 4096) % size)?;
+            depth_now += 1;
+        }
+        let (seq, rnd) = store_reads(&v, size)?;
+        let q = qemu_chain_reads(dir, &raw, depth - 1, size)?;
+        if depth == 1 {
+            (ours1, qemu1) = (rnd, q);
+        }
+        t.row(vec![
+            depth.to_string(),
+            format!("{seq:.0}"),
+            format!("{rnd:.0}"),
+            format!("{:.2}x", rnd / ours1),
+            format!("{q:.0}"),
+            format!("{:.2}x", q / qemu1),
+            format!("{:.2}x", seq / q),
+        ]);
+    }
+    Ok(t)
+}
+
+fn sequential(dir: &Path) -> Result<Table> {
+    let size = GIB;
+    let mut t = Table::new(
+        "Sequential 1 GiB in 1 MiB requests, written then flushed, then read (page cache warm for both)",
+        &["", "plain file MiB/s", "store MiB/s", "store / file"],
+    );
+    let buf = random_buf(MIB as usize, 3);
+    let path = dir.join("plain.raw");
+    let f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)?;
+    let t0 = Instant::now();
+    for i in 0..(size / MIB) {
+        f.write_all_at(&buf, i * MIB)?;
+    }
+    f.sync_data()?;
+    let file_w = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
+    let sdir = dir.join("seq-store");
+    let store = Store::open(&sdir)?;
+    store.create_volume(&name("v"), size)?;
+    let v = store.open_volume(&VolumeRef::parse("v")?)?;
+    let t0 = Instant::now();
+    for i in 0..(size / MIB) {
+        v.write_at(&buf, i * MIB)?;
+    }
+    v.flush()?;
+    let store_w = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
+    let mut rb = vec![0u8; MIB as usize];
+    let t0 = Instant::now();
+    for i in 0..(size / MIB) {
+        f.read_exact_at(&mut rb, i * MIB)?;
+    }
+    let file_r = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    for i in 0..(size / MIB) {
+        v.read_at(&mut rb, i * MIB)?;
+    }
+    let store_r = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
+    t.row(vec![
+        "write".into(),
+        format!("{file_w:.0}"),
+        format!("{store_w:.0}"),
+        format!("{:.2}x", store_w / file_w),
+    ]);
+    t.row(vec![
+        "read".into(),
+        format!("{file_r:.0}"),
+        format!("{store_r:.0}"),
+        format!("{:.2}x", store_r / file_r),
+    ]);
+    std::fs::remove_file(&path)?;
+    Ok(t)
+}

@@ -1,0 +1,40 @@
+//! `platter`: the one command line in front of the store, the disk server, the importer
+//! and the launcher. Thin: it parses arguments, picks the store, sends each command to a
+//! running server's control socket or handles it in-process, and prints the result.
+
+mod args;
+mod output;
+mod progress;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let filter = std::env::var("PLATTER_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("platter: error: {}", dedup_chain(&chain));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Joins an error chain into one line, skipping causes already quoted by their parent.
+fn dedup_chain(chain: &[String]) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for c in chain {
+        if !out.iter().any(|o| o.contains(c.as_str())) {
+            out.push(c);
+        }
+    }
+    out.join(": ")
+}

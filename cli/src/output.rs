@@ -1,0 +1,145 @@
+//! Printing responses: aligned tables and sentences for people, one JSON document for
+//! scripts.
+
+use anyhow::Result;
+
+use platter_control::api::VolumeInfoWire;
+use platter_control::Response;
+use platter_types::format_size;
+
+use crate::args::OutputFormat;
+
+pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&json_of(resp))?);
+        return Ok(());
+    }
+    match resp {
+        Response::Volume(v) => print_volume(v),
+        Response::Volumes { items } => print_table(items),
+        Response::Deleted { target } => println!("deleted {target}"),
+        Response::Exported {
+            target,
+            path,
+            bytes_written,
+            allocated,
+        } => println!(
+            "exported {target} to {} ({} of data, {} allocated)",
+            path.display(),
+            format_size(*bytes_written),
+            format_size(*allocated)
+        ),
+        Response::Gc(g) => println!(
+            "freed {} bytes ({}); {} layers removed, {} sealed, {} deduplicated",
+            g.bytes_freed,
+            format_size(g.bytes_freed),
+            g.layers_removed,
+            g.layers_sealed,
+            g.layers_deduplicated
+        ),
+        Response::Pong { pid } => println!("server pid {pid}"),
+    }
+    Ok(())
+}
+
+/// The JSON document for a response: the object itself, not the response envelope.
+fn json_of(resp: &Response) -> serde_json::Value {
+    let v = match resp {
+        Response::Volume(v) => serde_json::to_value(v),
+        Response::Volumes { items } => serde_json::to_value(items),
+        Response::Deleted { target } => Ok(serde_json::json!({ "deleted": target })),
+        Response::Exported {
+            target,
+            path,
+            bytes_written,
+            allocated,
+        } => Ok(
+            serde_json::json!({ "exported": target, "path": path, "bytes_written": bytes_written, "allocated": allocated }),
+        ),
+        Response::Gc(g) => serde_json::to_value(g),
+        Response::Pong { pid } => Ok(serde_json::json!({ "pid": pid })),
+    };
+    v.unwrap_or(serde_json::Value::Null)
+}
+
+fn print_volume(v: &VolumeInfoWire) {
+    let chain: Vec<String> = v
+        .chain
+        .iter()
+        .map(|l| format!("{} ({})", short(&l.blob), format_size(l.allocated)))
+        .collect();
+    let rows = [
+        ("name", v.name.clone()),
+        ("kind", v.kind.clone()),
+        (
+            "size",
+            format!("{} ({} bytes)", format_size(v.size), v.size),
+        ),
+        (
+            "allocated",
+            format!(
+                "{} own, {} with its chain",
+                format_size(v.allocated),
+                format_size(v.chain_allocated)
+            ),
+        ),
+        (
+            "chain",
+            format!("{} layers: {}", v.chain.len(), chain.join(" <- ")),
+        ),
+        ("snapshots", list_or_none(&v.snapshots)),
+        ("clones", list_or_none(&v.clones)),
+        ("origin", v.origin.clone().unwrap_or_else(|| "-".into())),
+    ];
+    for (k, val) in rows {
+        println!("{k:<10} {val}");
+    }
+}
+
+fn short(blob: &str) -> &str {
+    blob.get(..blob.find('-').map_or(0, |i| i + 13).min(blob.len()))
+        .unwrap_or(blob)
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn print_table(items: &[VolumeInfoWire]) {
+    let header = ["NAME", "KIND", "SIZE", "ALLOCATED", "LAYERS", "ORIGIN"];
+    let rows: Vec<[String; 6]> = items
+        .iter()
+        .map(|v| {
+            [
+                v.name.clone(),
+                v.kind.clone(),
+                format_size(v.size),
+                format_size(v.allocated),
+                v.chain.len().to_string(),
+                v.origin.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

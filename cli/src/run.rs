@@ -1,0 +1,102 @@
+//! Turns a parsed command line into a control request, executes it (through a running
+//! server's control socket, or in-process on the store), and prints the response.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use platter_control::api::{Compression, ExportFormat};
+use platter_control::{client, Request, Response};
+use platter_snapshotter::Store;
+
+use crate::args::{Cli, Command, CompressArg, ExportFormatArg, OutputFormat, VolumeCmd};
+use crate::output;
+use crate::progress::Progress;
+
+/// The store directory: `--store`, else `$PLATTER_STORE`, else the per-user default.
+pub fn store_dir(cli: &Cli) -> PathBuf {
+    if let Some(d) = &cli.store {
+        return d.clone();
+    }
+    if let Some(d) = std::env::var_os("PLATTER_STORE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if rustix_is_root() {
+        return PathBuf::from("/var/lib/platter");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("platter")
+}
+
+fn rustix_is_root() -> bool {
+    // /proc/self is owned by the effective user of this process.
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+pub fn control_socket(store: &Path) -> PathBuf {
+    store.join("run").join("control.sock")
+}
+
+/// Executes one request on the store in `dir`.
+pub fn execute(dir: &Path, req: Request, output: OutputFormat) -> Result<Response> {
+    let mut progress = Progress::new(output);
+    let sock = control_socket(dir);
+    if let Some(stream) = client::connect(&sock) {
+        return client::call(stream, &sock, &req, &mut |e| progress.event(e)).map_err(Into::into);
+    }
+    let store = Store::open(dir).with_context(|| format!("opening store {}", dir.display()))?;
+    platter_control::handle(&store, req, &mut |e| progress.event(e)).map_err(Into::into)
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let dir = store_dir(&cli);
+    let req = match cli.command {
+        Command::Volume(v) => volume_request(v)?,
+    };
+    let resp = execute(&dir, req, cli.output)?;
+    output::print(&resp, cli.output)
+}
+
+fn volume_request(cmd: VolumeCmd) -> Result<Request> {
+    Ok(match cmd {
+        VolumeCmd::Create { name, size } => Request::VolumeCreate { name, size },
+        VolumeCmd::List => Request::VolumeList,
+        VolumeCmd::Inspect { target } => Request::VolumeInspect { target },
+        VolumeCmd::Snapshot { target } => {
+            let snapshot = target
+                .require_snapshot()
+                .context("volume snapshot takes NAME@SNAP")?
+                .clone();
+            Request::VolumeSnapshot {
+                volume: target.volume,
+                snapshot,
+            }
+        }
+        VolumeCmd::Clone { source, name } => Request::VolumeClone { source, name },
+        VolumeCmd::Resize { name, size } => Request::VolumeResize { name, size },
+        VolumeCmd::Delete { target } => Request::VolumeDelete { target },
+        VolumeCmd::Export(a) => {
+            let path = std::path::absolute(&a.file)
+                .with_context(|| format!("export path {}", a.file.display()))?;
+            Request::VolumeExport {
+                target: a.target,
+                path,
+                format: match a.format {
+                    ExportFormatArg::Raw => ExportFormat::Raw,
+                    ExportFormatArg::Qcow2 => ExportFormat::Qcow2,
+                },
+                compression: a.compress.map(|c| match c {
+                    CompressArg::Zlib => Compression::Zlib,
+                    CompressArg::Zstd => Compression::Zstd,
+                }),
+            }
+        }
+        VolumeCmd::Gc => Request::VolumeGc,
+    })
+}

@@ -1,0 +1,211 @@
+//! The `platter volume` commands as users and scripts run them: exit codes, one-line
+//! errors, JSON output, and exports checked by the real `qemu-img`.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use platter_snapshotter::Store;
+use platter_types::VolumeRef;
+use rand::{Rng, SeedableRng};
+
+fn platter(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_platter"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> String {
+    let out = platter(store, args);
+    assert!(
+        out.status.success(),
+        "platter {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail; returns its one-line error.
+fn fails(store: &Path, args: &[&str]) -> String {
+    let out = platter(store, args);
+    assert!(!out.status.success(), "platter {args:?} succeeded");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.trim().lines().count() >= 1, "no error message");
+    err.lines().next().unwrap().to_string()
+}
+
+fn json(store: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["-o", "json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(store, &a)).unwrap()
+}
+
+/// Writes random data with holes into a volume through the library.
+fn fill(store: &Path, name: &str, size: u64) {
+    let s = Store::open(store).unwrap();
+    let v = s.open_volume(&VolumeRef::parse(name).unwrap()).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut pos = 0;
+    while pos < size {
+        let len = rng.gen_range(4096..300_000).min(size - pos);
+        if rng.gen_bool(0.5) {
+            let buf: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            v.write_at(&buf, pos).unwrap();
+        }
+        pos += len + rng.gen_range(0..500_000);
+    }
+    v.flush().unwrap();
+}
+
+fn qemu_img(args: &[&str]) -> Output {
+    Command::new("qemu-img").args(args).output().unwrap()
+}
+
+#[test]
+fn volume_lifecycle_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    let v = json(st, &["volume", "create", "vm-disk", "--size", "10G"]);
+    assert_eq!(v["size"], 10u64 << 30);
+    assert_eq!(v["kind"], "volume");
+    ok(st, &["volume", "snapshot", "vm-disk@base"]);
+    ok(st, &["volume", "clone", "vm-disk@base", "vm2"]);
+    let list = json(st, &["volume", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vm-disk", "vm-disk@base", "vm2"]);
+    let table = ok(st, &["volume", "list"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    let snap = json(st, &["volume", "inspect", "vm-disk@base"]);
+    assert_eq!(snap["clones"][0], "vm2");
+    let grown = json(st, &["volume", "resize", "vm2", "--size", "20G"]);
+    assert_eq!(grown["size"], 20u64 << 30);
+    let e = fails(st, &["volume", "delete", "vm-disk@base"]);
+    assert!(e.contains("vm2") && e.contains("vm-disk@base"), "{e}");
+    ok(st, &["volume", "delete", "vm2"]);
+    ok(st, &["volume", "delete", "vm-disk"]);
+    assert_eq!(json(st, &["volume", "list"]), serde_json::json!([]));
+    let gc = json(st, &["volume", "gc"]);
+    assert!(gc["bytes_freed"].is_u64());
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    ok(st, &["volume", "create", "a", "--size", "1G"]);
+    let before = std::fs::read(st.join("catalog")).unwrap();
+    for (args, needle) in [
+        (
+            vec!["volume", "create", "Bad_Name", "--size", "1G"],
+            "Bad_Name",
+        ),
+        (vec!["volume", "create", "b", "--size", "12X"], "12X"),
+        (
+            vec!["volume", "create", "b", "--size", "1000"],
+            "multiple of 512",
+        ),
+        (
+            vec!["volume", "create", "a", "--size", "1G"],
+            "already exists",
+        ),
+        (vec!["volume", "resize", "a", "--size", "1M"], "shrink"),
+        (vec!["volume", "inspect", "nope"], "nope"),
+        (vec!["volume", "delete", "a@nope"], "a@nope"),
+        (vec!["volume", "snapshot", "a"], "NAME@SNAP"),
+    ] {
+        let e = fails(st, &args);
+        assert!(e.contains(needle), "{args:?}: {e}");
+    }
+    assert_eq!(
+        std::fs::read(st.join("catalog")).unwrap(),
+        before,
+        "a refused command changed the store"
+    );
+    // A damaged catalog is reported as such.
+    let mut bad = before.clone();
+    let at = bad.len() - 10;
+    bad[at] ^= 0x20;
+    std::fs::write(st.join("catalog"), &bad).unwrap();
+    let e = fails(st, &["volume", "list"]);
+    assert!(e.contains("damaged") && e.contains("catalog"), "{e}");
+}
+
+#[test]
+fn exports_are_sparse_and_qemu_img_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    let out = tempfile::tempdir().unwrap();
+    let size: u64 = 24 << 20;
+    ok(
+        st,
+        &["volume", "create", "src", "--size", &size.to_string()],
+    );
+    fill(st, "src", size);
+    ok(st, &["volume", "snapshot", "src@s"]);
+    let raw = out.path().join("src.raw");
+    let rep = json(st, &["volume", "export", "src@s", raw.to_str().unwrap()]);
+    let data = rep["bytes_written"].as_u64().unwrap();
+    assert!(data > 0 && data < size);
+    let m = std::fs::metadata(&raw).unwrap();
+    assert_eq!(m.len(), size);
+    assert!(
+        m.blocks() * 512 < size * 3 / 4,
+        "raw export is not sparse: {} allocated",
+        m.blocks() * 512
+    );
+    for (name, extra) in [
+        ("plain.qcow2", vec![]),
+        ("zlib.qcow2", vec!["--compress", "zlib"]),
+        ("zstd.qcow2", vec!["--compress", "zstd"]),
+    ] {
+        let q = out.path().join(name);
+        let mut args = vec![
+            "volume",
+            "export",
+            "src@s",
+            q.to_str().unwrap(),
+            "--format",
+            "qcow2",
+        ];
+        args.extend(extra);
+        ok(st, &args);
+        let check = qemu_img(&["check", q.to_str().unwrap()]);
+        assert!(
+            check.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        assert!(
+            String::from_utf8_lossy(&check.stdout).contains("No errors"),
+            "{name}"
+        );
+        let cmp = qemu_img(&["compare", raw.to_str().unwrap(), q.to_str().unwrap()]);
+        assert!(
+            cmp.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&cmp.stdout)
+        );
+    }
+    // A failed export leaves no file under the requested name.
+    let e = fails(
+        st,
+        &[
+            "volume",
+            "export",
+            "src",
+            out.path().join("x.raw").to_str().unwrap(),
+            "--compress",
+            "zlib",
+        ],
+    );
+    assert!(e.contains("qcow2"), "{e}");
+    assert!(!out.path().join("x.raw").exists() && !out.path().join("x.raw.partial").exists());
+}

@@ -1,0 +1,215 @@
+//! The typed requests and responses of the control API (documented in ARCHITECTURE.md).
+//!
+//! On the wire each request is one JSON line; the server answers with any number of
+//! `{"event": …}` lines and then exactly one `{"response": …}` or `{"error": …}` line.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use platter_snapshotter::{GcReport, VolumeInfo};
+use platter_types::{Name, VolumeRef};
+
+/// Disk image formats a volume can be exported to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Raw,
+    Qcow2,
+}
+
+/// Compression of qcow2 clusters on export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Zlib,
+    Zstd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    VolumeCreate {
+        name: Name,
+        size: u64,
+    },
+    VolumeList,
+    VolumeInspect {
+        target: VolumeRef,
+    },
+    VolumeSnapshot {
+        volume: Name,
+        snapshot: Name,
+    },
+    VolumeClone {
+        source: VolumeRef,
+        name: Name,
+    },
+    VolumeResize {
+        name: Name,
+        size: u64,
+    },
+    VolumeDelete {
+        target: VolumeRef,
+    },
+    VolumeExport {
+        target: VolumeRef,
+        path: PathBuf,
+        format: ExportFormat,
+        compression: Option<Compression>,
+    },
+    VolumeGc,
+    /// Liveness check (used by clients to tell a live server from a stale socket).
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Volume(VolumeInfoWire),
+    Volumes {
+        items: Vec<VolumeInfoWire>,
+    },
+    Deleted {
+        target: String,
+    },
+    Exported {
+        target: String,
+        path: PathBuf,
+        bytes_written: u64,
+        allocated: u64,
+    },
+    Gc(GcReportWire),
+    Pong {
+        pid: u32,
+    },
+}
+
+/// Progress of long work, streamed before the response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    Progress { done: u64, total: u64 },
+    Message { text: String },
+}
+
+/// One line from the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Event(Event),
+    Response(Response),
+    Error(String),
+}
+
+/// `VolumeInfo` as it travels (owned, deserializable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfoWire {
+    pub name: String,
+    pub kind: String,
+    pub size: u64,
+    pub allocated: u64,
+    pub chain_allocated: u64,
+    pub chain: Vec<LayerWire>,
+    pub snapshots: Vec<String>,
+    pub clones: Vec<String>,
+    pub origin: Option<String>,
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerWire {
+    pub id: String,
+    pub blob: String,
+    pub allocated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReportWire {
+    pub bytes_freed: u64,
+    pub layers_removed: usize,
+    pub layers_sealed: usize,
+    pub layers_deduplicated: usize,
+}
+
+impl From<VolumeInfo> for VolumeInfoWire {
+    fn from(v: VolumeInfo) -> Self {
+        VolumeInfoWire {
+            name: v.name,
+            kind: match v.kind {
+                platter_snapshotter::Kind::Volume => "volume".into(),
+                platter_snapshotter::Kind::Snapshot => "snapshot".into(),
+            },
+            size: v.size,
+            allocated: v.allocated,
+            chain_allocated: v.chain_allocated,
+            chain: v
+                .chain
+                .into_iter()
+                .map(|l| LayerWire {
+                    id: l.id,
+                    blob: l.blob,
+                    allocated: l.allocated,
+                })
+                .collect(),
+            snapshots: v.snapshots,
+            clones: v.clones,
+            origin: v.origin,
+            created: v.created,
+        }
+    }
+}
+
+impl From<GcReport> for GcReportWire {
+    fn from(g: GcReport) -> Self {
+        GcReportWire {
+            bytes_freed: g.bytes_freed,
+            layers_removed: g.layers_removed,
+            layers_sealed: g.layers_sealed,
+            layers_deduplicated: g.layers_deduplicated,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_round_trip_as_json() {
+        let reqs = [
+            Request::VolumeCreate {
+                name: Name::new("a").unwrap(),
+                size: 4096,
+            },
+            Request::VolumeDelete {
+                target: VolumeRef::parse("a@b").unwrap(),
+            },
+            Request::VolumeExport {
+                target: VolumeRef::parse("a").unwrap(),
+                path: "/tmp/x".into(),
+                format: ExportFormat::Qcow2,
+                compression: Some(Compression::Zstd),
+            },
+        ];
+        for r in reqs {
+            let s = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn invalid_names_in_requests_are_refused() {
+        let bad = r#"{"op":"volume_create","name":"../etc","size":4096}"#;
+        assert!(serde_json::from_str::<Request>(bad).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(s in ".{0,200}") {
+            let _ = serde_json::from_str::<Request>(&s);
+            let _ = serde_json::from_str::<Reply>(&s);
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The one dispatcher: a [`Request`] in, a [`Response`] (or a typed error) out, with
+//! progress events along the way. Used in-process by the CLI when no server runs, and by
+//! the control server when one does.
+
+use platter_snapshotter::{Store, StoreError};
+
+use crate::api::{Event, Request, Response};
+use crate::export::{export, ExportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// An error reported by a server, as its text.
+    #[error("{0}")]
+    Remote(String),
+    #[error("control socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {detail}")]
+    Protocol {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+}
+
+pub fn handle(
+    store: &Store,
+    req: Request,
+    events: &mut dyn FnMut(Event),
+) -> Result<Response, ControlError> {
+    Ok(match req {
+        Request::VolumeCreate { name, size } => {
+            Response::Volume(store.create_volume(&name, size)?.into())
+        }
+        Request::VolumeList => Response::Volumes {
+            items: store.list()?.into_iter().map(Into::into).collect(),
+        },
+        Request::VolumeInspect { target } => Response::Volume(store.inspect(&target)?.into()),
+        Request::VolumeSnapshot { volume, snapshot } => {
+            Response::Volume(store.snapshot(&volume, &snapshot)?.into())
+        }
+        Request::VolumeClone { source, name } => {
+            Response::Volume(store.clone_volume(&source, &name)?.into())
+        }
+        Request::VolumeResize { name, size } => Response::Volume(store.resize(&name, size)?.into()),
+        Request::VolumeDelete { target } => {
+            store.delete(&target)?;
+            Response::Deleted {
+                target: target.to_string(),
+            }
+        }
+        Request::VolumeExport {
+            target,
+            path,
+            format,
+            compression,
+        } => {
+            let vol = store.open_volume(&target)?;
+            let report = export(&vol, &path, format, compression, events)?;
+            Response::Exported {
+                target: target.to_string(),
+                path,
+                bytes_written: report.bytes_written,
+                allocated: report.allocated,
+            }
+        }
+        Request::VolumeGc => Response::Gc(store.gc()?.into()),
+        Request::Ping => Response::Pong {
+            pid: std::process::id(),
+        },
+    })
+}

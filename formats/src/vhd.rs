@@ -1,0 +1,646 @@
+//! Microsoft VHD (Virtual PC) images, fixed and dynamic: the 512-byte "conectix" footer
+//! (big-endian, one's-complement checksum), the dynamic disk header "cxsparse", the block
+//! allocation table (BAT) and each block's sector bitmap (a clear bit reads as zero).
+//!
+//! Differencing disks need a parent and are refused. The virtual size is the footer's
+//! current size. Every offset from the file is bounded before use; BAT entries are
+//! checked against the file and the metadata at open. Reads only through [`ReadAt`].
+
+use std::sync::{Arc, Mutex};
+
+use crate::raw::check_range;
+use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
+
+const FORMAT: &str = "vhd";
+pub const FOOTER_LEN: usize = 512;
+pub const DYN_HEADER_LEN: usize = 1024;
+const SECTOR: u64 = 512;
+const VERSION_1_0: u32 = 0x0001_0000;
+const TYPE_FIXED: u32 = 2;
+const TYPE_DYNAMIC: u32 = 3;
+const TYPE_DIFF: u32 = 4;
+const BAT_UNUSED: u32 = 0xffff_ffff;
+/// BAT bound: 16 Mi entries (64 MiB), far beyond VHD's 2 TiB limit at 2 MiB blocks.
+const MAX_BAT_ENTRIES: u64 = 1 << 24;
+const MAX_BLOCK_SIZE: u32 = 1 << 28;
+
+/// The footer fields this reader uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhdFooter {
+    pub data_offset: u64,
+    pub current_size: u64,
+    pub disk_type: u32,
+}
+
+/// The dynamic disk header fields this reader uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynHeader {
+    pub table_offset: u64,
+    pub max_table_entries: u32,
+    pub block_size: u32,
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        a.copy_from_slice(s);
+    }
+    u32::from_be_bytes(a)
+}
+
+fn be64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_be_bytes(a)
+}
+
+/// One's complement of the byte sum, skipping the 4-byte checksum field at `skip`.
+pub fn checksum(bytes: &[u8], skip: usize) -> u32 {
+    let sum = bytes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(skip..skip + 4).contains(i))
+        .fold(0u32, |acc, (_, &b)| acc.wrapping_add(u32::from(b)));
+    !sum
+}
+
+/// Parses and checks a 512-byte footer (cookie, checksum, version). Pure: no IO.
+pub fn parse_footer(buf: &[u8]) -> Result<VhdFooter, FormatError> {
+    let Some(buf) = buf.get(..FOOTER_LEN) else {
+        return Err(FormatError::Truncated {
+            what: "VHD footer".into(),
+            offset: buf.len() as u64,
+        });
+    };
+    if !buf.starts_with(b"conectix") {
+        return Err(FormatError::BadMagic { format: FORMAT });
+    }
+    let stored = be32(buf, 64);
+    let computed = checksum(buf, 64);
+    if stored != computed {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            format!("footer checksum {stored:#010x} does not match computed {computed:#010x}"),
+        ));
+    }
+    let version = be32(buf, 12);
+    if version >> 16 != 1 {
+        return Err(FormatError::unsupported(
+            FORMAT,
+            format!("file format version {version:#010x}"),
+        ));
+    }
+    Ok(VhdFooter {
+        data_offset: be64(buf, 16),
+        current_size: be64(buf, 48),
+        disk_type: be32(buf, 60),
+    })
+}
+
+/// Parses and checks a 1024-byte dynamic disk header. Pure: no IO.
+pub fn parse_dyn_header(buf: &[u8]) -> Result<DynHeader, FormatError> {
+    let Some(buf) = buf.get(..DYN_HEADER_LEN) else {
+        return Err(FormatError::Truncated {
+            what: "VHD dynamic disk header".into(),
+            offset: buf.len() as u64,
+        });
+    };
+    if !buf.starts_with(b"cxsparse") {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            "dynamic disk header lacks its \"cxsparse\" cookie",
+        ));
+    }
+    let stored = be32(buf, 36);
+    let computed = checksum(buf, 36);
+    if stored != computed {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            format!(
+                "dynamic header checksum {stored:#010x} does not match computed {computed:#010x}"
+            ),
+        ));
+    }
+    let version = be32(buf, 24);
+    if version != VERSION_1_0 {
+        return Err(FormatError::unsupported(
+            FORMAT,
+            format!("dynamic header version {version:#010x}"),
+        ));
+    }
+    let block_size = be32(buf, 32);
+    if !block_size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&block_size) {
+        return Err(FormatError::unsupported(
+            FORMAT,
+            format!("block size {block_size}"),
+        ));
+    }
+    Ok(DynHeader {
+        table_offset: be64(buf, 16),
+        max_table_entries: be32(buf, 28),
+        block_size,
+    })
+}
+
+fn read_exact(
+    src: &dyn ReadAt,
+    buf: &mut [u8],
+    offset: u64,
+    what: &str,
+) -> Result<(), FormatError> {
+    src.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            FormatError::Truncated {
+                what: what.into(),
+                offset,
+            }
+        } else {
+            FormatError::io(format!("reading VHD {what} at offset {offset}"), e)
+        }
+    })
+}
+
+/// A dynamic disk's allocation state.
+struct Dynamic {
+    block_size: u64,
+    /// Bytes of sector bitmap in front of each block (whole sectors).
+    bitmap_len: u64,
+    /// Per block: file offset of its sector bitmap, or `None` when unallocated.
+    bat: Vec<Option<u64>>,
+    /// The last bitmap read, since sequential reads hit the same block many times.
+    cache: Mutex<Option<(u64, Arc<Vec<u8>>)>>,
+}
+
+/// A fixed or dynamic VHD opened for reading.
+pub struct VhdImage {
+    src: Arc<dyn ReadAt>,
+    size: u64,
+    /// `None` for a fixed disk (guest offset N is file offset N).
+    dynamic: Option<Dynamic>,
+}
+
+impl VhdImage {
+    /// Opens a VHD: `src` must cover the whole file, since the footer is at its end.
+    pub fn open(src: Arc<dyn ReadAt>) -> Result<Self, FormatError> {
+        let file_len = src
+            .len()
+            .map_err(|e| FormatError::io("reading VHD file length", e))?;
+        if file_len < FOOTER_LEN as u64 {
+            return Err(FormatError::Truncated {
+                what: "VHD footer".into(),
+                offset: 0,
+            });
+        }
+        let mut buf = [0u8; FOOTER_LEN];
+        read_exact(&*src, &mut buf, file_len - FOOTER_LEN as u64, "footer")?;
+        if !buf.starts_with(b"conectix") {
+            // A dynamic disk whose trailing footer was lost still has the copy at 0.
+            read_exact(&*src, &mut buf, 0, "footer copy")?;
+        }
+        let footer = parse_footer(&buf)?;
+        let size = footer.current_size;
+        let dynamic = match footer.disk_type {
+            TYPE_FIXED => {
+                if size > file_len - FOOTER_LEN as u64 {
+                    return Err(FormatError::corrupt(
+                        FORMAT,
+                        format!(
+                            "fixed disk of {size} bytes does not fit in a {file_len}-byte file"
+                        ),
+                    ));
+                }
+                None
+            }
+            TYPE_DYNAMIC => Some(open_dynamic(&*src, &footer, file_len)?),
+            TYPE_DIFF => {
+                return Err(FormatError::unsupported(
+                    FORMAT,
+                    "differencing disk (needs its parent image)",
+                ))
+            }
+            other => {
+                return Err(FormatError::unsupported(
+                    FORMAT,
+                    format!("disk type {other}"),
+                ))
+            }
+        };
+        Ok(VhdImage { src, size, dynamic })
+    }
+}
+
+fn open_dynamic(
+    src: &dyn ReadAt,
+    footer: &VhdFooter,
+    file_len: u64,
+) -> Result<Dynamic, FormatError> {
+    let hdr_at = footer.data_offset;
+    if hdr_at < FOOTER_LEN as u64 || hdr_at.saturating_add(DYN_HEADER_LEN as u64) > file_len {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            format!("dynamic header offset {hdr_at} is outside the file ({file_len} bytes)"),
+        ));
+    }
+    let mut hbuf = [0u8; DYN_HEADER_LEN];
+    read_exact(src, &mut hbuf, hdr_at, "dynamic disk header")?;
+    let dh = parse_dyn_header(&hbuf)?;
+    let block_size = u64::from(dh.block_size);
+    let blocks = footer.current_size.div_ceil(block_size);
+    if blocks > u64::from(dh.max_table_entries) {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            format!(
+                "BAT has {} entries but {} bytes need {blocks} blocks",
+                dh.max_table_entries, footer.current_size
+            ),
+        ));
+    }
+    if blocks > MAX_BAT_ENTRIES {
+        return Err(FormatError::TooLarge {
+            format: FORMAT,
+            what: "block allocation table".into(),
+            value: blocks,
+            limit: MAX_BAT_ENTRIES,
+        });
+    }
+    let bat_len = blocks * 4;
+    let bat_at = dh.table_offset;
+    if bat_at < FOOTER_LEN as u64 || bat_at.saturating_add(bat_len) > file_len {
+        return Err(FormatError::corrupt(
+            FORMAT,
+            format!("BAT at offset {bat_at} ({bat_len} bytes) is outside the file"),
+        ));
+    }
+    let mut raw = vec![0u8; bat_len as usize];
+    read_exact(src, &mut raw, bat_at, "block allocation table")?;
+    let bitmap_len = (block_size / SECTOR).div_ceil(8).next_multiple_of(SECTOR);
+    let layout = BlockLayout {
+        size: footer.current_size,
+        block_size,
+        bitmap_len,
+        file_len,
+        metadata: [
+            (0, FOOTER_LEN as u64),
+            (hdr_at, DYN_HEADER_LEN as u64),
+            (bat_at, bat_len),
+        ],
+    };
+    let bat = raw
+        .chunks_exact(4)
+        .enumerate()
+        .map(|(i, e)| layout.check_entry(i as u64, be32(e, 0)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Dynamic {
+        block_size,
+        bitmap_len,
+        bat,
+        cache: Mutex::new(None),
+    })
+}
+
+/// What a BAT entry is checked against. Pure.
+struct BlockLayout {
+    size: u64,
+    block_size: u64,
+    bitmap_len: u64,
+    file_len: u64,
+    /// (offset, length) of the footer copy, dynamic header and BAT.
+    metadata: [(u64, u64); 3],
+}
+
+impl BlockLayout {
+    fn check_entry(&self, block: u64, entry: u32) -> Result<Option<u64>, FormatError> {
+        if entry == BAT_UNUSED {
+            return Ok(None);
+        }
+        let start = u64::from(entry) * SECTOR;
+        // The last block may be partial; only what the guest sees must be in the file.
+        let data = self.block_size.min(self.size - block * self.block_size);
+        let end = start + self.bitmap_len + data;
+        if end > self.file_len {
+            return Err(FormatError::corrupt(
+                FORMAT,
+                format!(
+                    "BAT entry {block} points at offset {start}, past the end of the file ({})",
+                    self.file_len
+                ),
+            ));
+        }
+        if let Some((at, len)) = self
+            .metadata
+            .iter()
+            .find(|(at, len)| start < at + len && *at < end)
+        {
+            return Err(FormatError::corrupt(
+                FORMAT,
+                format!("BAT entry {block} (offset {start}) overlaps metadata at {at}+{len}"),
+            ));
+        }
+        Ok(Some(start))
+    }
+}
+
+/// Where a guest range lives: in the file, or zero; up to `end` (exclusive guest offset).
+struct Piece {
+    at: Option<u64>,
+    end: u64,
+}
+
+impl Dynamic {
+    fn bitmap(&self, src: &dyn ReadAt, block: u64, at: u64) -> Result<Arc<Vec<u8>>, FormatError> {
+        if let Ok(guard) = self.cache.lock() {
+            if let Some((b, bm)) = guard.as_ref() {
+                if *b == block {
+                    return Ok(bm.clone());
+                }
+            }
+        }
+        let mut bm = vec![0u8; self.bitmap_len as usize];
+        read_exact(src, &mut bm, at, "sector bitmap")?;
+        let bm = Arc::new(bm);
+        if let Ok(mut guard) = self.cache.lock() {
+            *guard = Some((block, bm.clone()));
+        }
+        Ok(bm)
+    }
+
+    /// The run of sectors around guest `offset` that share one state, ending at most at
+    /// the block end or `size`.
+    fn piece(&self, src: &dyn ReadAt, offset: u64, size: u64) -> Result<Piece, FormatError> {
+        let block = offset / self.block_size;
+        let block_start = block * self.block_size;
+        let block_end = (block_start + self.block_size).min(size);
+        let entry = usize::try_from(block)
+            .ok()
+            .and_then(|i| self.bat.get(i).copied())
+            .flatten();
+        let Some(bitmap_at) = entry else {
+            return Ok(Piece {
+                at: None,
+                end: block_end,
+            });
+        };
+        let bm = self.bitmap(src, block, bitmap_at)?;
+        let present = |sector: u64| {
+            let byte = bm.get((sector / 8) as usize).copied().unwrap_or(0);
+            byte & (0x80 >> (sector % 8)) != 0
+        };
+        let first = (offset - block_start) / SECTOR;
+        let state = present(first);
+        let mut sector = first + 1;
+        while block_start + sector * SECTOR < block_end && present(sector) == state {
+            sector += 1;
+        }
+        let end = (block_start + sector * SECTOR).min(block_end);
+        let at = state.then(|| bitmap_at + self.bitmap_len + (offset - block_start));
+        Ok(Piece { at, end })
+    }
+}
+
+impl VhdImage {
+    fn piece(&self, offset: u64) -> Result<Piece, FormatError> {
+        match &self.dynamic {
+            None => Ok(Piece {
+                at: Some(offset),
+                end: self.size,
+            }),
+            Some(d) => d.piece(&*self.src, offset, self.size),
+        }
+    }
+
+    /// True for a dynamic (sparse) disk.
+    pub fn is_dynamic(&self) -> bool {
+        self.dynamic.is_some()
+    }
+}
+
+impl DiskImage for VhdImage {
+    fn format(&self) -> Format {
+        Format::Vhd
+    }
+
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+
+    fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
+        if offset >= self.size || max_len == 0 {
+            return Err(FormatError::OutOfRange {
+                offset,
+                len: max_len,
+                virtual_size: self.size,
+            });
+        }
+        let limit = offset.saturating_add(max_len).min(self.size);
+        let kind_of = |p: &Piece| match p.at {
+            Some(_) => ExtentKind::Data,
+            None => ExtentKind::Zero,
+        };
+        let first = self.piece(offset)?;
+        let kind = kind_of(&first);
+        let mut end = first.end;
+        while end < limit {
+            // A bad bitmap further on is reported when that offset itself is asked about.
+            let Ok(next) = self.piece(end) else {
+                break;
+            };
+            if kind_of(&next) != kind {
+                break;
+            }
+            end = next.end;
+        }
+        Ok(Extent {
+            len: end.min(limit) - offset,
+            kind,
+        })
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
+        check_range(offset, buf.len() as u64, self.size)?;
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let p = self.piece(pos)?;
+            let n =
+                usize::try_from(p.end - pos).map_or(buf.len() - done, |n| n.min(buf.len() - done));
+            let out = &mut buf[done..done + n];
+            match p.at {
+                Some(at) => read_exact(&*self.src, out, at, "data")?,
+                None => out.fill(0),
+            }
+            done += n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readat::MemImage;
+    use proptest::prelude::*;
+
+    fn footer(size: u64, disk_type: u32, data_offset: u64) -> [u8; FOOTER_LEN] {
+        let mut f = [0u8; FOOTER_LEN];
+        f[..8].copy_from_slice(b"conectix");
+        f[12..16].copy_from_slice(&VERSION_1_0.to_be_bytes());
+        f[16..24].copy_from_slice(&data_offset.to_be_bytes());
+        f[40..48].copy_from_slice(&size.to_be_bytes());
+        f[48..56].copy_from_slice(&size.to_be_bytes());
+        f[60..64].copy_from_slice(&disk_type.to_be_bytes());
+        let c = checksum(&f, 64);
+        f[64..68].copy_from_slice(&c.to_be_bytes());
+        f
+    }
+
+    /// A dynamic disk of 3 blocks of 4 KiB: block 0 allocated with sectors 0-1 present,
+    /// block 1 unallocated, block 2 allocated and full.
+    fn dynamic_sample() -> Vec<u8> {
+        let size = 3 * 4096;
+        let mut f = footer(size, TYPE_DYNAMIC, 512).to_vec();
+        let mut dh = [0u8; DYN_HEADER_LEN];
+        dh[..8].copy_from_slice(b"cxsparse");
+        dh[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
+        dh[16..24].copy_from_slice(&1536u64.to_be_bytes());
+        dh[24..28].copy_from_slice(&VERSION_1_0.to_be_bytes());
+        dh[28..32].copy_from_slice(&3u32.to_be_bytes());
+        dh[32..36].copy_from_slice(&4096u32.to_be_bytes());
+        let c = checksum(&dh, 36);
+        dh[36..40].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&dh);
+        let mut bat = [0xffu8; 512];
+        bat[..4].copy_from_slice(&4u32.to_be_bytes()); // block 0 at sector 4
+        bat[8..12].copy_from_slice(&13u32.to_be_bytes()); // block 2 at sector 13
+        f.extend_from_slice(&bat);
+        let mut bm = [0u8; 512];
+        bm[0] = 0xc0;
+        f.extend_from_slice(&bm);
+        f.extend([0x11u8; 4096]);
+        let mut bm = [0u8; 512];
+        bm[0] = 0xff;
+        f.extend_from_slice(&bm);
+        f.extend([0x22u8; 4096]);
+        f.extend_from_slice(&footer(size, TYPE_DYNAMIC, 512));
+        f
+    }
+
+    /// Recomputes the dynamic header and trailing footer checksums after a mutation.
+    fn refresh_checksums(f: &mut [u8]) {
+        let c = checksum(&f[512..1536], 36);
+        f[512 + 36..512 + 40].copy_from_slice(&c.to_be_bytes());
+        let n = f.len();
+        let c = checksum(&f[n - 512..], 64);
+        f[n - 512 + 64..n - 512 + 68].copy_from_slice(&c.to_be_bytes());
+    }
+
+    fn open(bytes: Vec<u8>) -> Result<VhdImage, FormatError> {
+        VhdImage::open(Arc::new(MemImage(bytes)))
+    }
+
+    #[test]
+    fn fixed_disk_reads_through() {
+        let mut f: Vec<u8> = (0..2048u32).map(|i| i as u8).collect();
+        f.extend_from_slice(&footer(2048, TYPE_FIXED, u64::MAX));
+        let img = open(f.clone()).unwrap();
+        assert!(!img.is_dynamic());
+        let mut buf = vec![0u8; 2048];
+        img.read_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf[..], &f[..2048]);
+        assert_eq!(img.map(5, 1 << 30).unwrap().len, 2043);
+    }
+
+    #[test]
+    fn dynamic_disk_honours_bat_and_bitmap() {
+        let img = open(dynamic_sample()).unwrap();
+        assert_eq!(img.virtual_size(), 3 * 4096);
+        let mut buf = vec![0u8; 3 * 4096];
+        img.read_at(&mut buf, 0).unwrap();
+        assert!(buf[..1024].iter().all(|&b| b == 0x11));
+        assert!(buf[1024..8192].iter().all(|&b| b == 0));
+        assert!(buf[8192..].iter().all(|&b| b == 0x22));
+        let e = img.map(0, u64::MAX).unwrap();
+        assert_eq!((e.len, e.kind), (1024, ExtentKind::Data));
+        let e = img.map(1024, u64::MAX).unwrap();
+        assert_eq!((e.len, e.kind), (8192 - 1024, ExtentKind::Zero));
+        let e = img.map(8192 + 7, 100).unwrap();
+        assert_eq!((e.len, e.kind), (100, ExtentKind::Data));
+    }
+
+    #[test]
+    fn hostile_vhds_are_refused() {
+        let mut f = dynamic_sample();
+        let n = f.len();
+        f[n - 512 + 70] ^= 1; // footer body, checksum now wrong
+        assert!(matches!(open(f).err(), Some(FormatError::Corrupt { .. })));
+
+        let mut f = dynamic_sample();
+        f[1536..1540].copy_from_slice(&0x1000u32.to_be_bytes()); // block 0 past EOF
+        assert!(matches!(open(f).err(), Some(FormatError::Corrupt { .. })));
+
+        let mut f = dynamic_sample();
+        f[1536..1540].copy_from_slice(&1u32.to_be_bytes()); // block 0 over the header
+        assert!(matches!(open(f).err(), Some(FormatError::Corrupt { .. })));
+
+        let mut f = dynamic_sample();
+        f[512 + 40] ^= 1; // dynamic header checksum
+        assert!(matches!(open(f).err(), Some(FormatError::Corrupt { .. })));
+
+        let mut f = dynamic_sample();
+        let n = f.len();
+        let diff = footer(3 * 4096, TYPE_DIFF, 512);
+        f[n - 512..].copy_from_slice(&diff);
+        assert!(matches!(
+            open(f).err(),
+            Some(FormatError::Unsupported { .. })
+        ));
+
+        let mut fixed = vec![0u8; 100];
+        fixed.extend_from_slice(&footer(4096, TYPE_FIXED, u64::MAX));
+        assert!(matches!(
+            open(fixed).err(),
+            Some(FormatError::Corrupt { .. })
+        ));
+
+        assert!(matches!(
+            open(vec![0u8; 10]).err(),
+            Some(FormatError::Truncated { .. })
+        ));
+        assert!(matches!(
+            open(vec![0u8; 4096]).err(),
+            Some(FormatError::BadMagic { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
+            let _ = parse_footer(&bytes);
+            let _ = parse_dyn_header(&bytes);
+        }
+
+        #[test]
+        fn parsers_never_panic_with_cookies(mut bytes in proptest::collection::vec(any::<u8>(), 1024..1100)) {
+            bytes[..8].copy_from_slice(b"conectix");
+            let _ = parse_footer(&bytes);
+            bytes[..8].copy_from_slice(b"cxsparse");
+            let _ = parse_dyn_header(&bytes);
+        }
+
+        #[test]
+        fn open_never_panics_on_mutations(pos in 0usize..2048, val in any::<u8>(), cut in 0usize..400) {
+            let mut f = dynamic_sample();
+            f[pos] = val;
+            refresh_checksums(&mut f);
+            if cut < 200 {
+                f.truncate(f.len() - cut);
+            }
+            if let Ok(img) = open(f) {
+                let mut buf = vec![0u8; img.virtual_size().min(1 << 16) as usize];
+                let _ = img.read_at(&mut buf, 0);
+                let _ = img.map(0, u64::MAX);
+            }
+        }
+    }
+}

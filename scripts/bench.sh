@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every benchmark (ours and the peers in the same run) and writes the tables to
+# target/bench/. Usage: scripts/bench.sh [store|nbd|import|all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh --no-services
+cargo build --release -p platter-bench -p platter
+mkdir -p target/bench
+what=${1:-all}
+if [ "$what" = store ] || [ "$what" = all ]; then
+  target/release/platter-bench store --out target/bench/store.md
+fi

@@ -1,0 +1,140 @@
+//! A blob: the files that hold one layer's blocks (`data`, sparse, addressed by physical
+//! block) and the journal that maps logical blocks to them.
+//!
+//! Blobs live in `STORE/blobs/<name>/`: `w-<id>` while writable or frozen, `sha256-<hex>`
+//! once sealed. Reads and writes of block contents go through this type only, so that a
+//! blob fetched lazily from a registry can later take the place of a local file.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{fallocate, FallocateFlags};
+
+use crate::error::{Result, StoreError};
+use crate::journal::{JournalFile, Record};
+
+pub const DATA_FILE: &str = "data";
+pub const JOURNAL_FILE: &str = "journal";
+
+pub struct Blob {
+    dir: PathBuf,
+    data: File,
+}
+
+impl Blob {
+    /// Creates a new, empty, writable blob directory.
+    pub fn create(blobs_dir: &Path, name: &str, block_size: u32) -> Result<(Blob, JournalFile)> {
+        let dir = blobs_dir.join(name);
+        std::fs::create_dir(&dir).map_err(StoreError::io("create blob directory", &dir))?;
+        let data_path = dir.join(DATA_FILE);
+        let data = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&data_path)
+            .map_err(StoreError::io("create blob data", &data_path))?;
+        // No syncs: the catalog write that first names this blob is synced, and until
+        // then an unsynced blob is garbage that the next open collects.
+        let journal = JournalFile::create(&dir.join(JOURNAL_FILE), block_size)?;
+        Ok((Blob { dir, data }, journal))
+    }
+
+    /// Opens a blob and reads its records. `writable` for the top layer of a volume.
+    pub fn open(
+        blobs_dir: &Path,
+        name: &str,
+        writable: bool,
+    ) -> Result<(Blob, JournalFile, Vec<Record>)> {
+        let dir = blobs_dir.join(name);
+        let data_path = dir.join(DATA_FILE);
+        let data = File::options()
+            .read(true)
+            .write(writable)
+            .open(&data_path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    StoreError::damaged(&data_path, "blob data file is missing")
+                }
+                _ => StoreError::io("open blob data", &data_path)(e),
+            })?;
+        let (journal, records) = JournalFile::open(&dir.join(JOURNAL_FILE), writable)?;
+        Ok((Blob { dir, data }, journal, records))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Reads block contents; bytes past the end of the data file read as zeros (a run
+    /// whose tail was punched or never reached the file).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = match self.data.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(StoreError::io("read blob", self.dir.join(DATA_FILE))(e)),
+            };
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.data
+            .write_all_at(buf, offset)
+            .map_err(StoreError::io("write blob", self.dir.join(DATA_FILE)))
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.data
+            .sync_data()
+            .map_err(StoreError::io("sync blob", self.dir.join(DATA_FILE)))
+    }
+
+    /// Gives the space of a byte range back to the filesystem.
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result<()> {
+        fallocate(
+            &self.data,
+            FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+            offset,
+            len,
+        )
+        .map_err(|e| StoreError::io("punch hole in blob", self.dir.join(DATA_FILE))(e.into()))
+    }
+
+    /// Bytes the filesystem has allocated for this blob's data and journal.
+    pub fn allocated_bytes(&self) -> u64 {
+        let data = self.data.metadata().map(|m| m.blocks() * 512).unwrap_or(0);
+        let journal = std::fs::metadata(self.dir.join(JOURNAL_FILE))
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0);
+        data + journal
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("sync directory", dir))
+}
+
+/// Bytes allocated below a directory (for `gc` reports).
+pub fn dir_allocated_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_allocated_bytes(&e.path()),
+            Ok(m) => m.blocks() * 512,
+            Err(_) => 0,
+        })
+        .sum()
+}

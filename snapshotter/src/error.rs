@@ -1,0 +1,86 @@
+//! The store's one error type: every variant names the object and the cause.
+
+use std::io;
+use std::path::PathBuf;
+
+use platter_types::{NameError, VolumeRef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("store {dir} is in use by another process{}", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error("store {dir} has format version {found}, newer than this platter supports ({supported}); upgrade platter")]
+    NewerFormat {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("store is damaged: {path}: {detail}")]
+    Damaged { path: PathBuf, detail: String },
+    #[error("volume {0} does not exist")]
+    NoSuchVolume(String),
+    #[error("snapshot {0} does not exist")]
+    NoSuchSnapshot(String),
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("cannot delete {target}: {dependants} (delete the clones first)")]
+    HasDependants { target: String, dependants: String },
+    #[error("invalid size {size} for {object}: {reason}")]
+    BadSize {
+        object: String,
+        size: u64,
+        reason: String,
+    },
+    #[error("cannot shrink volume {name} from {from} to {to} bytes: volumes only grow")]
+    Shrink { name: String, from: u64, to: u64 },
+    #[error("{0} is a read-only snapshot")]
+    ReadOnly(VolumeRef),
+    #[error("{object}: range {offset}+{len} is outside the volume (size {size})")]
+    OutOfRange {
+        object: String,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
+    #[error("{0} was deleted")]
+    Deleted(String),
+    #[error("volume {volume}: layer chain is {depth} deep, the most is {max}")]
+    ChainTooDeep {
+        volume: String,
+        depth: usize,
+        max: usize,
+    },
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("export of {object} to {path}: {detail}")]
+    Export {
+        object: String,
+        path: PathBuf,
+        detail: String,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> StoreError {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+
+    pub(crate) fn damaged(path: impl Into<PathBuf>, detail: impl Into<String>) -> StoreError {
+        StoreError::Damaged {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

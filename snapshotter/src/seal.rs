@@ -1,0 +1,110 @@
+//! Sealing: a frozen layer gets its content address, the sha256 of its canonical blob
+//! form, and layers with equal contents end up sharing one blob directory.
+//!
+//! Canonical blob form (version 1), the byte stream that is hashed (and that a registry
+//! would store): `PLTRBLB1`, block size u32, run count u64, then per run start block u64,
+//! length u64, kind u8 (1 data, 2 zero, 3 zero-unmapped), then the data of every data run
+//! in order. The index comes first so that a reader can fetch it alone and then fetch
+//! data by range. It depends only on what the layer says about each block, never on where
+//! the blocks happen to sit in its data file.
+//!
+//! A sealed blob is made by hard-linking the frozen blob's files under the new name, so
+//! sealing copies nothing; the old name is collected once the catalog stops naming it.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::blob::{self, Blob, DATA_FILE, JOURNAL_FILE};
+use crate::error::{Result, StoreError};
+use crate::extent_map::{ExtentMap, Target};
+use crate::store::{Meta, Store};
+use crate::volume::BLOCK;
+
+pub const BLOB_MAGIC: &[u8; 8] = b"PLTRBLB1";
+
+/// The layer's own index (what it says about each block, not what lies below).
+fn own_map(records: &[crate::journal::Record]) -> ExtentMap {
+    let mut map = ExtentMap::new();
+    for r in records {
+        map.set(r.start, r.len, r.target(0));
+    }
+    map
+}
+
+/// The sha256 of a blob's canonical form, reading its data once.
+pub fn blob_digest(blob: &Blob, records: &[crate::journal::Record]) -> Result<String> {
+    let map = own_map(records);
+    let mut h = Sha256::new();
+    h.update(BLOB_MAGIC);
+    h.update((BLOCK as u32).to_le_bytes());
+    h.update((map.len() as u64).to_le_bytes());
+    for p in map.iter() {
+        let kind: u8 = match p.target {
+            Some(Target::Data { .. }) => 1,
+            Some(Target::Zero { unmapped: false }) => 2,
+            _ => 3,
+        };
+        h.update(p.start.to_le_bytes());
+        h.update(p.len.to_le_bytes());
+        h.update([kind]);
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    for p in map.iter() {
+        if let Some(Target::Data { phys, .. }) = p.target {
+            let (mut at, end) = (phys * BLOCK, (phys + p.len) * BLOCK);
+            while at < end {
+                let n = (end - at).min(buf.len() as u64) as usize;
+                blob.read_at(&mut buf[..n], at)?;
+                h.update(&buf[..n]);
+                at += n as u64;
+            }
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn link_blob(blobs: &Path, from: &str, to: &str) -> Result<()> {
+    let (src, dst) = (blobs.join(from), blobs.join(to));
+    let tmp = blobs.join(format!("{to}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(StoreError::io("create sealed blob", &tmp))?;
+    for f in [DATA_FILE, JOURNAL_FILE] {
+        std::fs::hard_link(src.join(f), tmp.join(f))
+            .map_err(StoreError::io("link sealed blob", tmp.join(f)))?;
+    }
+    blob::sync_dir(&tmp)?;
+    std::fs::rename(&tmp, &dst).map_err(StoreError::io("publish sealed blob", &dst))?;
+    blob::sync_dir(blobs)
+}
+
+/// Seals every frozen, unsealed layer. Returns (sealed, deduplicated) counts.
+pub(crate) fn seal_frozen(store: &Store, meta: &mut Meta) -> Result<(usize, usize)> {
+    let mut cat = meta.catalog.clone();
+    let todo: Vec<(String, String)> = cat
+        .layers
+        .iter()
+        .filter(|(id, l)| l.blob.starts_with("w-") && !cat.is_top(id))
+        .map(|(id, l)| (id.clone(), l.blob.clone()))
+        .collect();
+    if todo.is_empty() {
+        return Ok((0, 0));
+    }
+    let blobs = store.blobs_dir();
+    let (mut sealed, mut deduped) = (0, 0);
+    for (id, name) in todo {
+        let (b, _, records) = Blob::open(blobs, &name, false)?;
+        let target = format!("sha256-{}", blob_digest(&b, &records)?);
+        if blobs.join(&target).exists() {
+            deduped += 1;
+        } else {
+            link_blob(blobs, &name, &target)?;
+        }
+        sealed += 1;
+        if let Some(l) = cat.layers.get_mut(&id) {
+            l.blob = target;
+        }
+    }
+    store.save_and_reload(meta, cat)?;
+    Ok((sealed, deduped))
+}
