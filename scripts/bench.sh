@@ -10,3 +10,6 @@ what=${1:-all}
 if [ "$what" = store ] || [ "$what" = all ]; then
   target/release/platter-bench store --out target/bench/store.md
 fi
+if [ "$what" = nbd ] || [ "$what" = all ]; then
+  target/release/platter-bench nbd --out target/bench/nbd.md
+fi

@@ -5,6 +5,7 @@
 //! rate by chain depth against `qemu-img bench` on qcow2 chains, sequential store IO
 //! against plain file IO.
 
+mod nbd;
 mod store;
 mod table;
 
@@ -29,6 +30,19 @@ enum Cmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// NBD servers: ours, qemu-nbd, nbdkit, driven by fio.
+    Nbd {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The platter binary to serve with.
+        #[arg(long, default_value = "target/release/platter")]
+        platter: std::path::PathBuf,
+        /// Seconds per fio run.
+        #[arg(long, default_value_t = 6)]
+        runtime: u32,
+        #[arg(long, default_value_t = 20809)]
+        tcp_port: u16,
+    },
 }
 
 fn main() -> Result<()> {
@@ -36,6 +50,22 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Store { out, dir } => {
             let report = store::run(dir.as_deref())?;
+            println!("{report}");
+            if let Some(out) = out {
+                std::fs::write(out, &report)?;
+            }
+        }
+        Cmd::Nbd {
+            out,
+            platter,
+            runtime,
+            tcp_port,
+        } => {
+            let tmp = tempfile::Builder::new()
+                .prefix("platter-bench-nbd-")
+                .tempdir_in("target")?;
+            let platter = std::path::absolute(platter)?;
+            let report = nbd::run_all(tmp.path(), &platter, runtime, tcp_port)?;
             println!("{report}");
             if let Some(out) = out {
                 std::fs::write(out, &report)?;

@@ -34,6 +34,16 @@ pub enum Command {
     /// Create, inspect, snapshot, clone, export and delete volumes.
     #[command(subcommand)]
     Volume(VolumeCmd),
+    /// Import an image (file, -, http(s)://, docker://, oci:, oci-archive:) into a volume,
+    /// a raw file or a block device.
+    Import(ImportArgs),
+    /// Push a volume or snapshot as a KubeVirt containerDisk.
+    Push(PushArgs),
+    /// Serve every volume over NBD (and FUSE); other commands go through it meanwhile.
+    Serve(crate::serve::ServeArgs),
+    /// Run VMs from volumes or images.
+    #[command(subcommand)]
+    Vm(crate::vm::VmCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,4 +101,82 @@ pub enum CompressArg {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     platter_types::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// Registry and HTTP options shared by `import`, `push` and `vm create --image`.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// USER:PASS (or :TOKEN for a bearer token).
+    #[arg(long, conflicts_with = "authfile")]
+    pub creds: Option<String>,
+    /// A containers/docker auth.json.
+    #[arg(long)]
+    pub authfile: Option<PathBuf>,
+    /// Verify TLS certificates (and refuse plain HTTP outside localhost).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: bool,
+    /// Extra CA certificates (*.crt, *.pem) for registries and HTTPS.
+    #[arg(long)]
+    pub cert_dir: Option<PathBuf>,
+    /// Platform picked from an image index.
+    #[arg(long, default_value = "linux/amd64")]
+    pub platform: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    pub source: String,
+    /// The new volume.
+    #[arg(required_unless_present_any = ["to_file", "to_device"], conflicts_with_all = ["to_file", "to_device"])]
+    pub name: Option<Name>,
+    /// Write a sparse raw file instead of a volume.
+    #[arg(long, conflicts_with = "to_device")]
+    pub to_file: Option<PathBuf>,
+    /// Write a block device instead of a volume.
+    #[arg(long)]
+    pub to_device: Option<PathBuf>,
+    /// auto|raw|qcow2|vmdk|vhd|vhdx|vdi|iso
+    #[arg(long, default_value = "auto")]
+    pub format: String,
+    /// sha256:HEX, sha512:HEX or md5:HEX of the source as downloaded.
+    #[arg(long)]
+    pub checksum: Option<String>,
+    /// Disk size when the source does not say (and the bound for decompressed data).
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<u64>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    pub target: VolumeRef,
+    /// docker://HOST[:PORT]/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG
+    pub dest: String,
+    /// raw|qcow2
+    #[arg(long, default_value = "qcow2")]
+    pub disk_format: String,
+    /// gzip|zstd|none
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+impl RegistryArgs {
+    pub fn params(&self) -> platter_control::api::RegistryParams {
+        platter_control::api::RegistryParams {
+            creds: self.creds.clone(),
+            authfile: self
+                .authfile
+                .as_ref()
+                .and_then(|p| std::path::absolute(p).ok()),
+            tls_verify: self.tls_verify,
+            cert_dir: self
+                .cert_dir
+                .as_ref()
+                .and_then(|p| std::path::absolute(p).ok()),
+            platform: Some(self.platform.clone()),
+        }
+    }
 }

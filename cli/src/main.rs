@@ -3,9 +3,12 @@
 //! running server's control socket or handles it in-process, and prints the result.
 
 mod args;
+mod image;
 mod output;
 mod progress;
 mod run;
+mod serve;
+mod vm;
 
 use std::process::ExitCode;
 

@@ -38,6 +38,15 @@ pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
             g.layers_deduplicated
         ),
         Response::Pong { pid } => println!("server pid {pid}"),
+        Response::Vm { record } => println!("{}", record["name"].as_str().unwrap_or("?")),
+        Response::Vms { items } => items
+            .iter()
+            .for_each(|r| println!("{}", r["name"].as_str().unwrap_or("?"))),
+        Response::VmRemoved { name } => println!("deleted vm {name}"),
+        Response::Imported { volume, .. } => println!("imported volume {}", volume.name),
+        Response::Pushed { report } => {
+            println!("pushed {}", report["destination"].as_str().unwrap_or("?"))
+        }
     }
     Ok(())
 }
@@ -58,6 +67,11 @@ fn json_of(resp: &Response) -> serde_json::Value {
         ),
         Response::Gc(g) => serde_json::to_value(g),
         Response::Pong { pid } => Ok(serde_json::json!({ "pid": pid })),
+        Response::Vm { record } => Ok(record.clone()),
+        Response::Vms { items } => Ok(serde_json::Value::Array(items.clone())),
+        Response::VmRemoved { name } => Ok(serde_json::json!({ "deleted": name })),
+        Response::Imported { report, .. } => Ok(report.clone()),
+        Response::Pushed { report } => Ok(report.clone()),
     };
     v.unwrap_or(serde_json::Value::Null)
 }

@@ -58,6 +58,10 @@ pub fn run(cli: Cli) -> Result<()> {
     let dir = store_dir(&cli);
     let req = match cli.command {
         Command::Volume(v) => volume_request(v)?,
+        Command::Serve(a) => return crate::serve::run(&dir, a),
+        Command::Import(a) => return crate::image::import(&dir, a, cli.output),
+        Command::Push(a) => return crate::image::push(&dir, a, cli.output),
+        Command::Vm(v) => return crate::vm::run(&dir, v, cli.output),
     };
     let resp = execute(&dir, req, cli.output)?;
     output::print(&resp, cli.output)

@@ -59,12 +59,39 @@ pub enum Request {
         compression: Option<Compression>,
     },
     VolumeGc,
+    /// Saves (creates or replaces) a VM record; the record is the launcher's, opaque here.
+    VmPut {
+        name: Name,
+        record: serde_json::Value,
+    },
+    VmGet {
+        name: Name,
+    },
+    VmList,
+    /// Forgets a VM record (its volumes are deleted by separate requests).
+    VmRemove {
+        name: Name,
+    },
+    /// Imports an image (file, HTTP(S), registry, OCI layout) into a new volume.
+    Import {
+        source: String,
+        name: Name,
+        #[serde(default)]
+        params: ImportParams,
+    },
+    /// Pushes a volume or snapshot as a KubeVirt containerDisk.
+    Push {
+        target: VolumeRef,
+        dest: String,
+        #[serde(default)]
+        params: PushParams,
+    },
     /// Liveness check (used by clients to tell a live server from a stale socket).
     Ping,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {
     Volume(VolumeInfoWire),
     Volumes {
@@ -83,6 +110,65 @@ pub enum Response {
     Pong {
         pid: u32,
     },
+    Vm {
+        record: serde_json::Value,
+    },
+    Vms {
+        items: Vec<serde_json::Value>,
+    },
+    VmRemoved {
+        name: String,
+    },
+    Imported {
+        report: serde_json::Value,
+        volume: VolumeInfoWire,
+    },
+    Pushed {
+        report: serde_json::Value,
+    },
+}
+
+/// Registry and HTTP access options, as the command line gives them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryParams {
+    pub creds: Option<String>,
+    pub authfile: Option<PathBuf>,
+    pub tls_verify: bool,
+    pub cert_dir: Option<PathBuf>,
+    pub platform: Option<String>,
+}
+
+impl Default for RegistryParams {
+    fn default() -> Self {
+        RegistryParams {
+            creds: None,
+            authfile: None,
+            tls_verify: true,
+            cert_dir: None,
+            platform: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportParams {
+    /// `--format` (None or "auto" detects).
+    pub format: Option<String>,
+    /// `--checksum ALGO:HEX`.
+    pub checksum: Option<String>,
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub registry: RegistryParams,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushParams {
+    /// raw | qcow2 (default qcow2).
+    pub disk_format: Option<String>,
+    /// gzip | zstd | none (default gzip).
+    pub compression: Option<String>,
+    #[serde(default)]
+    pub registry: RegistryParams,
 }
 
 /// Progress of long work, streamed before the response.
@@ -196,6 +282,39 @@ mod tests {
         for r in reqs {
             let s = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn every_response_round_trips() {
+        let v = VolumeInfoWire {
+            name: "a".into(),
+            kind: "volume".into(),
+            size: 1,
+            allocated: 0,
+            chain_allocated: 0,
+            chain: vec![],
+            snapshots: vec![],
+            clones: vec![],
+            origin: None,
+            created: 0,
+        };
+        for r in [
+            Response::Volume(v.clone()),
+            Response::Volumes {
+                items: vec![v.clone()],
+            },
+            Response::Imported {
+                report: serde_json::json!({"format": "raw"}),
+                volume: v,
+            },
+            Response::Pong { pid: 1 },
+        ] {
+            let line = serde_json::to_string(&Reply::Response(r.clone())).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Reply>(&line).unwrap(),
+                Reply::Response(r)
+            );
         }
     }
 

@@ -10,6 +10,12 @@ use crate::export::{export, ExportError};
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error(transparent)]
+    Param(#[from] crate::transfer::ParamError),
+    #[error(transparent)]
+    Transfer(#[from] platter_importer::ImportError),
+    #[error(transparent)]
+    Vm(#[from] crate::vms::VmRecordError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] ExportError),
@@ -73,5 +79,31 @@ pub fn handle(
         Request::Ping => Response::Pong {
             pid: std::process::id(),
         },
+        Request::Import {
+            source,
+            name,
+            params,
+        } => crate::transfer::import(store, &source, &name, &params, events)?,
+        Request::Push {
+            target,
+            dest,
+            params,
+        } => crate::transfer::push(store, &target, &dest, &params, events)?,
+        Request::VmPut { name, record } => {
+            crate::vms::put(store.dir(), &name, &record)?;
+            Response::Vm { record }
+        }
+        Request::VmGet { name } => Response::Vm {
+            record: crate::vms::get(store.dir(), &name)?,
+        },
+        Request::VmList => Response::Vms {
+            items: crate::vms::list(store.dir())?,
+        },
+        Request::VmRemove { name } => {
+            crate::vms::remove(store.dir(), &name)?;
+            Response::VmRemoved {
+                name: name.to_string(),
+            }
+        }
     })
 }

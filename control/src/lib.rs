@@ -13,6 +13,8 @@ pub mod dispatch;
 pub mod export;
 mod export_qcow2;
 pub mod server;
+pub mod transfer;
+pub mod vms;
 
 pub use api::{Event, Reply, Request, Response};
 pub use dispatch::{handle, ControlError};

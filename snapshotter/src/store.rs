@@ -817,6 +817,34 @@ impl std::ops::Deref for TempVolume {
 }
 
 impl TempVolume {
+    /// Changes the size of an import before it is committed (a stream whose length was
+    /// not known up front). Shrinking discards what lies past the new end.
+    pub fn set_size(&mut self, size: u64) -> Result<()> {
+        check_size("import", size)?;
+        let vol = self
+            .volume
+            .as_ref()
+            .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
+        let old = vol.size();
+        if size < old {
+            let from = size.div_ceil(BLOCK) * BLOCK;
+            if from < old {
+                vol.trim(from, old - from)?;
+            }
+            if from > size {
+                vol.write_zeroes(size, (from - size).min(old - size), true)?;
+            }
+        }
+        let mut meta = self.store.0.meta.lock();
+        let mut cat = meta.catalog.clone();
+        if let Some(v) = cat.temp_volumes.get_mut(&self.id) {
+            v.size = size;
+        }
+        self.store.save(&mut meta, cat)?;
+        vol.0.state.write().size = size;
+        Ok(())
+    }
+
     /// Flushes and publishes the import as volume `name`. Every clone of the handle must
     /// be dropped first: writes through a stale clone fail afterwards.
     pub fn commit(mut self, name: &Name) -> Result<VolumeInfo> {

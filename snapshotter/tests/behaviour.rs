@@ -289,3 +289,24 @@ async fn concurrent_async_readers_and_writers() {
         }
     }
 }
+
+#[test]
+fn imports_can_change_size_before_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut t = store.create_temp_volume(1 << 20).unwrap();
+    t.write_at(&[3u8; 8192], (1 << 20) - 8192).unwrap();
+    t.set_size(1 << 19).unwrap();
+    t.set_size(2 << 20).unwrap();
+    let mut b = vec![0u8; 8192];
+    t.read_at(&mut b, (1 << 20) - 8192).unwrap();
+    assert!(b.iter().all(|&x| x == 0), "data past a shrink came back");
+    t.write_at(&[4u8; 512], (2 << 20) - 512).unwrap();
+    let info = t.commit(&n("grown")).unwrap();
+    assert_eq!(info.size, 2 << 20);
+    assert!(store
+        .create_temp_volume(1 << 20)
+        .unwrap()
+        .set_size(1000)
+        .is_err());
+}

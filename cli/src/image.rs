@@ -1,0 +1,211 @@
+//! `platter import`, `platter push`, and the image cache behind `vm create --image`.
+//!
+//! Imports into the store go through the control API (a running server does the work, or
+//! this process does when none runs); imports to a file or a device run here.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use platter_control::api::{ImportParams, PushParams};
+use platter_control::{Request, Response};
+use platter_importer::sink::{DeviceSink, FileSink};
+use platter_types::{format_size, Name, VolumeRef};
+
+use crate::args::{ImportArgs, OutputFormat, PushArgs, RegistryArgs};
+use crate::progress::Progress;
+use crate::run::{control_socket, execute};
+
+/// A local path in SOURCE or DEST becomes absolute, so a server in another directory
+/// finds it; URLs and registry references pass unchanged.
+fn absolutize(reference: &str) -> Result<String> {
+    for prefix in ["oci-archive:", "oci:"] {
+        if let Some(rest) = reference.strip_prefix(prefix) {
+            let (path, tag) = match rest.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') => (p, Some(t)),
+                _ => (rest, None),
+            };
+            let abs = std::path::absolute(path)?;
+            return Ok(format!(
+                "{prefix}{}{}",
+                abs.display(),
+                tag.map(|t| format!(":{t}")).unwrap_or_default()
+            ));
+        }
+    }
+    if reference == "-" || reference.contains("://") {
+        return Ok(reference.to_string());
+    }
+    Ok(std::path::absolute(reference)?.display().to_string())
+}
+
+fn import_params(a: &ImportArgs) -> ImportParams {
+    ImportParams {
+        format: Some(a.format.clone()),
+        checksum: a.checksum.clone(),
+        size: a.size,
+        registry: a.registry.params(),
+    }
+}
+
+pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
+    let source = absolutize(&a.source)?;
+    let params = import_params(&a);
+    let report = match (&a.name, &a.to_file, &a.to_device) {
+        (Some(name), _, _) => {
+            if source == "-" && platter_control::client::connect(&control_socket(dir)).is_some() {
+                bail!("import from stdin cannot go through a running platter serve: import to --to-file, or stop the server");
+            }
+            match execute(
+                dir,
+                Request::Import {
+                    source,
+                    name: name.clone(),
+                    params,
+                },
+                output,
+            )? {
+                Response::Imported { report, volume } => {
+                    if output == OutputFormat::Table {
+                        println!(
+                            "imported {} into volume {} ({}, {} allocated)",
+                            a.source,
+                            volume.name,
+                            format_size(volume.size),
+                            format_size(volume.allocated)
+                        );
+                    }
+                    report
+                }
+                other => bail!("unexpected reply {other:?}"),
+            }
+        }
+        (None, Some(path), _) => {
+            let opts = platter_control::transfer::import_options(&params)?;
+            let sink = FileSink::create(path)?;
+            let mut progress = Progress::new(output);
+            let (report, out) =
+                platter_control::transfer::with_events(&mut |e| progress.event(e), |p| {
+                    platter_importer::import(&source, sink, &opts, p)
+                })?;
+            if output == OutputFormat::Table {
+                println!("imported {} into {}", a.source, out.display());
+            }
+            serde_json::to_value(&report)?
+        }
+        (None, None, Some(dev)) => {
+            let opts = platter_control::transfer::import_options(&params)?;
+            let sink = DeviceSink::open(dev)?;
+            let mut progress = Progress::new(output);
+            let (report, _) =
+                platter_control::transfer::with_events(&mut |e| progress.event(e), |p| {
+                    platter_importer::import(&source, sink, &opts, p)
+                })?;
+            if output == OutputFormat::Table {
+                println!("imported {} onto {}", a.source, dev.display());
+            }
+            serde_json::to_value(&report)?
+        }
+        (None, None, None) => bail!("import needs NAME, --to-file or --to-device"),
+    };
+    if output == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
+    let dest = absolutize(&a.dest)?;
+    let params = PushParams {
+        disk_format: Some(a.disk_format),
+        compression: Some(a.compression),
+        registry: a.registry.params(),
+    };
+    match execute(
+        dir,
+        Request::Push {
+            target: a.target.clone(),
+            dest,
+            params,
+        },
+        output,
+    )? {
+        Response::Pushed { report } => {
+            match output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                OutputFormat::Table => println!(
+                    "pushed {} to {} ({})",
+                    a.target,
+                    a.dest,
+                    report["manifest_digest"].as_str().unwrap_or("?")
+                ),
+            }
+            Ok(())
+        }
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// The cached, read-only base of an image for `vm create --image`: imported once into
+/// volume `img-<sha256 of the reference>` and snapshotted as `@base`; reused after.
+pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result<VolumeRef> {
+    let source = absolutize(image)?;
+    let key = hex_prefix(&Sha256::digest(source.as_bytes()));
+    let name = Name::new(&format!("img-{key}"))?;
+    let base = VolumeRef {
+        volume: name.clone(),
+        snapshot: Some(Name::new("base")?),
+    };
+    if execute(
+        dir,
+        Request::VolumeInspect {
+            target: base.clone(),
+        },
+        OutputFormat::Table,
+    )
+    .is_ok()
+    {
+        return Ok(base);
+    }
+    // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
+    if execute(
+        dir,
+        Request::VolumeInspect {
+            target: VolumeRef::volume(name.clone()),
+        },
+        OutputFormat::Table,
+    )
+    .is_err()
+    {
+        let params = ImportParams {
+            format: None,
+            checksum: None,
+            size: None,
+            registry: registry.params(),
+        };
+        execute(
+            dir,
+            Request::Import {
+                source,
+                name: name.clone(),
+                params,
+            },
+            OutputFormat::Table,
+        )
+        .with_context(|| format!("importing image {image}"))?;
+    }
+    execute(
+        dir,
+        Request::VolumeSnapshot {
+            volume: name,
+            snapshot: Name::new("base")?,
+        },
+        OutputFormat::Table,
+    )?;
+    Ok(base)
+}
+
+fn hex_prefix(d: &[u8]) -> String {
+    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

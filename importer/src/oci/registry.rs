@@ -1,0 +1,421 @@
+//! Talking to an OCI registry (`docker://`) through oci-client: choosing HTTPS or plain
+//! HTTP (plain only for localhost/127.0.0.0/8 or with `--tls-verify=false`, as Docker
+//! does), credentials from `--creds` or `--authfile`, manifests resolved by platform,
+//! blobs streamed with resume, and — for push — a streamed chunked blob upload.
+//!
+//! Digests are never trusted from the registry: callers verify every byte they read.
+
+use crate::error::ImportError;
+use crate::oci::auth_file::AuthFile;
+use crate::oci::manifest::{
+    parse_manifest, select_platform, Descriptor, ImageManifest, ManifestDoc, DOCKER_LIST,
+    DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
+};
+use crate::oci::pull::BlobSource;
+use crate::options::{Credentials, Platform, RegistryOptions};
+use crate::progress::Throttle;
+use crate::source::bridge::{self, BridgeReader, Item};
+use crate::source::tls::load_cert_dir;
+use futures_util::StreamExt;
+use oci_client::client::{
+    BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
+};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference, RegistryOperation};
+use std::io::Read;
+use std::net::IpAddr;
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// An authenticated connection to one repository.
+pub(crate) struct Registry {
+    pub(crate) client: Client,
+    pub(crate) reference: Reference,
+    pub(crate) auth: RegistryAuth,
+    /// `https` or `http`.
+    pub(crate) scheme: &'static str,
+    /// The user-facing `docker://…` string.
+    pub(crate) display: String,
+    pub(crate) handle: Handle,
+    pub(crate) http: reqwest::Client,
+    pub(crate) opts: RegistryOptions,
+}
+
+/// Whether `host[:port]` is loopback (where Docker allows plain HTTP without flags).
+pub(crate) fn is_local_registry(registry: &str) -> bool {
+    let host = if let Some(rest) = registry.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        registry.rsplit_once(':').map_or(registry, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                registry
+            }
+        })
+    };
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn reg_err(display: &str, e: impl std::fmt::Display) -> ImportError {
+    ImportError::Registry {
+        reference: display.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn chain_err(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl Registry {
+    /// Parses `HOST[:PORT]/REPO[:TAG|@DIGEST]`, finds credentials, picks the scheme.
+    pub(crate) fn connect(
+        reference: &str,
+        opts: &RegistryOptions,
+        platform: Option<&Platform>,
+        handle: Handle,
+    ) -> Result<Registry, ImportError> {
+        let display = format!("docker://{reference}");
+        let parsed: Reference = reference.parse().map_err(|e| ImportError::InvalidSource {
+            source_str: display.clone(),
+            reason: format!("not a registry reference: {e}"),
+        })?;
+        let registry = parsed.resolve_registry().to_string();
+        let creds = match &opts.creds {
+            Some(c) => Some(c.clone()),
+            None => match &opts.authfile {
+                Some(path) => {
+                    let bytes = std::fs::read(path).map_err(|e| ImportError::AuthFile {
+                        path: path.display().to_string(),
+                        detail: e.to_string(),
+                    })?;
+                    let f = AuthFile::parse(&bytes).map_err(|e| ImportError::AuthFile {
+                        path: path.display().to_string(),
+                        detail: e.to_string(),
+                    })?;
+                    f.lookup(parsed.registry(), parsed.repository()).cloned()
+                }
+                None => None,
+            },
+        };
+        let auth = match creds {
+            Some(Credentials::Basic { username, password }) => {
+                RegistryAuth::Basic(username, password)
+            }
+            Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
+            None => RegistryAuth::Anonymous,
+        };
+        let certs = match &opts.tls.cert_dir {
+            Some(d) => load_cert_dir(d)?,
+            None => Vec::new(),
+        };
+        let mut hb = reqwest::Client::builder()
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.read_timeout)
+            .danger_accept_invalid_certs(!opts.tls.verify)
+            .user_agent(concat!("platter/", env!("CARGO_PKG_VERSION")));
+        for (name, pem) in &certs {
+            let c = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ImportError::InvalidSource {
+                    source_str: name.clone(),
+                    reason: format!("not a usable CA certificate: {e}"),
+                }
+            })?;
+            for c in c {
+                hb = hb.add_root_certificate(c);
+            }
+        }
+        let http = hb.build().map_err(|e| reg_err(&display, chain_err(&e)))?;
+        let local = is_local_registry(&registry);
+        let scheme = handle.block_on(choose_scheme(
+            &http,
+            &registry,
+            local || !opts.tls.verify,
+            &display,
+        ))?;
+        let platform = platform.cloned().unwrap_or_default();
+        let config = ClientConfig {
+            protocol: if scheme == "https" {
+                ClientProtocol::Https
+            } else {
+                ClientProtocol::Http
+            },
+            accept_invalid_certificates: !opts.tls.verify,
+            extra_root_certificates: certs
+                .into_iter()
+                .map(|(_, data)| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data,
+                })
+                .collect(),
+            platform_resolver: Some(Box::new(move |entries| {
+                entries
+                    .iter()
+                    .find(|e| {
+                        e.platform.as_ref().is_some_and(|p| {
+                            p.os.to_string().as_str() == platform.os.as_str()
+                                && p.architecture.to_string().as_str()
+                                    == platform.architecture.as_str()
+                        })
+                    })
+                    .map(|e| e.digest.clone())
+            })),
+            read_timeout: Some(opts.read_timeout),
+            connect_timeout: Some(opts.connect_timeout),
+            ..Default::default()
+        };
+        Ok(Registry {
+            client: Client::new(config),
+            reference: parsed,
+            auth,
+            scheme,
+            display,
+            handle,
+            http,
+            opts: opts.clone(),
+        })
+    }
+
+    /// Fetches the image manifest, resolving an index by `platform`. Returns it with its
+    /// digest (verified by oci-client against a pinned `@digest`).
+    pub(crate) fn manifest(
+        &self,
+        platform: &Platform,
+    ) -> Result<(ImageManifest, String), ImportError> {
+        let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+        let (bytes, digest) = self
+            .handle
+            .block_on(
+                self.client
+                    .pull_manifest_raw(&self.reference, &self.auth, &accept),
+            )
+            .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+        let doc = parse_manifest(&bytes, None).map_err(|source| ImportError::Manifest {
+            what: format!("{} manifest", self.display),
+            source,
+        })?;
+        match doc {
+            ManifestDoc::Image(m) => Ok((m, digest)),
+            ManifestDoc::Index(idx) => {
+                let d = select_platform(&idx, platform).ok_or_else(|| ImportError::NoDisk {
+                    what: self.display.clone(),
+                    detail: format!("the image index has no {platform} manifest"),
+                })?;
+                let by_digest = self.reference.clone_with_digest(d.digest.clone());
+                let (bytes, digest) = self
+                    .handle
+                    .block_on(
+                        self.client
+                            .pull_manifest_raw(&by_digest, &self.auth, &accept),
+                    )
+                    .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+                if digest != d.digest {
+                    return Err(ImportError::ChecksumMismatch {
+                        what: format!("{} manifest for {platform}", self.display),
+                        expected: d.digest.clone(),
+                        actual: digest,
+                    });
+                }
+                match parse_manifest(&bytes, Some(&d.media_type)).map_err(|source| {
+                    ImportError::Manifest {
+                        what: format!("{} manifest for {platform}", self.display),
+                        source,
+                    }
+                })? {
+                    ManifestDoc::Image(m) => Ok((m, digest)),
+                    ManifestDoc::Index(_) => Err(reg_err(&self.display, "nested image index")),
+                }
+            }
+        }
+    }
+
+    /// The `Authorization` header value for direct requests (chunked upload).
+    pub(crate) fn auth_header(&self, op: RegistryOperation) -> Result<Option<String>, ImportError> {
+        use base64::Engine;
+        let token = self
+            .handle
+            .block_on(self.client.auth(&self.reference, &self.auth, op))
+            .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+        Ok(match (token, &self.auth) {
+            (Some(t), _) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Basic(u, p)) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )),
+            (None, RegistryAuth::Bearer(t)) => Some(format!("Bearer {t}")),
+            (None, RegistryAuth::Anonymous) => None,
+        })
+    }
+
+    /// `SCHEME://REGISTRY/v2/REPO`.
+    pub(crate) fn repo_url(&self) -> String {
+        format!(
+            "{}://{}/v2/{}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        )
+    }
+}
+
+/// HTTPS unless `allow_http` and the registry only speaks plain HTTP. A TLS failure is
+/// reported as such (never silently downgraded on a verified registry).
+async fn choose_scheme(
+    http: &reqwest::Client,
+    registry: &str,
+    allow_http: bool,
+    display: &str,
+) -> Result<&'static str, ImportError> {
+    if !allow_http {
+        return Ok("https");
+    }
+    let https_err = match http.get(format!("https://{registry}/v2/")).send().await {
+        Ok(_) => return Ok("https"),
+        Err(e) => chain_err(&e),
+    };
+    match http.get(format!("http://{registry}/v2/")).send().await {
+        Ok(r) if r.status().is_success() || r.status().as_u16() == 401 => Ok("http"),
+        Ok(r) => Err(reg_err(
+            display,
+            format!(
+                "HTTPS failed ({https_err}); plain HTTP answered {}",
+                r.status()
+            ),
+        )),
+        Err(_) => Err(reg_err(display, https_err)),
+    }
+}
+
+impl BlobSource for Registry {
+    fn name(&self) -> String {
+        self.display.clone()
+    }
+
+    fn open_blob<'a>(
+        &'a self,
+        desc: &Descriptor,
+        progress: &'a Throttle<'a>,
+    ) -> Result<Box<dyn Read + Send + 'a>, ImportError> {
+        let (tx, rx) = bridge::channel();
+        let client = self.client.clone();
+        let reference = self.reference.clone();
+        let digest = desc.digest.clone();
+        let display = self.display.clone();
+        let retries = self.opts.retries;
+        let delay = self.opts.retry_delay;
+        self.handle.spawn(async move {
+            pump_blob(client, reference, digest, display, retries, delay, tx).await;
+        });
+        Ok(Box::new(BridgeReader::new(rx, Some(progress))))
+    }
+}
+
+/// Streams a blob; after an interruption continues with a partial (Range) request.
+async fn pump_blob(
+    client: Client,
+    reference: Reference,
+    digest: String,
+    display: String,
+    retries: u32,
+    delay: Duration,
+    tx: tokio::sync::mpsc::Sender<Item>,
+) {
+    let mut pos = 0u64;
+    let mut failures = 0u32;
+    let mut skip = 0u64;
+    loop {
+        let stream = if pos == 0 {
+            client
+                .pull_blob_stream(&reference, digest.as_str())
+                .await
+                .map(|s| (s, false))
+        } else {
+            match client
+                .pull_blob_stream_partial(&reference, digest.as_str(), pos, None)
+                .await
+            {
+                Ok(BlobResponse::Partial(s)) => Ok((s, false)),
+                Ok(BlobResponse::Full(s)) => Ok((s, true)),
+                Err(e) => Err(e),
+            }
+        };
+        let err = match stream {
+            Ok((mut s, restarted)) => {
+                if restarted {
+                    skip = pos;
+                }
+                let mut err = None;
+                while let Some(item) = s.stream.next().await {
+                    match item {
+                        Ok(mut b) => {
+                            failures = 0;
+                            if skip > 0 {
+                                let k = skip.min(b.len() as u64) as usize;
+                                let _ = b.split_to(k);
+                                skip -= k as u64;
+                                if b.is_empty() {
+                                    continue;
+                                }
+                            }
+                            pos += b.len() as u64;
+                            if tx.send(Item::Data(b)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            err = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                match err {
+                    None => return,
+                    Some(e) => e,
+                }
+            }
+            Err(e) => chain_err(&e),
+        };
+        failures += 1;
+        // A digest verification failure at the end of a full stream is final.
+        if failures > retries || err.contains("digest") {
+            let _ = tx
+                .send(Item::Failed(ImportError::Registry {
+                    reference: display,
+                    detail: format!("blob {digest}: {err}"),
+                }))
+                .await;
+            return;
+        }
+        let note = format!("{display}: blob {digest} interrupted at byte {pos} ({err}); resuming");
+        if tx.send(Item::Note(note)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(delay.saturating_mul(1 << (failures - 1).min(5))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_registries() {
+        assert!(is_local_registry("localhost:5000"));
+        assert!(is_local_registry("127.0.0.1:5000"));
+        assert!(is_local_registry("127.1.2.3"));
+        assert!(is_local_registry("[::1]:5000"));
+        assert!(!is_local_registry("registry.example.com:5000"));
+        assert!(!is_local_registry("10.0.0.1:5000"));
+    }
+}

@@ -1,0 +1,757 @@
+//! The streaming import pipeline: source stage (read, hash, count) -> decode stage
+//! (unwrap gz/xz/zstd/bz2/tar, detect, decode or spool) -> write stage (zero detection,
+//! sink). Stages are threads joined by bounded channels, so at most a few MiB are in
+//! flight whatever the image size.
+//!
+//! The pipeline never decides where data goes (the sink does) and never commits: the
+//! caller finishes the sink only after every stage succeeded and every digest matched.
+
+use crate::checksum::{Checksum, MultiHasher};
+use crate::error::{from_io, ImportError};
+use crate::options::{CancelFlag, ImportOptions};
+use crate::progress::Throttle;
+use crate::spool::spool;
+use crate::stream::{check_cancel, read_full, Chunk, PeekReader, SubReadAt, CHUNK};
+use crate::tar::{is_disk_candidate, TarInput, TarReader};
+use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
+use platter_formats::{detect, DiskImage, ExtentKind, Format, FormatError, ReadAt};
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+pub use crate::writer::WriteStats;
+pub(crate) use crate::writer::{run_writer, Out};
+
+/// How many wrappers (gz in tar in xz ...) may be nested.
+pub const MAX_WRAPPER_DEPTH: usize = 4;
+/// Guest bytes one decode worker claims at a time.
+const WINDOW: u64 = 4 << 20;
+
+/// What the decode stage found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub format: Format,
+    pub wrappers: Vec<Wrapper>,
+    pub virtual_size: u64,
+    /// The image went through a spool file (it needed random access but came as a stream).
+    pub spooled: bool,
+    /// Which archive member was the disk, if any.
+    pub member: Option<String>,
+}
+
+/// Everything the decode stage needs.
+pub(crate) struct DecodeCtx<'a> {
+    pub opts: &'a ImportOptions,
+    pub progress: &'a Throttle<'a>,
+    pub out: SyncSender<Out>,
+    /// Name of the source for messages and errors.
+    pub what: String,
+    /// Decode threads for random-access images (more for HTTP: latency-bound).
+    pub workers: usize,
+}
+
+impl DecodeCtx<'_> {
+    fn send(&self, m: Out) -> Result<(), ImportError> {
+        self.out
+            .send(m)
+            .map_err(|_| ImportError::Aborted("write stage stopped"))
+    }
+}
+
+/// Formats that are read by offset; the rest are decoded as a byte stream.
+pub(crate) fn needs_random_access(f: Format) -> bool {
+    !matches!(f, Format::Raw | Format::Iso)
+}
+
+/// Opens a format reader over `src`.
+pub(crate) fn open_image(
+    format: Format,
+    src: Arc<dyn ReadAt>,
+) -> Result<Box<dyn DiskImage>, FormatError> {
+    use platter_formats::{qcow2, raw, vdi, vhd, vhdx, vmdk};
+    Ok(match format {
+        Format::Qcow2 => Box::new(qcow2::Qcow2Image::open(src)?),
+        Format::Vhd => Box::new(vhd::VhdImage::open(src)?),
+        Format::Vdi => Box::new(vdi::VdiImage::open(src)?),
+        Format::Vmdk => Box::new(vmdk::VmdkImage::open(src)?),
+        Format::Vhdx => Box::new(vhdx::VhdxImage::open(src)?),
+        Format::Raw | Format::Iso => Box::new(raw::RawImage::open(src)?),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Source stage
+
+/// Result of the source stage.
+pub(crate) struct SourceStats {
+    pub digests: Vec<Checksum>,
+    pub bytes: u64,
+}
+
+/// Reads the source in chunks, hashing and counting, and hands them to the decode stage.
+/// With `drain`, keeps reading (and hashing) to the end even after the decode stage
+/// stopped wanting bytes, so digests cover the whole source.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_source(
+    reader: &mut dyn Read,
+    mut hasher: MultiHasher,
+    tx: SyncSender<Chunk>,
+    progress: &Throttle<'_>,
+    base: u64,
+    drain: bool,
+    cancel: &CancelFlag,
+    stop: Option<&AtomicBool>,
+    what: &str,
+) -> Result<SourceStats, ImportError> {
+    let mut total = 0u64;
+    let mut receiver_alive = true;
+    loop {
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Err(ImportError::Aborted("decode stage failed"));
+        }
+        if let Err(e) = check_cancel(cancel) {
+            let _ = tx.send(Chunk::Failed(ImportError::Aborted("cancelled")));
+            return Err(e);
+        }
+        let mut buf = vec![0u8; CHUNK];
+        let n = match read_full(reader, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Chunk::Failed(ImportError::Aborted("source failed")));
+                return Err(from_io(format!("reading {what}"), e));
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        hasher.update(&buf);
+        total += n as u64;
+        progress.bytes(base + total);
+        if receiver_alive && tx.send(Chunk::Data(buf)).is_err() {
+            receiver_alive = false;
+            if !drain {
+                break;
+            }
+        }
+    }
+    let _ = tx.send(Chunk::End);
+    Ok(SourceStats {
+        digests: hasher.finish(),
+        bytes: total,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Decode stage
+
+/// An input for the tar reader that reads sequentially.
+pub(crate) struct Sequential<R>(pub R);
+
+impl<R: Read> Read for Sequential<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+impl<R: Read> TarInput for Sequential<R> {}
+
+/// A tar input over a `ReadAt` that skips data by moving its offset.
+pub(crate) struct SeekInput {
+    src: Arc<dyn ReadAt>,
+    pos: u64,
+    len: u64,
+}
+
+impl SeekInput {
+    pub(crate) fn new(src: Arc<dyn ReadAt>, len: u64) -> SeekInput {
+        SeekInput { src, pos: 0, len }
+    }
+}
+
+impl Read for SeekInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.len.saturating_sub(self.pos).min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        self.src.read_exact_at(&mut buf[..n], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl TarInput for SeekInput {
+    fn skip(&mut self, n: u64) -> io::Result<()> {
+        match self.pos.checked_add(n) {
+            Some(p) if p <= self.len => {
+                self.pos = p;
+                Ok(())
+            }
+            _ => Err(io::ErrorKind::UnexpectedEof.into()),
+        }
+    }
+}
+
+/// An upper bound for a spooled image's file size from the size its header declares
+/// (metadata and slack included), so a bomb cannot fill the disk.
+fn spool_limit(head: &[u8], format: Format, opts: &ImportOptions) -> Option<(u64, String)> {
+    let declared = declared_virtual_size(head, format);
+    let base = match (declared, opts.size) {
+        (Some(d), _) => d,
+        (None, Some(s)) => s,
+        (None, None) => return None,
+    };
+    let limit = base.saturating_add(base / 8).saturating_add(64 << 20);
+    Some((
+        limit,
+        format!("the image declares a virtual size of {base} bytes"),
+    ))
+}
+
+/// Reads the virtual size from the fixed header fields of formats that have one there.
+pub(crate) fn declared_virtual_size(head: &[u8], format: Format) -> Option<u64> {
+    let be64 = |o: usize| {
+        head.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+    };
+    let le64 = |o: usize| {
+        head.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    match format {
+        Format::Qcow2 => be64(24),
+        Format::Vmdk if head.starts_with(b"KDMV") => le64(12).and_then(|s| s.checked_mul(512)),
+        Format::Vhd if head.starts_with(b"conectix") => be64(48),
+        Format::Vdi => le64(0x170),
+        _ => None,
+    }
+}
+
+/// Decodes a sequential stream fully into the write stage: unwraps wrappers (tar members
+/// are chosen by [`is_disk_candidate`]), streams raw data, spools random-access formats.
+pub(crate) fn decode_stream(
+    r: &mut dyn Read,
+    ctx: &DecodeCtx<'_>,
+    wrappers: &mut Vec<Wrapper>,
+) -> Result<Decoded, ImportError> {
+    let mut p = PeekReader::new(r);
+    let head = p
+        .peek(DETECT_HEAD_LEN)
+        .map_err(|e| from_io(format!("reading {}", ctx.what), e))?
+        .to_vec();
+    if let Some(w) = detect_wrapper(&head) {
+        if wrappers.len() >= MAX_WRAPPER_DEPTH {
+            return Err(ImportError::Unsupported {
+                what: ctx.what.clone(),
+                detail: format!(
+                    "wrappers nested more than {MAX_WRAPPER_DEPTH} deep ({})",
+                    chain(wrappers)
+                ),
+            });
+        }
+        wrappers.push(w);
+        return match w {
+            Wrapper::Gzip => {
+                decode_stream(&mut flate2::read::MultiGzDecoder::new(p), ctx, wrappers)
+            }
+            Wrapper::Xz => decode_stream(
+                &mut xz2::read::XzDecoder::new_multi_decoder(p),
+                ctx,
+                wrappers,
+            ),
+            Wrapper::Bzip2 => {
+                decode_stream(&mut bzip2::read::MultiBzDecoder::new(p), ctx, wrappers)
+            }
+            Wrapper::Zstd => {
+                let mut d = zstd::stream::read::Decoder::new(p)
+                    .map_err(|e| ImportError::io(format!("starting zstd for {}", ctx.what), e))?;
+                decode_stream(&mut d, ctx, wrappers)
+            }
+            Wrapper::Tar => decode_tar_stream(Sequential(p), ctx, wrappers),
+        };
+    }
+    let format = match ctx.opts.format {
+        Some(f) => f,
+        None => detect(&head, None),
+    };
+    if !needs_random_access(format) {
+        let strip = ctx.opts.format.is_none();
+        let size = stream_raw(&mut p, ctx, strip)?;
+        return Ok(Decoded {
+            format,
+            wrappers: wrappers.clone(),
+            virtual_size: size,
+            spooled: false,
+            member: None,
+        });
+    }
+    ctx.progress.message(format!(
+        "{} is a {format} image inside a stream ({}): spooling it to a temporary file for random access",
+        ctx.what,
+        if wrappers.is_empty() { "not seekable".to_string() } else { chain(wrappers) }
+    ));
+    let limit = spool_limit(&head, format, ctx.opts);
+    let (file, _len) = spool(
+        &mut p,
+        ctx.opts.temp_dir.as_deref(),
+        limit,
+        &ctx.what,
+        &ctx.opts.cancel,
+    )?;
+    let img =
+        open_image(format, Arc::new(file)).map_err(|e| ImportError::format(ctx.what.clone(), e))?;
+    let size = decode_random(img.as_ref(), ctx)?;
+    Ok(Decoded {
+        format,
+        wrappers: wrappers.clone(),
+        virtual_size: size,
+        spooled: true,
+        member: None,
+    })
+}
+
+fn chain(w: &[Wrapper]) -> String {
+    w.iter().map(|w| w.name()).collect::<Vec<_>>().join(" in ")
+}
+
+/// Streams a tar and decodes its first disk member (OVA: the first non-descriptor file).
+fn decode_tar_stream<R: TarInput>(
+    input: R,
+    ctx: &DecodeCtx<'_>,
+    wrappers: &mut Vec<Wrapper>,
+) -> Result<Decoded, ImportError> {
+    let mut tar = TarReader::new(input);
+    let tar_err = |source| ImportError::Tar {
+        what: ctx.what.clone(),
+        source,
+    };
+    while let Some(entry) = tar.next_entry().map_err(tar_err)? {
+        if !is_disk_candidate(&entry) {
+            continue;
+        }
+        let member = entry.path.to_string();
+        ctx.progress
+            .message(format!("using {member} from the tar archive"));
+        let inner = DecodeCtx {
+            opts: ctx.opts,
+            progress: ctx.progress,
+            out: ctx.out.clone(),
+            what: format!("{} member {member}", ctx.what),
+            workers: ctx.workers,
+        };
+        let mut d = decode_stream(&mut tar.entry_reader(), &inner, wrappers)?;
+        d.member = Some(member);
+        return Ok(d);
+    }
+    Err(ImportError::NoDisk {
+        what: ctx.what.clone(),
+        detail: "the tar archive holds no disk image file".into(),
+    })
+}
+
+/// Decodes a seekable source: an image read by offset, a tar indexed in place (OVA over
+/// HTTP Range needs no download of the other members), or a wrapper streamed from it.
+pub(crate) fn decode_seekable(
+    src: Arc<dyn ReadAt>,
+    len: u64,
+    ctx: &DecodeCtx<'_>,
+    wrappers: &mut Vec<Wrapper>,
+) -> Result<Decoded, ImportError> {
+    let head_len = len.min(DETECT_HEAD_LEN as u64) as usize;
+    let mut head = vec![0u8; head_len];
+    src.read_exact_at(&mut head, 0)
+        .map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
+    match detect_wrapper(&head) {
+        Some(Wrapper::Tar) if wrappers.len() < MAX_WRAPPER_DEPTH => {
+            wrappers.push(Wrapper::Tar);
+            let mut tar = TarReader::new(SeekInput {
+                src: src.clone(),
+                pos: 0,
+                len,
+            });
+            let tar_err = |source| ImportError::Tar {
+                what: ctx.what.clone(),
+                source,
+            };
+            while let Some(entry) = tar.next_entry().map_err(tar_err)? {
+                if !is_disk_candidate(&entry) {
+                    continue;
+                }
+                let end = entry
+                    .data_offset
+                    .checked_add(entry.size)
+                    .filter(|&e| e <= len);
+                if end.is_none() {
+                    return Err(ImportError::Tar {
+                        what: ctx.what.clone(),
+                        source: crate::tar::TarError::Truncated { offset: len },
+                    });
+                }
+                let member = entry.path.to_string();
+                ctx.progress
+                    .message(format!("using {member} from the tar archive"));
+                let sub: Arc<dyn ReadAt> = Arc::new(SubReadAt {
+                    inner: src.clone(),
+                    offset: entry.data_offset,
+                    len: entry.size,
+                });
+                let inner = DecodeCtx {
+                    opts: ctx.opts,
+                    progress: ctx.progress,
+                    out: ctx.out.clone(),
+                    what: format!("{} member {member}", ctx.what),
+                    workers: ctx.workers,
+                };
+                let mut d = decode_seekable(sub, entry.size, &inner, wrappers)?;
+                d.member = Some(member);
+                return Ok(d);
+            }
+            Err(ImportError::NoDisk {
+                what: ctx.what.clone(),
+                detail: "the tar archive holds no disk image file".into(),
+            })
+        }
+        Some(_) => {
+            let mut s = crate::stream::ReadAtStream::new(src, 0, len);
+            decode_stream(&mut s, ctx, wrappers)
+        }
+        None => {
+            let mut format = match ctx.opts.format {
+                Some(f) => f,
+                None => detect(&head, Some(len)),
+            };
+            if format == Format::Raw && ctx.opts.format.is_none() && len >= 512 {
+                let mut tail = [0u8; 512];
+                src.read_exact_at(&mut tail, len - 512)
+                    .map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
+                if detect_tail(&tail) {
+                    format = Format::Vhd;
+                }
+            }
+            let img = if needs_random_access(format) {
+                open_image(format, src)
+            } else {
+                platter_formats::raw::RawImage::open(src).map(|r| Box::new(r) as Box<dyn DiskImage>)
+            }
+            .map_err(|e| ImportError::format(ctx.what.clone(), e))?;
+            let size = decode_random(img.as_ref(), ctx)?;
+            Ok(Decoded {
+                format,
+                wrappers: wrappers.clone(),
+                virtual_size: size,
+                spooled: false,
+                member: None,
+            })
+        }
+    }
+}
+
+/// The size the result gets: the image's own size, grown to `--size` if that is larger.
+fn final_size(virtual_size: u64, opts: &ImportOptions, what: &str) -> Result<u64, ImportError> {
+    match opts.size {
+        Some(s) if s < virtual_size => Err(ImportError::TooLarge {
+            what: format!("{what} (virtual size {virtual_size} bytes)"),
+            limit: s,
+            why: "--size is smaller than the image".into(),
+        }),
+        Some(s) => Ok(s),
+        None => Ok(virtual_size),
+    }
+}
+
+/// Decodes an image read by offset with `ctx.workers` threads, each claiming 4 MiB guest
+/// windows. Returns the virtual size.
+pub(crate) fn decode_random(img: &dyn DiskImage, ctx: &DecodeCtx<'_>) -> Result<u64, ImportError> {
+    let vsize = img.virtual_size();
+    let size = final_size(vsize, ctx.opts, &ctx.what)?;
+    ctx.send(Out::Size(size))?;
+    ctx.progress.message(format!(
+        "{}: {} image, virtual size {}",
+        ctx.what,
+        img.format(),
+        platter_types::format_size(vsize)
+    ));
+    ctx.progress.started(Some(vsize));
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let workers = ctx.workers.max(1);
+    let results: Vec<Result<(), ImportError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| -> Result<(), ImportError> {
+                    loop {
+                        check_cancel(&ctx.opts.cancel)?;
+                        let start = next.fetch_add(WINDOW, Ordering::Relaxed);
+                        if start >= vsize {
+                            return Ok(());
+                        }
+                        let end = (start + WINDOW).min(vsize);
+                        decode_window(img, ctx, start, end)?;
+                        let d = done.fetch_add(end - start, Ordering::Relaxed) + (end - start);
+                        ctx.progress.bytes(d);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(ImportError::Aborted("decode worker panicked")))
+            })
+            .collect()
+    });
+    pick_error(results)?;
+    ctx.progress.flush();
+    Ok(vsize)
+}
+
+fn decode_window(
+    img: &dyn DiskImage,
+    ctx: &DecodeCtx<'_>,
+    start: u64,
+    end: u64,
+) -> Result<(), ImportError> {
+    let mut pos = start;
+    while pos < end {
+        let ext = img
+            .map(pos, end - pos)
+            .map_err(|e| ImportError::format(ctx.what.clone(), e))?;
+        if ext.len == 0 || ext.len > end - pos {
+            return Err(ImportError::format(
+                ctx.what.clone(),
+                FormatError::corrupt("image", format!("reader mapped {} bytes at {pos}", ext.len)),
+            ));
+        }
+        match ext.kind {
+            ExtentKind::Zero => ctx.send(Out::Zero {
+                offset: pos,
+                len: ext.len,
+            })?,
+            ExtentKind::Data => {
+                let mut off = pos;
+                let ext_end = pos + ext.len;
+                while off < ext_end {
+                    let n = (ext_end - off).min(CHUNK as u64) as usize;
+                    let mut buf = vec![0u8; n];
+                    img.read_at(&mut buf, off)
+                        .map_err(|e| ImportError::format(ctx.what.clone(), e))?;
+                    ctx.send(Out::Data { offset: off, buf })?;
+                    off += n as u64;
+                }
+            }
+        }
+        pos += ext.len;
+    }
+    Ok(())
+}
+
+/// Streams raw bytes to the write stage. With `strip_vhd_footer`, a trailing fixed-VHD
+/// footer (a raw image plus 512 bytes) is recognised at the end and dropped. Returns the
+/// disk size.
+fn stream_raw(
+    r: &mut dyn Read,
+    ctx: &DecodeCtx<'_>,
+    strip_vhd_footer: bool,
+) -> Result<u64, ImportError> {
+    if let Some(s) = ctx.opts.size {
+        ctx.send(Out::Size(s))?;
+    }
+    let limit = ctx.opts.size;
+    let mut pos = 0u64;
+    // The last 512 bytes are held back until the end when a VHD footer may follow.
+    let mut held: Vec<u8> = Vec::new();
+    loop {
+        check_cancel(&ctx.opts.cancel)?;
+        let mut buf = vec![0u8; CHUNK];
+        let n = read_full(r, &mut buf).map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        let mut data = std::mem::take(&mut held);
+        data.extend_from_slice(&buf);
+        if strip_vhd_footer {
+            let keep = data.len().saturating_sub(512);
+            held = data.split_off(keep);
+        }
+        if data.is_empty() {
+            continue;
+        }
+        if let Some(l) = limit {
+            if pos + data.len() as u64 > l {
+                return Err(ImportError::TooLarge {
+                    what: ctx.what.clone(),
+                    limit: l,
+                    why: "the data is larger than --size".into(),
+                });
+            }
+        }
+        let len = data.len() as u64;
+        ctx.send(Out::Data {
+            offset: pos,
+            buf: data,
+        })?;
+        pos += len;
+    }
+    if !held.is_empty() {
+        let footer = held.len() == 512 && detect_tail(&held) && vhd_footer_size(&held) == Some(pos);
+        if footer {
+            ctx.progress
+                .message(format!("{}: fixed VHD footer found and removed", ctx.what));
+        } else {
+            let len = held.len() as u64;
+            if let Some(l) = limit {
+                if pos + len > l {
+                    return Err(ImportError::TooLarge {
+                        what: ctx.what.clone(),
+                        limit: l,
+                        why: "the data is larger than --size".into(),
+                    });
+                }
+            }
+            ctx.send(Out::Data {
+                offset: pos,
+                buf: held,
+            })?;
+            pos += len;
+        }
+    }
+    let size = pos.max(ctx.opts.size.unwrap_or(0));
+    ctx.send(Out::Size(size))?;
+    Ok(size)
+}
+
+/// The current size of a fixed VHD footer (disk type 2), if `f` is one.
+fn vhd_footer_size(f: &[u8]) -> Option<u64> {
+    let disk_type = u32::from_be_bytes(f.get(60..64)?.try_into().ok()?);
+    if disk_type != 2 {
+        return None;
+    }
+    // The checksum is the ones' complement of the byte sum without the checksum field.
+    let stored = u32::from_be_bytes(f.get(64..68)?.try_into().ok()?);
+    let sum: u32 = f
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(64..68).contains(i))
+        .fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
+    if !sum != stored {
+        return None;
+    }
+    Some(u64::from_be_bytes(f.get(48..56)?.try_into().ok()?))
+}
+
+/// The first primary error of a set of stage results (secondary "aborted" errors only
+/// when nothing better is known).
+pub(crate) fn pick_error(results: Vec<Result<(), ImportError>>) -> Result<(), ImportError> {
+    let mut secondary = None;
+    for r in results {
+        match r {
+            Ok(()) => {}
+            Err(e) if e.is_secondary() => {
+                secondary.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match secondary {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Channel pair for the write stage.
+pub(crate) fn out_channel() -> (SyncSender<Out>, Receiver<Out>) {
+    sync_channel(8)
+}
+
+/// Channel pair between the source and decode stages.
+pub(crate) fn chunk_channel() -> (SyncSender<Chunk>, Receiver<Chunk>) {
+    sync_channel(4)
+}
+
+/// Compares computed digests with the expected ones (same algorithm).
+pub(crate) fn verify_digest(
+    what: &str,
+    expected: &Checksum,
+    computed: &[Checksum],
+) -> Result<(), ImportError> {
+    let actual = computed
+        .iter()
+        .find(|c| c.algo == expected.algo)
+        .ok_or(ImportError::Aborted("digest not computed"))?;
+    if actual != expected {
+        return Err(ImportError::ChecksumMismatch {
+            what: what.to_string(),
+            expected: expected.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::sink::Sink;
+
+    struct VecSink(Vec<u8>, u64, u64);
+    impl Sink for VecSink {
+        type Output = Vec<u8>;
+        fn set_size(&mut self, size: u64) -> Result<(), ImportError> {
+            self.0.resize(size as usize, 0);
+            Ok(())
+        }
+        fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError> {
+            self.0[offset as usize..offset as usize + buf.len()].copy_from_slice(buf);
+            self.1 += buf.len() as u64;
+            Ok(())
+        }
+        fn write_zeroes(&mut self, _o: u64, len: u64) -> Result<(), ImportError> {
+            self.2 += len;
+            Ok(())
+        }
+        fn finish(self) -> Result<Vec<u8>, ImportError> {
+            Ok(self.0)
+        }
+    }
+
+    #[test]
+    fn raw_stream_with_vhd_footer_is_stripped() {
+        let mut img = vec![7u8; 8192];
+        let mut footer = vec![0u8; 512];
+        footer[..8].copy_from_slice(b"conectix");
+        footer[48..56].copy_from_slice(&8192u64.to_be_bytes());
+        footer[60..64].copy_from_slice(&2u32.to_be_bytes());
+        let sum = footer
+            .iter()
+            .fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
+        footer[64..68].copy_from_slice(&(!sum).to_be_bytes());
+        img.extend_from_slice(&footer);
+        let opts = ImportOptions::default();
+        let p = NoProgress;
+        let t = Throttle::new(&p);
+        let (tx, rx) = out_channel();
+        let ctx = DecodeCtx {
+            opts: &opts,
+            progress: &t,
+            out: tx,
+            what: "test".into(),
+            workers: 1,
+        };
+        let h = std::thread::spawn(move || {
+            let mut sink = VecSink(Vec::new(), 0, 0);
+            run_writer(&mut sink, rx, &CancelFlag::new()).unwrap();
+            sink.0
+        });
+        let mut w = Vec::new();
+        let d = decode_stream(&mut &img[..], &ctx, &mut w).unwrap();
+        drop(ctx);
+        assert_eq!(d.virtual_size, 8192);
+        assert_eq!(h.join().unwrap(), vec![7u8; 8192]);
+    }
+}

@@ -1,0 +1,43 @@
+//! Where imported guest bytes go: the [`Sink`] trait and its implementations — a sparse
+//! raw file (`--to-file`), a block device (`--to-device`) and a temporary store volume
+//! ([`StoreSink`], through the store-independent [`volume::VolumeSink`]).
+//!
+//! A sink is atomic where its target allows: nothing is visible until `finish`, and a sink
+//! dropped without `finish` removes what it wrote. Sinks never read the source and never
+//! decide what is zero: the pipeline tells them.
+
+mod device;
+mod file;
+mod store;
+pub mod volume;
+
+pub use device::DeviceSink;
+pub use file::FileSink;
+pub use store::StoreSink;
+pub use volume::{TempVolumeTarget, VolumeSink};
+
+use crate::error::ImportError;
+
+/// The destination of an import.
+pub trait Sink: Send {
+    /// What a successful `finish` yields (a path, a volume's info).
+    type Output;
+
+    /// Sets the disk size in bytes. Called before the first write with the best size
+    /// known; called again when a stream of unknown length grows past it, and once more
+    /// at the end with the exact size.
+    fn set_size(&mut self, size: u64) -> Result<(), ImportError>;
+
+    /// Writes guest bytes at `offset` (never past the last `set_size`).
+    fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError>;
+
+    /// The guest range reads as zero. Sinks that start out zeroed (a new file, a new
+    /// volume) do nothing; a device that may hold old data writes zeros.
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), ImportError> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
+    /// Makes the result durable and visible. Only called after every check passed.
+    fn finish(self) -> Result<Self::Output, ImportError>;
+}

@@ -1,0 +1,57 @@
+//! `--cert-dir`: extra CA certificates (every `*.crt` and `*.pem` in the directory, as
+//! containers' certs.d uses them) for HTTPS sources and registries.
+//!
+//! Reads only the named directory; never installs anything system-wide.
+
+use crate::error::ImportError;
+use std::path::Path;
+
+/// Certificates larger than this are refused (a CA bundle is a few hundred KiB).
+const MAX_CERT_FILE: u64 = 4 << 20;
+
+/// PEM (or DER) contents of the CA files in `dir`, sorted by file name.
+pub(crate) fn load_cert_dir(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, ImportError> {
+    let what = || format!("reading certificate directory {}", dir.display());
+    let mut out = Vec::new();
+    let rd = std::fs::read_dir(dir).map_err(|e| ImportError::io(what(), e))?;
+    let mut paths: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if ext != "crt" && ext != "pem" {
+            continue;
+        }
+        let md = std::fs::metadata(&p).map_err(|e| ImportError::io(what(), e))?;
+        if md.len() > MAX_CERT_FILE {
+            return Err(ImportError::TooLarge {
+                what: p.display().to_string(),
+                limit: MAX_CERT_FILE,
+                why: "certificate files are small".into(),
+            });
+        }
+        let data = std::fs::read(&p)
+            .map_err(|e| ImportError::io(format!("reading {}", p.display()), e))?;
+        out.push((p.display().to_string(), data));
+    }
+    Ok(out)
+}
+
+/// The certificates as reqwest root certificates (a PEM file may hold several).
+pub(crate) fn reqwest_certs(dir: Option<&Path>) -> Result<Vec<reqwest::Certificate>, ImportError> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (name, data) in load_cert_dir(dir)? {
+        let bad = |e: reqwest::Error| ImportError::InvalidSource {
+            source_str: name.clone(),
+            reason: format!("not a usable CA certificate: {e}"),
+        };
+        if data.starts_with(b"-----") || data.windows(11).any(|w| w == b"-----BEGIN ") {
+            out.extend(reqwest::Certificate::from_pem_bundle(&data).map_err(bad)?);
+        } else {
+            out.push(reqwest::Certificate::from_der(&data).map_err(bad)?);
+        }
+    }
+    Ok(out)
+}

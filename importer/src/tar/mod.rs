@@ -1,0 +1,124 @@
+//! Tar archives: the header codec, a forward-only reader, and the rules that pick the disk
+//! out of an archive (an OVA / plain tarball, or a KubeVirt containerDisk layer).
+//!
+//! Nothing here extracts to a filesystem: entries are only ever streamed into the import
+//! pipeline, and any entry that would land outside the tree makes the archive invalid.
+
+pub mod header;
+pub mod reader;
+
+pub use header::{EntryKind, SafePath};
+pub use reader::{TarEntry, TarError, TarInput, TarReader};
+
+/// File extensions in an OVA or tarball that are never the disk.
+const NOT_DISK_EXTENSIONS: &[&str] = &[
+    "ovf", "mf", "cert", "crt", "xml", "txt", "json", "nvram", "sha1", "sha256", "sha512", "md5",
+    "sig", "asc", "md", "yaml", "yml", "pem",
+];
+
+/// Whether a tarball entry may be the disk: a regular file that is not a descriptor,
+/// manifest or certificate (OVA keeps those next to the disk).
+pub fn is_disk_candidate(entry: &TarEntry) -> bool {
+    if entry.kind != EntryKind::Regular {
+        return false;
+    }
+    let name = entry.path.file_name().to_ascii_lowercase();
+    if name.starts_with(".wh.") || name.starts_with('.') {
+        return false;
+    }
+    match name.rsplit_once('.') {
+        Some((_, ext)) => !NOT_DISK_EXTENSIONS.contains(&ext),
+        None => true,
+    }
+}
+
+/// How a containerDisk layer entry relates to `disk/` (KubeVirt reads the single entry of
+/// the merged `/disk` directory; several entries are an error there, and so here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LayerEntry {
+    /// Outside `disk/`, or `disk/` itself.
+    Unrelated,
+    /// A direct child of `disk/` with this name (file, directory or link).
+    DiskChild(String),
+    /// A whiteout hiding `disk/NAME` of lower layers.
+    Whiteout(String),
+    /// An opaque whiteout: lower layers' `disk/` content is hidden.
+    Opaque,
+    /// A whiteout of `disk` itself: everything below is hidden.
+    WhiteoutDiskDir,
+}
+
+/// Classifies a layer entry for the containerDisk rules (OCI whiteouts included).
+pub fn classify_layer_entry(path: &SafePath) -> LayerEntry {
+    let c = path.components();
+    match c {
+        [one] if one == ".wh.disk" => LayerEntry::WhiteoutDiskDir,
+        [d, child, ..] if d == "disk" => {
+            if child == ".wh..wh..opq" {
+                LayerEntry::Opaque
+            } else if let Some(hidden) = child.strip_prefix(".wh.") {
+                if c.len() == 2 {
+                    LayerEntry::Whiteout(hidden.to_string())
+                } else {
+                    LayerEntry::DiskChild(child.clone())
+                }
+            } else {
+                LayerEntry::DiskChild(child.clone())
+            }
+        }
+        _ => LayerEntry::Unrelated,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(path: &str, kind: EntryKind) -> TarEntry {
+        TarEntry {
+            path: SafePath::parse(path.as_bytes()).unwrap(),
+            kind,
+            size: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            link_target: None,
+            data_offset: 0,
+        }
+    }
+
+    #[test]
+    fn picks_disks() {
+        assert!(!is_disk_candidate(&e("vm.ovf", EntryKind::Regular)));
+        assert!(!is_disk_candidate(&e("vm.mf", EntryKind::Regular)));
+        assert!(is_disk_candidate(&e("vm-disk1.vmdk", EntryKind::Regular)));
+        assert!(is_disk_candidate(&e("disk.img", EntryKind::Regular)));
+        assert!(!is_disk_candidate(&e("disk.img", EntryKind::Symlink)));
+    }
+
+    #[test]
+    fn classifies_layers() {
+        let p = |s: &str| SafePath::parse(s.as_bytes()).unwrap();
+        assert_eq!(classify_layer_entry(&p("disk")), LayerEntry::Unrelated);
+        assert_eq!(
+            classify_layer_entry(&p("disk/disk.img")),
+            LayerEntry::DiskChild("disk.img".into())
+        );
+        assert_eq!(
+            classify_layer_entry(&p("disk/.wh.old.qcow2")),
+            LayerEntry::Whiteout("old.qcow2".into())
+        );
+        assert_eq!(
+            classify_layer_entry(&p("disk/.wh..wh..opq")),
+            LayerEntry::Opaque
+        );
+        assert_eq!(
+            classify_layer_entry(&p(".wh.disk")),
+            LayerEntry::WhiteoutDiskDir
+        );
+        assert_eq!(
+            classify_layer_entry(&p("etc/passwd")),
+            LayerEntry::Unrelated
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! Shared helpers for the importer's integration tests: test images made by the real
+//! qemu-img, byte comparison with `qemu-img compare`, a hand-written HTTP server with
+//! failure modes, and a docker-registry started on a random loopback port.
+#![allow(dead_code)]
+
+use platter_importer::push::{PushExtent, PushVolume};
+use platter_importer::{import, FileSink, ImportError, ImportOptions, ImportReport, NoProgress};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Runs a command, panicking with its stderr on failure.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell pipeline.
+pub fn sh(script: &str) -> String {
+    run("sh", &["-c", script])
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A raw test disk of `size` bytes: random data runs, holes, an explicitly written zero
+/// run and an unaligned tail. Returns the path and the number of non-zero data bytes.
+pub fn make_raw(dir: &Path, name: &str, size: u64, seed: u64) -> (PathBuf, u64) {
+    let path = dir.join(name);
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(size).unwrap();
+    let mut data = 0u64;
+    let mut off = 0u64;
+    let mut i = 0u64;
+    while off < size {
+        let len = ((i * 37 + 11) % 23 + 1) * 16 * 1024;
+        let len = len.min(size - off);
+        match i % 4 {
+            0 | 2 => {
+                f.write_all_at(&random_bytes(seed + i, len as usize), off)
+                    .unwrap();
+                data += len;
+            }
+            3 => f.write_all_at(&vec![0u8; len as usize], off).unwrap(), // allocated zeros
+            _ => {}                                                      // hole
+        }
+        off += len + ((i * 13) % 7) * 64 * 1024;
+        i += 1;
+    }
+    // A few bytes in the last sector, so tails are exercised.
+    f.write_all_at(b"tail!", size - 5).unwrap();
+    (path, data + 5)
+}
+
+/// Imports `source` into a new file `out`.
+pub fn import_file(
+    source: &str,
+    out: &Path,
+    opts: &ImportOptions,
+) -> Result<ImportReport, ImportError> {
+    let sink = FileSink::create(out)?;
+    import(source, sink, opts, &NoProgress).map(|(r, _)| r)
+}
+
+/// `qemu-img compare` of a raw result against an image of format `fmt`.
+pub fn assert_same(raw: &Path, image: &Path, fmt: &str) {
+    let out = Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", fmt])
+        .arg(raw)
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img compare {} {}: {}{}",
+        raw.display(),
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Bytes allocated on disk for a file.
+pub fn allocated(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Asserts a result is sparse: allocation close to the data size.
+pub fn assert_sparse(path: &Path, data_bytes: u64) {
+    let a = allocated(path);
+    assert!(
+        a <= data_bytes + data_bytes / 8 + (256 << 10),
+        "{} allocates {a} bytes for {data_bytes} bytes of data",
+        path.display()
+    );
+}
+
+/// Nothing named like `base` (or its .partial) is left in `dir`.
+pub fn assert_nothing_left(dir: &Path, base: &str) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().to_string();
+        assert!(
+            !n.starts_with(base),
+            "{n} was left behind in {}",
+            dir.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP server
+
+/// How the test server misbehaves.
+#[derive(Clone, Default)]
+pub struct Behaviour {
+    /// The first `fail_times` responses are cut after this many body bytes.
+    pub cut_after: Option<u64>,
+    pub fail_times: usize,
+    /// Stall (sleep) this long instead of cutting.
+    pub stall: Option<Duration>,
+    /// Always answer with this status.
+    pub status: Option<u16>,
+    /// Require basic auth with these credentials.
+    pub basic_auth: Option<(String, String)>,
+    /// Ignore Range headers (answer 200 with the whole body).
+    pub no_ranges: bool,
+    /// Sleep between 64 KiB chunks.
+    pub slow: Option<Duration>,
+}
+
+/// A small HTTP/1.1 file server on 127.0.0.1 with failure modes.
+pub struct HttpServer {
+    pub port: u16,
+    pub files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    /// Every request's Range header (None when absent).
+    pub ranges: Arc<Mutex<Vec<Option<String>>>>,
+    failures: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpServer {
+    pub fn start() -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let s = HttpServer {
+            port,
+            files: Arc::default(),
+            behaviour: Arc::default(),
+            ranges: Arc::default(),
+            failures: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (files, beh, ranges, failures, stop) = (
+            s.files.clone(),
+            s.behaviour.clone(),
+            s.ranges.clone(),
+            s.failures.clone(),
+            s.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (files, beh, ranges, failures) =
+                    (files.clone(), beh.clone(), ranges.clone(), failures.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(conn, &files, &beh, &ranges, &failures);
+                });
+            }
+        });
+        s
+    }
+
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    pub fn add(&self, name: &str, data: Vec<u8>) {
+        self.files.lock().unwrap().insert(name.to_string(), data);
+    }
+
+    pub fn set(&self, b: Behaviour) {
+        *self.behaviour.lock().unwrap() = b;
+        self.failures.store(0, Ordering::SeqCst);
+        self.ranges.lock().unwrap().clear();
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve(
+    conn: TcpStream,
+    files: &Mutex<HashMap<String, Vec<u8>>>,
+    beh: &Mutex<Behaviour>,
+    ranges: &Mutex<Vec<Option<String>>>,
+    failures: &AtomicUsize,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut w = conn;
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    let mut headers = HashMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h)?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let b = beh.lock().unwrap().clone();
+    ranges.lock().unwrap().push(headers.get("range").cloned());
+    let respond =
+        |w: &mut TcpStream, status: &str, extra: &str, body: &[u8]| -> std::io::Result<()> {
+            write!(
+                w,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+                body.len()
+            )?;
+            w.write_all(body)
+        };
+    if let Some(s) = b.status {
+        return respond(&mut w, &format!("{s} Test"), "", b"test failure\n");
+    }
+    if let Some((u, p)) = &b.basic_auth {
+        use base64::Engine;
+        let want = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        );
+        if headers.get("authorization") != Some(&want) {
+            return respond(
+                &mut w,
+                "401 Unauthorized",
+                "WWW-Authenticate: Basic realm=\"t\"\r\n",
+                b"",
+            );
+        }
+    }
+    let Some(data) = files.lock().unwrap().get(&path).cloned() else {
+        return respond(&mut w, "404 Not Found", "", b"no such file\n");
+    };
+    let etag = format!(
+        "\"{}-{}\"",
+        data.len(),
+        data.iter().take(64).map(|&x| x as u64).sum::<u64>()
+    );
+    let mut start = 0u64;
+    let mut end = data.len() as u64; // exclusive
+    let mut partial = false;
+    if let (Some(r), false) = (headers.get("range"), b.no_ranges) {
+        let if_range_ok = headers.get("if-range").is_none_or(|v| *v == etag);
+        if let Some(spec) = r.strip_prefix("bytes=") {
+            if if_range_ok {
+                let (a, z) = spec.split_once('-').unwrap();
+                start = a.parse().unwrap();
+                if !z.is_empty() {
+                    end = (z.parse::<u64>().unwrap() + 1).min(end);
+                }
+                partial = true;
+            }
+        }
+    }
+    let body = &data[start as usize..end as usize];
+    let status = if partial {
+        "206 Partial Content"
+    } else {
+        "200 OK"
+    };
+    let mut extra = format!("ETag: {etag}\r\nContent-Type: application/octet-stream\r\n");
+    if !b.no_ranges {
+        extra.push_str("Accept-Ranges: bytes\r\n");
+    }
+    if partial {
+        extra.push_str(&format!(
+            "Content-Range: bytes {start}-{}/{}\r\n",
+            end - 1,
+            data.len()
+        ));
+    }
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+        body.len()
+    )?;
+    let cut = match b.cut_after {
+        Some(n) if failures.load(Ordering::SeqCst) < b.fail_times && (body.len() as u64) > n => {
+            failures.fetch_add(1, Ordering::SeqCst);
+            Some(n as usize)
+        }
+        _ => None,
+    };
+    let mut sent = 0usize;
+    for chunk in body.chunks(64 << 10) {
+        if let Some(c) = cut {
+            if sent + chunk.len() > c {
+                w.write_all(&chunk[..c - sent])?;
+                w.flush()?;
+                if let Some(d) = b.stall {
+                    std::thread::sleep(d);
+                }
+                return w.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        w.write_all(chunk)?;
+        sent += chunk.len();
+        if let Some(d) = b.slow {
+            std::thread::sleep(d);
+        }
+    }
+    w.flush()
+}
+
+// ---------------------------------------------------------------------------------------
+// Registry
+
+/// A docker-registry process on 127.0.0.1, killed on drop.
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub ca: Option<PathBuf>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Registry {
+    /// Plain HTTP, no auth.
+    pub fn start_plain() -> Registry {
+        Registry::start(false)
+    }
+
+    /// TLS from a throw-away CA, htpasswd auth `user`/`secret`.
+    pub fn start_tls_auth() -> Registry {
+        Registry::start(true)
+    }
+
+    fn start(secure: bool) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = free_port();
+        let mut extra = String::new();
+        let mut ca = None;
+        if secure {
+            let script = format!(
+                "cd {d} && \
+                 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=platter-test-ca 2>/dev/null && \
+                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && \
+                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext && \
+                 openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null && \
+                 mkdir certs && cp ca.crt certs/ && \
+                 htpasswd -Bbn user secret > htpasswd",
+                d = d.display()
+            );
+            sh(&script);
+            extra = format!(
+                "auth:\n  htpasswd:\n    realm: platter\n    path: {d}/htpasswd\n",
+                d = d.display()
+            );
+            ca = Some(d.join("certs"));
+        }
+        let tls = if secure {
+            format!(
+                "  tls:\n    certificate: {d}/srv.crt\n    key: {d}/srv.key\n",
+                d = d.display()
+            )
+        } else {
+            String::new()
+        };
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}",
+            d = d.display()
+        );
+        std::fs::write(d.join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry {
+            port,
+            child,
+            dir,
+            ca,
+        }
+    }
+
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("127.0.0.1:{}/{repo_tag}", self.port)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// A file as a volume to push
+
+/// A raw file as a [`PushVolume`]; zero 64 KiB runs are reported as holes.
+pub struct FileVolume(pub std::fs::File, pub u64);
+
+impl FileVolume {
+    pub fn open(p: &Path) -> FileVolume {
+        let f = std::fs::File::open(p).unwrap();
+        let len = f.metadata().unwrap().len();
+        FileVolume(f, len)
+    }
+}
+
+impl PushVolume for FileVolume {
+    fn size(&self) -> u64 {
+        self.1
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+    fn block_status(&self, offset: u64, len: u64) -> std::io::Result<Vec<PushExtent>> {
+        let mut out: Vec<PushExtent> = Vec::new();
+        let mut pos = offset;
+        let end = offset + len.min(16 << 20);
+        let mut buf = vec![0u8; 64 << 10];
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            self.0.read_exact_at(&mut buf[..n], pos)?;
+            let data = buf[..n].iter().any(|&b| b != 0);
+            match out.last_mut() {
+                Some(l) if l.data == data => l.len += n as u64,
+                _ => out.push(PushExtent {
+                    offset: pos,
+                    len: n as u64,
+                    data,
+                }),
+            }
+            pos += n as u64;
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a whole file.
+pub fn read(p: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::open(p).unwrap().read_to_end(&mut v).unwrap();
+    v
+}

@@ -1,0 +1,418 @@
+//! containerDisks against the real Debian docker-registry (plain, and with htpasswd auth
+//! and TLS from a throw-away CA), skopeo and umoci: push/pull round trips, the KubeVirt
+//! layer layout, interop both ways, OCI layouts, and tampered layouts.
+
+mod common;
+
+use common::*;
+use platter_importer::push::{push, DiskFormat, LayerCompression, PushOptions};
+use platter_importer::{
+    Credentials, ImportError, ImportOptions, NoProgress, RegistryOptions, TlsOptions,
+};
+use std::path::Path;
+
+fn disk(dir: &Path) -> std::path::PathBuf {
+    make_raw(dir, "vol.raw", 3 << 20, 21).0
+}
+
+/// Lists a layer blob with GNU tar: "mode owner size name" lines.
+fn tar_listing(blob: &Path) -> Vec<String> {
+    sh(&format!("tar --numeric-owner -tvf {}", blob.display()))
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!("{} {} {} {}", f[0], f[1], f[2], f[5])
+        })
+        .collect()
+}
+
+/// The single layer blob of an OCI layout made by skopeo.
+fn only_layer(layout: &Path) -> std::path::PathBuf {
+    let index: serde_json::Value =
+        serde_json::from_slice(&read(&layout.join("index.json"))).unwrap();
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .replace("sha256:", "");
+    let m: serde_json::Value =
+        serde_json::from_slice(&read(&layout.join("blobs/sha256").join(mdigest))).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{m}");
+    layout
+        .join("blobs/sha256")
+        .join(layers[0]["digest"].as_str().unwrap().replace("sha256:", ""))
+}
+
+#[test]
+fn plain_registry_round_trip_and_interop() {
+    let reg = Registry::start_plain();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = disk(d);
+    let vol = FileVolume::open(&src);
+
+    for (tag, fmt, comp) in [
+        ("qcow2-gzip", DiskFormat::Qcow2, LayerCompression::Gzip),
+        ("raw-zstd", DiskFormat::Raw, LayerCompression::Zstd),
+        ("raw-none", DiskFormat::Raw, LayerCompression::None),
+    ] {
+        let dest = format!("docker://{}", reg.reference(&format!("vm:{tag}")));
+        let opts = PushOptions {
+            disk_format: fmt,
+            compression: comp,
+            ..Default::default()
+        };
+        let rep =
+            push(&vol, &dest, &opts, &NoProgress).unwrap_or_else(|e| panic!("push {tag}: {e}"));
+        assert!(rep.manifest_digest.starts_with("sha256:"));
+
+        // Pull it back: identical.
+        let out = d.join(format!("{tag}.out"));
+        let r = import_file(&dest, &out, &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("pull {tag}: {e}"));
+        assert_eq!(r.member.as_deref(), Some("disk/disk.img"));
+        assert_eq!(
+            r.manifest_digest.as_deref(),
+            Some(rep.manifest_digest.as_str())
+        );
+        assert_same(&out, &src, "raw");
+
+        // skopeo accepts it, and the layer has exactly the KubeVirt layout.
+        let inspect = run("skopeo", &["inspect", "--tls-verify=false", &dest]);
+        let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        assert_eq!(v["Architecture"], "amd64");
+        assert_eq!(v["Os"], "linux");
+        let layout = d.join(format!("layout-{tag}"));
+        run(
+            "skopeo",
+            &[
+                "copy",
+                "--src-tls-verify=false",
+                &dest,
+                &format!("oci:{}:x", layout.display()),
+            ],
+        );
+        let blob = only_layer(&layout);
+        let plain = d.join(format!("{tag}.tar"));
+        match comp {
+            LayerCompression::Gzip => sh(&format!(
+                "gzip -dc {} > {}",
+                blob.display(),
+                plain.display()
+            )),
+            LayerCompression::Zstd => sh(&format!(
+                "zstd -q -dc {} > {}",
+                blob.display(),
+                plain.display()
+            )),
+            LayerCompression::None => sh(&format!("cp {} {}", blob.display(), plain.display())),
+        };
+        let listing = tar_listing(&plain);
+        assert_eq!(listing.len(), 2, "{listing:?}");
+        assert!(
+            listing[0].starts_with("dr-xr-xr-x 107/107 0 disk/"),
+            "{listing:?}"
+        );
+        assert!(
+            listing[1].starts_with("-r--r--r-- 107/107 ") && listing[1].ends_with(" disk/disk.img"),
+            "{listing:?}"
+        );
+        if fmt == DiskFormat::Qcow2 {
+            let img = d.join(format!("{tag}.img"));
+            sh(&format!(
+                "tar -xOf {} disk/disk.img > {}",
+                plain.display(),
+                img.display()
+            ));
+            assert_same(&src, &img, "qcow2");
+            run("qemu-img", &["check", img.to_str().unwrap()]);
+        }
+    }
+}
+
+#[test]
+fn umoci_built_containerdisk_imports() {
+    let reg = Registry::start_plain();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = disk(d);
+    let qcow = d.join("disk.qcow2");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "qcow2",
+            src.to_str().unwrap(),
+            qcow.to_str().unwrap(),
+        ],
+    );
+    let lay = d.join("umoci");
+    let ds = d.display();
+    sh(&format!(
+        "umoci init --layout {l} && umoci new --image {l}:cd && \
+         umoci insert --image {l}:cd {ds}/disk.qcow2 /disk/disk.img",
+        l = lay.display()
+    ));
+    let dest = format!("docker://{}", reg.reference("umoci:cd"));
+    run(
+        "skopeo",
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:cd", lay.display()),
+            &dest,
+        ],
+    );
+    let out = d.join("umoci.out");
+    let r = import_file(&dest, &out, &ImportOptions::default()).unwrap();
+    assert_eq!(r.format, "qcow2");
+    assert_same(&out, &src, "raw");
+    // The umoci layout imports directly too.
+    let out = d.join("umoci-oci.out");
+    import_file(
+        &format!("oci:{}:cd", lay.display()),
+        &out,
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    assert_same(&out, &src, "raw");
+}
+
+#[test]
+fn tls_and_auth_registry() {
+    let reg = Registry::start_tls_auth();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = disk(d);
+    let vol = FileVolume::open(&src);
+    let dest = format!("docker://{}", reg.reference("secure/vm:1"));
+    let tls = TlsOptions {
+        verify: true,
+        cert_dir: reg.ca.clone(),
+    };
+    let with_creds = RegistryOptions {
+        creds: Some(Credentials::parse("user:secret").unwrap()),
+        tls: tls.clone(),
+        ..Default::default()
+    };
+
+    // No credentials: refused.
+    let opts = PushOptions {
+        registry: RegistryOptions {
+            tls: tls.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = push(&vol, &dest, &opts, &NoProgress).unwrap_err();
+    assert!(matches!(e, ImportError::Registry { .. }), "{e}");
+
+    // Without the CA the certificate is refused, unless --tls-verify=false.
+    let opts = PushOptions {
+        registry: RegistryOptions {
+            creds: with_creds.creds.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert!(push(&vol, &dest, &opts, &NoProgress).is_err());
+
+    let opts = PushOptions {
+        registry: with_creds.clone(),
+        ..Default::default()
+    };
+    let rep = push(&vol, &dest, &opts, &NoProgress).unwrap();
+
+    // Pull with an auth file.
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("user:secret");
+    let authfile = d.join("auth.json");
+    std::fs::write(
+        &authfile,
+        format!(
+            r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{auth}"}}}}}}"#,
+            reg.port
+        ),
+    )
+    .unwrap();
+    let iopts = ImportOptions {
+        registry: RegistryOptions {
+            authfile: Some(authfile),
+            tls: tls.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let out = d.join("tls.out");
+    let r = import_file(&dest, &out, &iopts).unwrap();
+    assert_eq!(
+        r.manifest_digest.as_deref(),
+        Some(rep.manifest_digest.as_str())
+    );
+    assert_same(&out, &src, "raw");
+
+    // Skip verification instead of trusting the CA; pull by digest.
+    let iopts = ImportOptions {
+        registry: RegistryOptions {
+            creds: with_creds.creds.clone(),
+            tls: TlsOptions {
+                verify: false,
+                cert_dir: None,
+            },
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let by_digest = format!(
+        "docker://{}@{}",
+        reg.reference("secure/vm"),
+        rep.manifest_digest
+    );
+    let out = d.join("insecure.out");
+    import_file(&by_digest, &out, &iopts).unwrap();
+    assert_same(&out, &src, "raw");
+    run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--creds",
+            "user:secret",
+            &dest,
+        ],
+    );
+}
+
+#[test]
+fn oci_layouts_and_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let src = disk(d);
+    let vol = FileVolume::open(&src);
+    let lay = d.join("lay");
+    push(
+        &vol,
+        &format!("oci:{}:v1", lay.display()),
+        &PushOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let raw_opts = PushOptions {
+        disk_format: DiskFormat::Raw,
+        ..Default::default()
+    };
+    push(
+        &vol,
+        &format!("oci:{}:v2", lay.display()),
+        &raw_opts,
+        &NoProgress,
+    )
+    .unwrap();
+    let arch = d.join("img.tar");
+    push(
+        &vol,
+        &format!("oci-archive:{}:v1", arch.display()),
+        &PushOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+
+    for (srcs, name) in [
+        (format!("oci:{}:v1", lay.display()), "a"),
+        (format!("oci:{}:v2", lay.display()), "b"),
+        (format!("oci-archive:{}:v1", arch.display()), "c"),
+        (format!("oci-archive:{}", arch.display()), "d"),
+    ] {
+        let out = d.join(format!("{name}.out"));
+        import_file(&srcs, &out, &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{srcs}: {e}"));
+        assert_same(&out, &src, "raw");
+    }
+    // skopeo reads what we wrote.
+    run("skopeo", &["inspect", &format!("oci:{}:v1", lay.display())]);
+    run(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}:v1", arch.display())],
+    );
+
+    // A layer blob whose content does not match its digest is refused, nothing left.
+    let blob = only_layer_for_tag(&lay, "v2");
+    let mut data = read(&blob);
+    let n = data.len();
+    data[n / 2] ^= 0xff;
+    std::fs::write(&blob, data).unwrap();
+    let out = d.join("tampered.out");
+    let e = import_file(
+        &format!("oci:{}:v2", lay.display()),
+        &out,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImportError::ChecksumMismatch { .. } | ImportError::Tar { .. } | ImportError::Io { .. }
+        ),
+        "{e}"
+    );
+    assert_nothing_left(d, "tampered");
+    // A manifest that names a wrong digest for an intact layer: only the digest check
+    // can catch it.
+    let good = only_layer_for_tag(&lay, "v1");
+    let fake = format!("sha256:{}", "1".repeat(64));
+    std::fs::copy(&good, lay.join("blobs/sha256").join("1".repeat(64))).unwrap();
+    let index_path = lay.join("index.json");
+    let mut index: serde_json::Value = serde_json::from_slice(&read(&index_path)).unwrap();
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "v1")
+        .unwrap();
+    let mpath = lay
+        .join("blobs/sha256")
+        .join(entry["digest"].as_str().unwrap().replace("sha256:", ""));
+    let mut m: serde_json::Value = serde_json::from_slice(&read(&mpath)).unwrap();
+    m["layers"][0]["digest"] = serde_json::Value::String(fake.clone());
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    let tmp = d.join("m.json");
+    std::fs::write(&tmp, &mbytes).unwrap();
+    let mhex = sh(&format!("sha256sum {} | cut -d' ' -f1", tmp.display()))
+        .trim()
+        .to_string();
+    std::fs::write(lay.join("blobs/sha256").join(&mhex), &mbytes).unwrap();
+    entry["digest"] = serde_json::Value::String(format!("sha256:{mhex}"));
+    entry["size"] = serde_json::Value::from(mbytes.len());
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let out = d.join("wrongdigest.out");
+    let e = import_file(
+        &format!("oci:{}:v1", lay.display()),
+        &out,
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ImportError::ChecksumMismatch { .. }), "{e}");
+    assert!(e.to_string().contains(&fake), "{e}");
+    assert_nothing_left(d, "wrongdigest");
+}
+
+fn only_layer_for_tag(layout: &Path, tag: &str) -> std::path::PathBuf {
+    let index: serde_json::Value =
+        serde_json::from_slice(&read(&layout.join("index.json"))).unwrap();
+    let m = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let md = m["digest"].as_str().unwrap().replace("sha256:", "");
+    let m: serde_json::Value =
+        serde_json::from_slice(&read(&layout.join("blobs/sha256").join(md))).unwrap();
+    layout.join("blobs/sha256").join(
+        m["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .replace("sha256:", ""),
+    )
+}
