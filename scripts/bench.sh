@@ -13,3 +13,6 @@ fi
 if [ "$what" = nbd ] || [ "$what" = all ]; then
   target/release/platter-bench nbd --out target/bench/nbd.md
 fi
+if [ "$what" = import ] || [ "$what" = all ]; then
+  target/release/platter-bench import --out target/bench/import.md
+fi

@@ -4,7 +4,11 @@
 //! `platter-bench store [--out FILE]`: snapshot/clone latency by volume size, 4 KiB read
 //! rate by chain depth against `qemu-img bench` on qcow2 chains, sequential store IO
 //! against plain file IO.
+//!
+//! `platter-bench import [--out FILE]`: `platter import` (qcow2 file, raw.gz over HTTP,
+//! containerDisk from a local registry) against qemu-img, curl | gunzip and skopeo.
 
+mod import;
 mod nbd;
 mod store;
 mod table;
@@ -43,6 +47,20 @@ enum Cmd {
         #[arg(long, default_value_t = 20809)]
         tcp_port: u16,
     },
+    /// Imports: ours (`platter import`) against qemu-img convert, curl | gunzip, skopeo.
+    Import {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The platter binary to import with.
+        #[arg(long, default_value = "target/release/platter")]
+        platter: std::path::PathBuf,
+        /// Directory for the images, stores and results (default: a temp dir under target/).
+        #[arg(long, default_value = "target")]
+        dir: std::path::PathBuf,
+        /// Runs of every contender; the best is reported.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -66,6 +84,19 @@ fn main() -> Result<()> {
                 .tempdir_in("target")?;
             let platter = std::path::absolute(platter)?;
             let report = nbd::run_all(tmp.path(), &platter, runtime, tcp_port)?;
+            println!("{report}");
+            if let Some(out) = out {
+                std::fs::write(out, &report)?;
+            }
+        }
+        Cmd::Import {
+            out,
+            platter,
+            dir,
+            runs,
+        } => {
+            let platter = std::path::absolute(platter)?;
+            let report = import::run(&dir, &platter, runs)?;
             println!("{report}");
             if let Some(out) = out {
                 std::fs::write(out, &report)?;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use sha2::{Digest, Sha256};
 
 use platter_control::api::{ImportParams, PushParams};
@@ -149,6 +149,9 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
 
 /// The cached, read-only base of an image for `vm create --image`: imported once into
 /// volume `img-<sha256 of the reference>` and snapshotted as `@base`; reused after.
+///
+/// Several `vm create` may race here for the same image (three VMs created at once): the
+/// loser of the import or of the snapshot finds the winner's result and uses it.
 pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result<VolumeRef> {
     let source = absolutize(image)?;
     let key = hex_prefix(&Sha256::digest(source.as_bytes()));
@@ -157,34 +160,29 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         volume: name.clone(),
         snapshot: Some(Name::new("base")?),
     };
-    if execute(
-        dir,
-        Request::VolumeInspect {
-            target: base.clone(),
-        },
-        OutputFormat::Table,
-    )
-    .is_ok()
-    {
+    let exists = |target: &VolumeRef| {
+        execute(
+            dir,
+            Request::VolumeInspect {
+                target: target.clone(),
+            },
+            OutputFormat::Table,
+        )
+        .is_ok()
+    };
+    if exists(&base) {
         return Ok(base);
     }
     // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
-    if execute(
-        dir,
-        Request::VolumeInspect {
-            target: VolumeRef::volume(name.clone()),
-        },
-        OutputFormat::Table,
-    )
-    .is_err()
-    {
+    let volume = VolumeRef::volume(name.clone());
+    if !exists(&volume) {
         let params = ImportParams {
             format: None,
             checksum: None,
             size: None,
             registry: registry.params(),
         };
-        execute(
+        let imported = execute(
             dir,
             Request::Import {
                 source,
@@ -192,18 +190,27 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
                 params,
             },
             OutputFormat::Table,
-        )
-        .with_context(|| format!("importing image {image}"))?;
+        );
+        // Imports are atomic: if the volume exists now, a concurrent import made it.
+        if let Err(e) = imported {
+            if !exists(&volume) {
+                return Err(e.context(format!("importing image {image}")));
+            }
+        }
     }
-    execute(
+    let snapshot = execute(
         dir,
         Request::VolumeSnapshot {
             volume: name,
             snapshot: Name::new("base")?,
         },
         OutputFormat::Table,
-    )?;
-    Ok(base)
+    );
+    match snapshot {
+        Ok(_) => Ok(base),
+        Err(_) if exists(&base) => Ok(base),
+        Err(e) => Err(e.context(format!("snapshotting the cached image {image}"))),
+    }
 }
 
 fn hex_prefix(d: &[u8]) -> String {

@@ -13,7 +13,9 @@ use clap::{Args, Subcommand};
 
 use platter_control::{client, Request, Response};
 use platter_launcher::cloudinit::build_seed_iso_from_file;
-use platter_launcher::{AccelChoice, Boot, Launcher, Media, VmDisk, VmRecord, VmSpec, VmState};
+use platter_launcher::{
+    AccelChoice, Boot, Launcher, Media, StopOutcome, VmDisk, VmRecord, VmSpec, VmState,
+};
 use platter_types::{format_size, Name, VolumeRef};
 
 use crate::args::OutputFormat;
@@ -106,6 +108,16 @@ impl Server {
         crate::run::execute(&self.dir, req, OutputFormat::Table)
     }
 
+    /// Whether the store has a record of VM `name`.
+    fn has_record(&self, name: &Name) -> Result<bool> {
+        match self.call(Request::VmList)? {
+            Response::Vms { items } => Ok(items
+                .iter()
+                .any(|r| r.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))),
+            other => bail!("unexpected reply {other:?}"),
+        }
+    }
+
     fn record(&self, name: &Name) -> Result<VmRecord> {
         match self.call(Request::VmGet { name: name.clone() })? {
             Response::Vm { record } => {
@@ -133,7 +145,12 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
         }
         VmCmd::Stop { name, timeout } => {
             let outcome = Launcher::new(None)?.stop(name.as_str(), Duration::from_secs(timeout))?;
-            println!("stopped vm {name} ({outcome:?})");
+            let how = match outcome {
+                StopOutcome::AlreadyStopped => "it was not running".to_string(),
+                StopOutcome::Graceful => "shut down by the guest".to_string(),
+                StopOutcome::Forced => format!("powered off after {timeout} s"),
+            };
+            println!("stopped vm {name} ({how})");
             Ok(())
         }
         VmCmd::Restart { name, timeout } => {
@@ -150,6 +167,15 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
 fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
     let srv = Server::connect(dir)?;
     let launcher = Launcher::new(a.connect.as_deref())?;
+    // Checked before anything is made: a second create must not touch the first VM's disk.
+    if srv.has_record(&a.name)? {
+        bail!(
+            "vm {} already exists in store {}; delete it first (`platter vm delete {}`) or pick another name",
+            a.name,
+            dir.display(),
+            a.name
+        );
+    }
     let (volume, throwaway) = match (&a.volume, &a.image) {
         (Some(v), _) => (VolumeRef::volume(v.clone()), false),
         (None, Some(image)) => {
@@ -159,7 +185,8 @@ fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
             srv.call(Request::VolumeClone {
                 source: base,
                 name: clone.clone(),
-            })?;
+            })
+            .with_context(|| format!("vm {}: making its throw-away disk {clone}", a.name))?;
             (VolumeRef::volume(clone), true)
         }
         (None, None) => bail!("vm create needs --volume or --image"),
@@ -226,6 +253,30 @@ fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
 fn delete(dir: &Path, name: &Name) -> Result<()> {
     let srv = Server::connect(dir)?;
     let rec = srv.record(name)?;
+    // Refused before anything is touched: a throw-away disk that was snapshotted and
+    // cloned cannot go while its clones need it.
+    let volumes = match srv.call(Request::VolumeList)? {
+        Response::Volumes { items } => items,
+        other => bail!("unexpected reply {other:?}"),
+    };
+    for disk in rec.throwaway_volumes() {
+        let disk = disk.volume.as_str();
+        let dependants: Vec<&str> = volumes
+            .iter()
+            .filter(|v| {
+                v.origin.as_deref().is_some_and(|o| {
+                    o == disk || o.strip_prefix(disk).is_some_and(|r| r.starts_with('@'))
+                })
+            })
+            .map(|v| v.name.as_str())
+            .collect();
+        if !dependants.is_empty() {
+            bail!(
+                "cannot delete vm {name}: its throw-away disk {disk} has clones that depend on it ({}); delete them first",
+                dependants.join(", ")
+            );
+        }
+    }
     let launcher = Launcher::new(None)?;
     match launcher.delete(name.as_str()) {
         Ok(()) | Err(platter_launcher::LauncherError::NoSuchVm { .. }) => {}
@@ -305,8 +356,16 @@ fn console(dir: &Path, name: &Name, follow: bool) -> Result<()> {
         other => bail!("unexpected reply {other:?}"),
     };
     let path = &rec.console_log;
-    let mut f = std::fs::File::open(path)
-        .with_context(|| format!("vm {name}: console log {}", path.display()))?;
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // libvirt makes the log when the VM first starts.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("vm {name} has no console output yet: it has never been started (`platter vm start {name}`)")
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("vm {name}: console log {}", path.display()))
+        }
+    };
     let mut out = std::io::stdout();
     let mut pos = 0u64;
     let launcher = if follow {
@@ -315,6 +374,10 @@ fn console(dir: &Path, name: &Name, follow: bool) -> Result<()> {
         None
     };
     loop {
+        // A restart truncates the log: start again from its beginning.
+        if f.metadata().map(|m| m.len() < pos).unwrap_or(false) {
+            pos = 0;
+        }
         f.seek(SeekFrom::Start(pos))?;
         let mut buf = Vec::new();
         f.read_to_end(&mut buf)?;

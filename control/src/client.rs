@@ -32,7 +32,7 @@ pub fn call(
     })?;
     line.push(b'\n');
     (&stream).write_all(&line).map_err(sock_err)?;
-    let mut reader = BufReader::new(stream.take_limit());
+    let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE));
     loop {
         let mut buf = String::new();
         let n = reader.read_line(&mut buf).map_err(sock_err)?;
@@ -51,15 +51,5 @@ pub fn call(
             Reply::Response(r) => return Ok(r),
             Reply::Error(e) => return Err(ControlError::Remote(e)),
         }
-    }
-}
-
-trait TakeLimit {
-    fn take_limit(self) -> std::io::Take<UnixStream>;
-}
-
-impl TakeLimit for UnixStream {
-    fn take_limit(self) -> std::io::Take<UnixStream> {
-        std::io::Read::take(self, MAX_LINE)
     }
 }

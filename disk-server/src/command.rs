@@ -298,6 +298,40 @@ fn read_into(
     }
 }
 
+/// How a structured read is answered: no runs (or one data run) means one data chunk.
+fn read_plan(
+    dev: &dyn BlockDevice,
+    offset: u64,
+    len: u32,
+    df: bool,
+    t: ChunkTarget,
+    cfg: ExecConfig,
+) -> Vec<Run> {
+    if t.style == ReplyStyle::Simple || df || len == 0 || len < cfg.sparse_read_min {
+        return Vec::new();
+    }
+    dev.block_status(offset, u64::from(len))
+        .map(|ext| read_runs(offset, u64::from(len), &ext))
+        .unwrap_or_default()
+}
+
+fn dense(runs: &[Run]) -> bool {
+    match runs {
+        [] => true,
+        [only] => !only.zero,
+        _ => false,
+    }
+}
+
+/// The header of a read reply whose `len` data bytes follow it in one piece.
+fn put_read_header(out: &mut Vec<u8>, t: ChunkTarget, offset: u64, len: u32) {
+    if t.style == ReplyStyle::Simple {
+        put_simple_reply(out, 0, t.cookie);
+    } else {
+        put_data_chunk_header(out, t, REPLY_FLAG_DONE, offset, u64::from(len));
+    }
+}
+
 fn read(
     dev: &dyn BlockDevice,
     offset: u64,
@@ -307,29 +341,26 @@ fn read(
     cfg: ExecConfig,
     out: &mut Vec<u8>,
 ) -> Result<(), DeviceError> {
+    let runs = read_plan(dev, offset, len, df, t, cfg);
+    read_runs_into(dev, offset, len, &runs, t, out)
+}
+
+/// Appends a read's reply following `runs` (see [`read_plan`]).
+fn read_runs_into(
+    dev: &dyn BlockDevice,
+    offset: u64,
+    len: u32,
+    runs: &[Run],
+    t: ChunkTarget,
+    out: &mut Vec<u8>,
+) -> Result<(), DeviceError> {
     out.reserve(read_reply_prefix_len(t.style) + len as usize);
-    if t.style == ReplyStyle::Simple {
-        put_simple_reply(out, 0, t.cookie);
-        return read_into(dev, offset, len as usize, out);
-    }
-    if len == 0 {
+    if len == 0 && t.style != ReplyStyle::Simple {
         put_done(out, t);
         return Ok(());
     }
-    let runs = if !df && len >= cfg.sparse_read_min {
-        dev.block_status(offset, u64::from(len))
-            .map(|ext| read_runs(offset, u64::from(len), &ext))
-            .unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    let dense = match runs.as_slice() {
-        [] => true,
-        [only] => !only.zero,
-        _ => false,
-    };
-    if dense {
-        put_data_chunk_header(out, t, REPLY_FLAG_DONE, offset, u64::from(len));
+    if dense(runs) {
+        put_read_header(out, t, offset, len);
         return read_into(dev, offset, len as usize, out);
     }
     let last = runs.len() - 1;
@@ -343,6 +374,54 @@ fn read(
         }
     }
     Ok(())
+}
+
+/// Runs a request like [`execute`], except that the data of a read answered in one piece
+/// goes into `data` instead of after its header in `out`. `data` is a reused buffer: only
+/// its growth is zero-filled, which saves clearing large buffers before every read.
+/// Answers success and how many leading bytes of `data` belong to the reply.
+pub(crate) fn execute_split(
+    dev: &dyn BlockDevice,
+    op: &Op,
+    t: ChunkTarget,
+    meta_context: u32,
+    cfg: ExecConfig,
+    out: &mut Vec<u8>,
+    data: &mut Vec<u8>,
+) -> (bool, usize) {
+    let Op::Read { offset, len, df } = *op else {
+        return (execute(dev, op, &[], t, meta_context, cfg, out), 0);
+    };
+    let runs = read_plan(dev, offset, len, df, t, cfg);
+    if len == 0 || !dense(&runs) {
+        let start = out.len();
+        return match read_runs_into(dev, offset, len, &runs, t, out) {
+            Ok(()) => (true, 0),
+            Err(e) => {
+                out.truncate(start);
+                put_error(out, t, e.errno(), &e.to_string());
+                (false, 0)
+            }
+        };
+    }
+    let n = len as usize;
+    if data.len() < n {
+        data.resize(n, 0);
+    }
+    let res = match data.get_mut(..n) {
+        Some(buf) => dev.read_at(buf, offset),
+        None => Err(DeviceError::Other("read buffer".into())),
+    };
+    match res {
+        Ok(()) => {
+            put_read_header(out, t, offset, len);
+            (true, n)
+        }
+        Err(e) => {
+            put_error(out, t, e.errno(), &e.to_string());
+            (false, 0)
+        }
+    }
 }
 
 /// A piece of a read: data to send, or zeroes to announce as a hole.

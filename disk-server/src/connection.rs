@@ -14,14 +14,16 @@ use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::command::{execute, validate, ExecConfig, Op, Session};
+use crate::command::{execute, execute_split, validate, ExecConfig, Op, Session};
 use crate::device::BlockDevice;
+use crate::iopool::Job;
 use crate::metrics::{ExportMetrics, OpKind};
 use crate::negotiate::{Negotiated, BASE_ALLOCATION_ID};
+use crate::out_queue::{BufPool, OutQueue, IOV};
 use crate::proto::consts::*;
 use crate::proto::{self, parse_request, put_error, ChunkTarget, HeaderStyle};
 use crate::server::{ConnError, Shared, SplitStream};
@@ -32,154 +34,12 @@ const READ_CHUNK: usize = 256 * 1024;
 const OUT_HIGH: usize = 4 << 20;
 /// Most requests handed to the IO threads at once, per connection.
 const MAX_INFLIGHT: usize = 64;
-/// Inline replies are batched into chunks of about this size.
-const CHUNK_TARGET: usize = 256 * 1024;
-/// Buffers kept for reuse (fresh memory costs a page fault per 4 KiB): at most this many
-/// bytes of capacity per pool, so an idle connection holds little.
-const SPARE_BYTES: usize = 12 << 20;
-
-/// Recycled byte buffers.
-#[derive(Default)]
-struct BufPool {
-    bufs: Vec<Vec<u8>>,
-    bytes: usize,
-}
-
-impl BufPool {
-    /// An empty buffer with room for `need` bytes.
-    fn take(&mut self, need: usize) -> Vec<u8> {
-        let mut v = match self.bufs.pop() {
-            Some(v) => {
-                self.bytes -= v.capacity();
-                v
-            }
-            None => Vec::new(),
-        };
-        v.reserve(need);
-        v
-    }
-
-    fn put(&mut self, mut v: Vec<u8>) {
-        if v.capacity() > 0 && self.bytes + v.capacity() <= SPARE_BYTES {
-            v.clear();
-            self.bytes += v.capacity();
-            self.bufs.push(v);
-        }
-    }
-}
-/// Slices per vectored write.
-const IOV: usize = 64;
-
-/// Replies waiting to be written, in order, as a queue of buffers.
-#[derive(Default)]
-struct OutQueue {
-    chunks: VecDeque<Vec<u8>>,
-    /// Bytes of the front chunk already written.
-    pos: usize,
-    /// Unwritten bytes in all chunks.
-    len: usize,
-    spare: BufPool,
-}
-
-impl OutQueue {
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// A reusable buffer with room for `need` bytes.
-    fn take_spare(&mut self, need: usize) -> Vec<u8> {
-        self.spare.take(need)
-    }
-
-    fn recycle(&mut self, v: Vec<u8>) {
-        self.spare.put(v);
-    }
-
-    /// Runs `f` on the buffer at the tail of the queue, with room for about `need` bytes,
-    /// and accounts for what it appended.
-    fn append<R>(&mut self, need: usize, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-        let fits = self
-            .chunks
-            .back()
-            .is_some_and(|c| c.len() + need <= CHUNK_TARGET.max(c.capacity()));
-        if !fits {
-            let v = self.take_spare(need.max(CHUNK_TARGET / 4));
-            self.chunks.push_back(v);
-        }
-        match self.chunks.back_mut() {
-            Some(tail) => {
-                let before = tail.len();
-                let r = f(tail);
-                self.len += tail.len().saturating_sub(before);
-                r
-            }
-            None => f(&mut Vec::new()),
-        }
-    }
-
-    /// Queues a finished buffer (a reply built on an IO thread).
-    fn push(&mut self, v: Vec<u8>) {
-        if v.is_empty() {
-            self.recycle(v);
-            return;
-        }
-        self.len += v.len();
-        self.chunks.push_back(v);
-    }
-
-    fn slices<'a>(&'a self, iov: &mut [IoSlice<'a>; IOV]) -> usize {
-        let mut n = 0;
-        for (i, c) in self.chunks.iter().enumerate() {
-            if n == IOV {
-                break;
-            }
-            let s = if i == 0 {
-                c.get(self.pos..).unwrap_or(&[])
-            } else {
-                c
-            };
-            if !s.is_empty() {
-                iov[n] = IoSlice::new(s);
-                n += 1;
-            }
-        }
-        n
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.len = self.len.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.chunks.front() else {
-                break;
-            };
-            let left = front.len() - self.pos;
-            if n < left {
-                self.pos += n;
-                return;
-            }
-            n -= left;
-            self.pos = 0;
-            if let Some(v) = self.chunks.pop_front() {
-                self.recycle(v);
-            }
-        }
-        // Drop fully written chunks (including empty ones) at the front.
-        while self
-            .chunks
-            .front()
-            .is_some_and(|c| c.len() == self.pos && self.chunks.len() > 1)
-        {
-            self.pos = 0;
-            if let Some(v) = self.chunks.pop_front() {
-                self.recycle(v);
-            }
-        }
-    }
-}
-
 /// A request finished on an IO thread.
 struct Done {
     reply: Vec<u8>,
+    /// A read's data buffer and how much of it is the reply's data.
+    data: Vec<u8>,
+    data_used: usize,
     /// A write's payload buffer, returned for reuse.
     payload: Vec<u8>,
     kind: OpKind,
@@ -212,6 +72,10 @@ struct Conn {
     inflight: usize,
     inflight_bytes: usize,
     inflight_writes: usize,
+    /// Offloaded writes wait here while another of this connection's writes runs: they
+    /// would only contend for the device's write lock, while one at a time still overlaps
+    /// device IO with reading the next payload.
+    write_backlog: VecDeque<Job>,
     out: OutQueue,
     /// Written since the last flush we can vouch for: flush at close.
     dirty: bool,
@@ -257,7 +121,8 @@ pub(crate) async fn transmit<S: SplitStream>(
         inflight: 0,
         inflight_bytes: 0,
         inflight_writes: 0,
-        out: OutQueue::default(),
+        write_backlog: VecDeque::new(),
+        out: OutQueue::new(),
         dirty: false,
         closing: false,
         disc: false,
@@ -267,6 +132,7 @@ pub(crate) async fn transmit<S: SplitStream>(
     };
     tracing::debug!(export = %n.name, header = ?c.session.header, reply = ?c.session.reply, "transmission");
     let mut need_flush = false;
+    let mut read_max = READ_CHUNK;
     let result: Result<(), ConnError> = async {
         loop {
             let stop = if c.disc {
@@ -276,7 +142,15 @@ pub(crate) async fn transmit<S: SplitStream>(
             };
             let reading = match stop {
                 Stop::Need(n) if !c.closing => {
-                    inbuf.reserve(n.saturating_sub(inbuf.len()).max(READ_CHUNK));
+                    let want = n.saturating_sub(inbuf.len());
+                    // Small requests: read ahead to batch them. A large one: read just its
+                    // bytes, so nothing is left behind to move when the buffer is reused.
+                    read_max = if n > READ_CHUNK {
+                        want
+                    } else {
+                        want.max(READ_CHUNK)
+                    };
+                    inbuf.reserve(read_max);
                     true
                 }
                 Stop::Payload => !c.closing,
@@ -298,7 +172,7 @@ pub(crate) async fn transmit<S: SplitStream>(
                     }
                     Written::Flushed => need_flush = false,
                 },
-                r = read_more(&mut rd, &mut inbuf, &mut c.partial), if reading => {
+                r = read_more(&mut rd, &mut inbuf, read_max, &mut c.partial), if reading => {
                     if r? == 0 {
                         c.closing = true;
                     }
@@ -346,7 +220,7 @@ impl Conn {
             if self.disc {
                 return Ok(Stop::Hold);
             }
-            if self.out.len >= OUT_HIGH
+            if self.out.len() >= OUT_HIGH
                 || self.inflight >= MAX_INFLIGHT
                 || (self.inflight > 0 && self.inflight_bytes >= max_inflight_bytes)
             {
@@ -470,8 +344,16 @@ impl Conn {
             op,
             Op::Write { .. } | Op::Trim { .. } | Op::WriteZeroes { .. }
         );
-        let mut reply = self.out.take_spare(reply_size(&op, t));
-        let cost = reply.capacity().max(payload.len());
+        let is_read = matches!(op, Op::Read { .. });
+        let mut reply = self
+            .out
+            .take_spare(if is_read { 64 } else { reply_size(&op, t) });
+        let mut data = if is_read {
+            self.out.take_data()
+        } else {
+            Vec::new()
+        };
+        let cost = reply_size(&op, t).max(payload.len());
         let (dev, exec, tx) = (self.dev.clone(), self.exec, self.done_tx.clone());
         self.inflight += 1;
         self.inflight_bytes += cost;
@@ -479,24 +361,24 @@ impl Conn {
         let job = move || {
             // A panicking device must not leave this request unanswered (the connection
             // would wait for it forever) nor kill an IO thread.
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(
-                    dev.as_ref(),
-                    &op,
-                    &payload,
-                    t,
-                    BASE_ALLOCATION_ID,
-                    exec,
-                    &mut reply,
-                )
+            let m = BASE_ALLOCATION_ID;
+            let (ok, data_used) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if is_read {
+                    execute_split(dev.as_ref(), &op, t, m, exec, &mut reply, &mut data)
+                } else {
+                    let ok = execute(dev.as_ref(), &op, &payload, t, m, exec, &mut reply);
+                    (ok, 0)
+                }
             }))
             .unwrap_or_else(|_| {
                 reply.clear();
                 put_error(&mut reply, t, EIO, "internal error in the device");
-                false
+                (false, 0)
             });
             let _ = tx.send(Done {
                 reply,
+                data,
+                data_used,
                 payload,
                 kind,
                 bytes: op.io_len(),
@@ -506,7 +388,10 @@ impl Conn {
                 write,
             });
         };
-        if let Some(pool) = &self.shared.pool {
+        let job: Job = Box::new(job);
+        if write && self.inflight_writes > 1 {
+            self.write_backlog.push_back(job);
+        } else if let Some(pool) = &self.shared.pool {
             pool.submit(job);
         }
     }
@@ -515,9 +400,19 @@ impl Conn {
         self.inflight = self.inflight.saturating_sub(1);
         self.inflight_bytes = self.inflight_bytes.saturating_sub(d.cost);
         self.inflight_writes = self.inflight_writes.saturating_sub(usize::from(d.write));
+        if d.write {
+            if let (Some(job), Some(pool)) = (self.write_backlog.pop_front(), &self.shared.pool) {
+                pool.submit(job);
+            }
+        }
         self.metrics
             .record(d.kind, d.bytes, d.ok, d.start.elapsed());
         self.out.push(d.reply);
+        if d.data_used > 0 {
+            self.out.push_data(d.data, d.data_used);
+        } else {
+            self.out.recycle_data(d.data);
+        }
         self.payload_spare.put(d.payload);
     }
 }
@@ -535,15 +430,15 @@ fn target(req: &proto::Request, s: Session) -> ChunkTarget {
 async fn read_more<R: tokio::io::AsyncRead + Unpin>(
     rd: &mut R,
     inbuf: &mut BytesMut,
+    max: usize,
     partial: &mut Option<PartialWrite>,
 ) -> std::io::Result<usize> {
     match partial {
         Some(p) => {
             let left = p.len.saturating_sub(p.buf.len());
-            rd.read_buf(&mut bytes::BufMut::limit(&mut p.buf, left))
-                .await
+            rd.read_buf(&mut BufMut::limit(&mut p.buf, left)).await
         }
-        None => rd.read_buf(inbuf).await,
+        None => rd.read_buf(&mut BufMut::limit(inbuf, max)).await,
     }
 }
 
@@ -595,30 +490,4 @@ fn kind_of(command: u16) -> Option<OpKind> {
         CMD_BLOCK_STATUS => OpKind::BlockStatus,
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn out_queue_batches_and_advances() {
-        let mut q = OutQueue::default();
-        q.append(10, |o| o.extend_from_slice(b"hello"));
-        q.append(10, |o| o.extend_from_slice(b"world"));
-        q.push(b"big".to_vec());
-        assert_eq!(q.len, 13);
-        let mut iov = [IoSlice::new(&[]); IOV];
-        let n = q.slices(&mut iov);
-        assert_eq!(n, 2);
-        assert_eq!(&*iov[0], b"helloworld");
-        q.advance(7);
-        let mut iov = [IoSlice::new(&[]); IOV];
-        let n = q.slices(&mut iov);
-        assert_eq!(&*iov[0], b"rld");
-        assert_eq!(n, 2);
-        q.advance(6);
-        assert!(q.is_empty());
-        assert!(q.chunks.len() <= 1);
-    }
 }

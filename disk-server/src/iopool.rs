@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
-type Job = Box<dyn FnOnce() + Send + 'static>;
+pub(crate) type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Default)]
 struct Queue {
@@ -47,9 +47,9 @@ impl IoPool {
     }
 
     /// Queues a job.
-    pub(crate) fn submit(&self, job: impl FnOnce() + Send + 'static) {
+    pub(crate) fn submit(&self, job: Job) {
         let mut q = self.shared.queue.lock();
-        q.jobs.push_back(Box::new(job));
+        q.jobs.push_back(job);
         drop(q);
         self.shared.ready.notify_one();
     }
@@ -94,9 +94,9 @@ mod tests {
         let pool = IoPool::new(2).unwrap();
         for _ in 0..100 {
             let n = n.clone();
-            pool.submit(move || {
+            pool.submit(Box::new(move || {
                 n.fetch_add(1, Ordering::Relaxed);
-            });
+            }));
         }
         drop(pool);
         assert_eq!(n.load(Ordering::Relaxed), 100);

@@ -17,6 +17,7 @@ mod iopool;
 pub mod memdev;
 pub mod metrics;
 mod negotiate;
+mod out_queue;
 pub mod proto;
 pub mod server;
 pub mod store_exports;

@@ -26,6 +26,9 @@ use crate::proto::consts::{FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES};
 use crate::proto::{self, ProtoError};
 use crate::tls::{self, TlsConfig, TlsError};
 
+/// Send buffer asked for on unix sockets (capped by `net.core.wmem_max`).
+const UNIX_SNDBUF: usize = 2 << 20;
+
 /// A socket the server accepts clients on.
 pub enum Listener {
     Tcp(TcpListener),
@@ -56,8 +59,10 @@ pub struct ServerConfig {
     /// Reads, trims and zeroing up to this many bytes run on the connection task; larger
     /// ones go to the IO threads so socket IO overlaps device IO.
     pub inline_max: u32,
-    /// Writes up to this many bytes run on the connection task (their payload is already
-    /// in the request buffer, and measuring showed inline writes are cheaper).
+    /// Writes up to this many bytes run on the connection task; larger ones have their
+    /// payload read straight into a reused buffer and are written by the IO threads while
+    /// the next request arrives (1.4x faster for 1 MiB writes on an idle machine; on a
+    /// CPU-starved one inline is a little cheaper).
     pub inline_write_max: u32,
     /// Reads at least this long ask the device for holes and answer them with
     /// `OFFSET_HOLE` chunks (0: every read; the lookup costs ~5% CPU on 4 KiB reads).
@@ -79,7 +84,7 @@ impl Default for ServerConfig {
             default_export: None,
             io_threads: 2,
             inline_max: 128 * 1024,
-            inline_write_max: 32 << 20,
+            inline_write_max: 128 * 1024,
             sparse_read_min: 0,
             max_inflight_bytes: 64 << 20,
             max_clients: 1024,
@@ -191,7 +196,12 @@ async fn accept_loop(l: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
                     let tls_required = shared.tls.is_some();
                     serve_client(s, tls_required, &shared, guard).await
                 }
-                Accepted::Unix(s) => serve_client(s, false, &shared, guard).await,
+                Accepted::Unix(s) => {
+                    // A bigger send buffer lets a large read reply go out in one or two
+                    // writes instead of a dozen wakeups (the default is ~200 KiB).
+                    let _ = rustix::net::sockopt::set_socket_send_buffer_size(&s, UNIX_SNDBUF);
+                    serve_client(s, false, &shared, guard).await
+                }
             };
             match r {
                 Ok(()) | Err(ConnError::Eof) => {}

@@ -23,8 +23,13 @@ fn server(size: u64, config: ServerConfig) -> (TestServer, Arc<MemDevice>) {
     (TestServer::start(exports, config, false), disk)
 }
 
+/// Fails a stuck test instead of hanging the suite (not a timing assertion).
+const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
 fn connect(srv: &TestServer, o: &Opts) -> Client<UnixStream> {
-    Client::handshake(UnixStream::connect(&srv.sock).unwrap(), o).unwrap()
+    let s = UnixStream::connect(&srv.sock).unwrap();
+    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
+    Client::handshake(s, o).unwrap()
 }
 
 #[test]
@@ -133,7 +138,7 @@ fn reads_of_holes_use_hole_chunks_unless_df() {
 fn pipelined_requests_all_complete() {
     // Small inline_max so reads and writes also go through the IO threads.
     let config = ServerConfig {
-        inline_max: 8192,
+        inline_max: 1024,
         inline_write_max: 8192,
         ..ServerConfig::default()
     };
@@ -316,7 +321,7 @@ fn metrics_are_served_over_http() {
     srv.rt.block_on(task).unwrap().unwrap();
 }
 
-/// A device whose writes wait at a gate, so a test can hold requests in flight.
+/// A device whose reads wait at a gate, so a test can hold requests in flight.
 struct Gated {
     inner: MemDevice,
     state: std::sync::Mutex<(usize, bool)>,
@@ -327,7 +332,14 @@ impl Gated {
     fn wait_entered(&self, n: usize) {
         let mut g = self.state.lock().unwrap();
         while g.0 < n {
-            g = self.cv.wait(g).unwrap();
+            // A hang guard, not a timing assertion.
+            let (next, t) = self.cv.wait_timeout(g, HANG_GUARD).unwrap();
+            assert!(
+                !t.timed_out(),
+                "only {} of {n} requests reached the device",
+                next.0
+            );
+            g = next;
         }
     }
 
@@ -345,9 +357,6 @@ impl BlockDevice for Gated {
         false
     }
     fn read_at(&self, b: &mut [u8], o: u64) -> Result<(), platter_disk_server::DeviceError> {
-        self.inner.read_at(b, o)
-    }
-    fn write_at(&self, b: &[u8], o: u64) -> Result<(), platter_disk_server::DeviceError> {
         let mut g = self.state.lock().unwrap();
         g.0 += 1;
         self.cv.notify_all();
@@ -355,6 +364,9 @@ impl BlockDevice for Gated {
             g = self.cv.wait(g).unwrap();
         }
         drop(g);
+        self.inner.read_at(b, o)
+    }
+    fn write_at(&self, b: &[u8], o: u64) -> Result<(), platter_disk_server::DeviceError> {
         self.inner.write_at(b, o)
     }
     fn flush(&self) -> Result<(), platter_disk_server::DeviceError> {
@@ -398,10 +410,13 @@ fn shutdown_finishes_in_flight_requests_and_flushes() {
     exports.insert("disk", "", disk.clone());
     let mut srv = TestServer::start(exports, config, false);
     let mut c = connect(&srv, &Opts::new("disk"));
+    // One small (inline) write, so the device has something to flush at shutdown.
+    c.write(7 * MIB, &pattern(7, 4096)).unwrap();
+    // Large reads go to the IO threads, one per thread.
     for i in 0..N {
-        c.send(0, CMD_WRITE, i * MIB, 65536, &pattern(i, 65536));
+        c.send(CMD_FLAG_DF, CMD_READ, i * MIB, 65536, &[]);
     }
-    // Every write is now held inside the device: the server has them in flight.
+    // Every read is now held inside the device: the server has them in flight.
     disk.wait_entered(N as usize);
     srv.cancel();
     disk.open();
@@ -409,6 +424,7 @@ fn shutdown_finishes_in_flight_requests_and_flushes() {
     let mut seen = 0;
     while let Ok(r) = c.recv() {
         assert_eq!(r.error, 0);
+        assert_eq!(r.data.len(), 65536);
         seen += 1;
     }
     assert_eq!(seen, N, "every in-flight request was answered");

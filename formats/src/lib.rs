@@ -6,8 +6,10 @@
 //! opens files by path, touches the network or the environment.
 #![forbid(unsafe_code)]
 
+mod blockmap;
 pub mod detect;
 pub mod error;
+mod fields;
 pub mod qcow2;
 pub mod raw;
 pub mod readat;

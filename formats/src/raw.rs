@@ -3,6 +3,7 @@
 //!
 //! Reads only through [`ReadAt`]; never opens files.
 
+use crate::blockmap::{check_map_range, check_range};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
 
 /// A raw disk image over any [`ReadAt`] source; its virtual size is the source length.
@@ -26,18 +27,6 @@ impl<R: ReadAt> RawImage<R> {
     }
 }
 
-/// Checks `offset..offset+len` lies inside `virtual_size` (shared by every reader).
-pub(crate) fn check_range(offset: u64, len: u64, virtual_size: u64) -> Result<(), FormatError> {
-    match offset.checked_add(len) {
-        Some(end) if end <= virtual_size => Ok(()),
-        _ => Err(FormatError::OutOfRange {
-            offset,
-            len,
-            virtual_size,
-        }),
-    }
-}
-
 impl<R: ReadAt> DiskImage for RawImage<R> {
     fn format(&self) -> Format {
         Format::Raw
@@ -48,13 +37,7 @@ impl<R: ReadAt> DiskImage for RawImage<R> {
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        if offset >= self.size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: self.size,
-            });
-        }
+        check_map_range(offset, max_len, self.size)?;
         Ok(Extent {
             len: max_len.min(self.size - offset),
             kind: ExtentKind::Data,

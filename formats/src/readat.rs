@@ -4,11 +4,16 @@
 //!
 //! [`WriteAt`] is the matching positional output used by the qcow2 writer.
 //!
+//! [`read_exact`] is the readers' shared way to turn a short or failed read into a
+//! [`FormatError`].
+//!
 //! Nothing here seeks (reads take `&self` and are safe to issue from several threads)
 //! and nothing opens files by path.
 
 use std::io;
 use std::sync::Arc;
+
+use crate::FormatError;
 
 /// Random-access reads by absolute offset.
 pub trait ReadAt: Send + Sync {
@@ -20,6 +25,29 @@ pub trait ReadAt: Send + Sync {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Fills `buf` from `offset` of a `format` image: a source that ends too soon is
+/// [`FormatError::Truncated`] naming `what`; any other failure is an IO error naming the
+/// format (upper-cased, e.g. "VDI"), `what` and the offset.
+pub(crate) fn read_exact(
+    format: &str,
+    src: &dyn ReadAt,
+    buf: &mut [u8],
+    offset: u64,
+    what: &str,
+) -> Result<(), FormatError> {
+    src.read_exact_at(buf, offset).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FormatError::Truncated {
+                what: what.into(),
+                offset,
+            }
+        } else {
+            let format = format.to_ascii_uppercase();
+            FormatError::io(format!("reading {format} {what} at offset {offset}"), e)
+        }
+    })
 }
 
 impl ReadAt for std::fs::File {
@@ -209,6 +237,35 @@ mod tests {
         assert_eq!(&b, b"world");
         assert_eq!(ReadAt::len(&f).unwrap(), 11);
         assert!(ReadAt::read_exact_at(&f, &mut b, 8).is_err());
+    }
+
+    struct Broken;
+
+    impl ReadAt for Broken {
+        fn read_exact_at(&self, _: &mut [u8], _: u64) -> io::Result<()> {
+            Err(io::Error::other("disk on fire"))
+        }
+
+        fn len(&self) -> io::Result<u64> {
+            Ok(0)
+        }
+    }
+
+    #[test]
+    fn read_exact_names_format_and_what() {
+        let m = MemImage(vec![0; 4]);
+        let mut b = [0u8; 8];
+        match read_exact("vdi", &m, &mut b, 0, "header") {
+            Err(FormatError::Truncated { what, offset: 0 }) => assert_eq!(what, "header"),
+            other => panic!("{other:?}"),
+        }
+        read_exact("vdi", &m, &mut b[..4], 0, "header").unwrap();
+        let e = read_exact("vhdx", &Broken, &mut b, 7, "BAT").unwrap_err();
+        assert!(matches!(e, FormatError::Io { .. }));
+        assert!(
+            e.to_string().contains("reading VHDX BAT at offset 7"),
+            "{e}"
+        );
     }
 
     #[test]

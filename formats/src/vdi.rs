@@ -9,8 +9,10 @@
 
 use std::sync::Arc;
 
-use crate::raw::check_range;
-use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
+use crate::blockmap::{guest_block_len, BlockMap};
+use crate::fields::{le32, le64};
+use crate::readat::read_exact;
+use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 
 const FORMAT: &str = "vdi";
 /// Bytes of the header this reader parses (pre-header, header v1.1, UUIDs).
@@ -39,22 +41,6 @@ pub struct VdiHeader {
     pub block_size: u32,
     pub block_extra: u32,
     pub blocks_in_image: u32,
-}
-
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 fn is_null_uuid(b: &[u8], at: usize) -> bool {
@@ -188,25 +174,7 @@ pub struct VdiImage {
     src: Arc<dyn ReadAt>,
     header: VdiHeader,
     /// Per guest block: the file offset of its bytes, or `None` when it reads as zero.
-    blocks: Vec<Option<u64>>,
-}
-
-fn read_exact(
-    src: &dyn ReadAt,
-    buf: &mut [u8],
-    offset: u64,
-    what: &str,
-) -> Result<(), FormatError> {
-    src.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::Truncated {
-                what: what.into(),
-                offset,
-            }
-        } else {
-            FormatError::io(format!("reading VDI {what} at offset {offset}"), e)
-        }
-    })
+    blocks: BlockMap,
 }
 
 impl VdiImage {
@@ -222,7 +190,7 @@ impl VdiImage {
             });
         }
         let mut hbuf = [0u8; HEADER_LEN];
-        read_exact(&*src, &mut hbuf, 0, "header")?;
+        read_exact(FORMAT, &*src, &mut hbuf, 0, "header")?;
         let header = parse_header(&hbuf)?;
         // Only the entries covering the disk size matter; the rest may hold anything.
         let needed = header.disk_size.div_ceil(u64::from(header.block_size));
@@ -230,12 +198,19 @@ impl VdiImage {
             FormatError::corrupt(FORMAT, "block map does not fit in memory".to_string())
         })?;
         let mut raw = vec![0u8; map_len];
-        read_exact(&*src, &mut raw, header.offset_bmap.into(), "block map")?;
+        read_exact(
+            FORMAT,
+            &*src,
+            &mut raw,
+            header.offset_bmap.into(),
+            "block map",
+        )?;
         let blocks = raw
             .chunks_exact(4)
             .enumerate()
             .map(|(i, e)| check_entry(&header, i as u64, le32(e, 0), file_len))
             .collect::<Result<Vec<_>, _>>()?;
+        let blocks = BlockMap::new(header.block_size.into(), header.disk_size, blocks);
         Ok(VdiImage {
             src,
             header,
@@ -246,22 +221,6 @@ impl VdiImage {
     /// The parsed header.
     pub fn header(&self) -> &VdiHeader {
         &self.header
-    }
-
-    fn block_size(&self) -> u64 {
-        u64::from(self.header.block_size)
-    }
-
-    /// The block holding guest `offset`: its file offset (if stored) and where it ends.
-    fn locate(&self, offset: u64) -> (Option<u64>, u64) {
-        let bs = self.block_size();
-        let idx = offset / bs;
-        let end = ((idx + 1) * bs).min(self.header.disk_size);
-        let stored = usize::try_from(idx)
-            .ok()
-            .and_then(|i| self.blocks.get(i).copied())
-            .flatten();
-        (stored.map(|base| base + offset % bs), end)
     }
 }
 
@@ -284,9 +243,7 @@ fn check_entry(
             ),
         ));
     }
-    // The last guest block may be partial; only the bytes the guest sees must exist.
-    let bs = u64::from(h.block_size);
-    let needed = bs.min(h.disk_size - block * bs);
+    let needed = guest_block_len(block, h.block_size.into(), h.disk_size);
     if start + needed > file_len {
         return Err(FormatError::corrupt(
             FORMAT,
@@ -308,50 +265,12 @@ impl DiskImage for VdiImage {
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        let size = self.header.disk_size;
-        if offset >= size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: size,
-            });
-        }
-        let limit = offset.saturating_add(max_len).min(size);
-        let kind_of = |s: Option<u64>| match s {
-            Some(_) => ExtentKind::Data,
-            None => ExtentKind::Zero,
-        };
-        let (first, mut end) = self.locate(offset);
-        let kind = kind_of(first);
-        while end < limit {
-            let (next, next_end) = self.locate(end);
-            if kind_of(next) != kind {
-                break;
-            }
-            end = next_end;
-        }
-        Ok(Extent {
-            len: end.min(limit) - offset,
-            kind,
-        })
+        self.blocks.map(offset, max_len)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
-        check_range(offset, buf.len() as u64, self.header.disk_size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (stored, end) = self.locate(pos);
-            let n =
-                usize::try_from(end - pos).map_or(buf.len() - done, |n| n.min(buf.len() - done));
-            let piece = &mut buf[done..done + n];
-            match stored {
-                Some(at) => read_exact(&*self.src, piece, at, "data block")?,
-                None => piece.fill(0),
-            }
-            done += n;
-        }
-        Ok(())
+        self.blocks
+            .read(&*self.src, FORMAT, "data block", buf, offset)
     }
 }
 
@@ -359,6 +278,7 @@ impl DiskImage for VdiImage {
 mod tests {
     use super::*;
     use crate::readat::MemImage;
+    use crate::ExtentKind;
     use proptest::prelude::*;
 
     /// Builds a small VDI in memory: 3 blocks of 4 KiB map = [1, unallocated, 0], a disk

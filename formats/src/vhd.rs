@@ -8,8 +8,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::raw::check_range;
-use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
+use crate::blockmap::{guest_block_len, map_extent, read_stored, stored_kind};
+use crate::fields::{be32, be64};
+use crate::readat::read_exact;
+use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 
 const FORMAT: &str = "vhd";
 pub const FOOTER_LEN: usize = 512;
@@ -38,22 +40,6 @@ pub struct DynHeader {
     pub table_offset: u64,
     pub max_table_entries: u32,
     pub block_size: u32,
-}
-
-fn be32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_be_bytes(a)
-}
-
-fn be64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_be_bytes(a)
 }
 
 /// One's complement of the byte sum, skipping the 4-byte checksum field at `skip`.
@@ -144,24 +130,6 @@ pub fn parse_dyn_header(buf: &[u8]) -> Result<DynHeader, FormatError> {
     })
 }
 
-fn read_exact(
-    src: &dyn ReadAt,
-    buf: &mut [u8],
-    offset: u64,
-    what: &str,
-) -> Result<(), FormatError> {
-    src.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::Truncated {
-                what: what.into(),
-                offset,
-            }
-        } else {
-            FormatError::io(format!("reading VHD {what} at offset {offset}"), e)
-        }
-    })
-}
-
 /// A dynamic disk's allocation state.
 struct Dynamic {
     block_size: u64,
@@ -194,10 +162,16 @@ impl VhdImage {
             });
         }
         let mut buf = [0u8; FOOTER_LEN];
-        read_exact(&*src, &mut buf, file_len - FOOTER_LEN as u64, "footer")?;
+        read_exact(
+            FORMAT,
+            &*src,
+            &mut buf,
+            file_len - FOOTER_LEN as u64,
+            "footer",
+        )?;
         if !buf.starts_with(b"conectix") {
             // A dynamic disk whose trailing footer was lost still has the copy at 0.
-            read_exact(&*src, &mut buf, 0, "footer copy")?;
+            read_exact(FORMAT, &*src, &mut buf, 0, "footer copy")?;
         }
         let footer = parse_footer(&buf)?;
         let size = footer.current_size;
@@ -244,7 +218,7 @@ fn open_dynamic(
         ));
     }
     let mut hbuf = [0u8; DYN_HEADER_LEN];
-    read_exact(src, &mut hbuf, hdr_at, "dynamic disk header")?;
+    read_exact(FORMAT, src, &mut hbuf, hdr_at, "dynamic disk header")?;
     let dh = parse_dyn_header(&hbuf)?;
     let block_size = u64::from(dh.block_size);
     let blocks = footer.current_size.div_ceil(block_size);
@@ -274,7 +248,7 @@ fn open_dynamic(
         ));
     }
     let mut raw = vec![0u8; bat_len as usize];
-    read_exact(src, &mut raw, bat_at, "block allocation table")?;
+    read_exact(FORMAT, src, &mut raw, bat_at, "block allocation table")?;
     let bitmap_len = (block_size / SECTOR).div_ceil(8).next_multiple_of(SECTOR);
     let layout = BlockLayout {
         size: footer.current_size,
@@ -316,8 +290,7 @@ impl BlockLayout {
             return Ok(None);
         }
         let start = u64::from(entry) * SECTOR;
-        // The last block may be partial; only what the guest sees must be in the file.
-        let data = self.block_size.min(self.size - block * self.block_size);
+        let data = guest_block_len(block, self.block_size, self.size);
         let end = start + self.bitmap_len + data;
         if end > self.file_len {
             return Err(FormatError::corrupt(
@@ -358,7 +331,7 @@ impl Dynamic {
             }
         }
         let mut bm = vec![0u8; self.bitmap_len as usize];
-        read_exact(src, &mut bm, at, "sector bitmap")?;
+        read_exact(FORMAT, src, &mut bm, at, "sector bitmap")?;
         let bm = Arc::new(bm);
         if let Ok(mut guard) = self.cache.lock() {
             *guard = Some((block, bm.clone()));
@@ -426,53 +399,17 @@ impl DiskImage for VhdImage {
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        if offset >= self.size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: self.size,
-            });
-        }
-        let limit = offset.saturating_add(max_len).min(self.size);
-        let kind_of = |p: &Piece| match p.at {
-            Some(_) => ExtentKind::Data,
-            None => ExtentKind::Zero,
-        };
-        let first = self.piece(offset)?;
-        let kind = kind_of(&first);
-        let mut end = first.end;
-        while end < limit {
-            // A bad bitmap further on is reported when that offset itself is asked about.
-            let Ok(next) = self.piece(end) else {
-                break;
-            };
-            if kind_of(&next) != kind {
-                break;
-            }
-            end = next.end;
-        }
-        Ok(Extent {
-            len: end.min(limit) - offset,
-            kind,
+        map_extent(offset, max_len, self.size, |pos| {
+            let p = self.piece(pos)?;
+            Ok((stored_kind(p.at), p.end))
         })
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
-        check_range(offset, buf.len() as u64, self.size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
+        read_stored(&*self.src, FORMAT, "data", buf, offset, self.size, |pos| {
             let p = self.piece(pos)?;
-            let n =
-                usize::try_from(p.end - pos).map_or(buf.len() - done, |n| n.min(buf.len() - done));
-            let out = &mut buf[done..done + n];
-            match p.at {
-                Some(at) => read_exact(&*self.src, out, at, "data")?,
-                None => out.fill(0),
-            }
-            done += n;
-        }
-        Ok(())
+            Ok((p.at, p.end))
+        })
     }
 }
 
@@ -480,6 +417,7 @@ impl DiskImage for VhdImage {
 mod tests {
     use super::*;
     use crate::readat::MemImage;
+    use crate::ExtentKind;
     use proptest::prelude::*;
 
     fn footer(size: u64, disk_type: u32, data_offset: u64) -> [u8; FOOTER_LEN] {

@@ -20,8 +20,9 @@ use crate::domain::{
 pub const MIN_MEMORY: u64 = 32 << 20;
 /// Largest vCPU count accepted (QEMU's `pc` machine limit).
 pub const MAX_CPUS: u32 = 255;
-/// Seconds QEMU waits before reconnecting to a restarted NBD server.
-pub const NBD_RECONNECT_DELAY_SECS: u32 = 2;
+/// Seconds QEMU holds guest IO (retrying the connection) after `platter serve` goes away,
+/// before failing requests: a restart within this window is invisible to the guest.
+pub const NBD_RECONNECT_DELAY_SECS: u32 = 15;
 /// The kernel command line used for direct kernel boot when none is given: the console on
 /// the serial port, which is what `platter vm console` shows.
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0";

@@ -8,9 +8,9 @@
 //! - 32-byte records from offset 8192: kind u8, 3 reserved bytes, CRC-32C of the record with
 //!   this field zero, start block u64, length in blocks u64, physical block u64.
 //!
-//! Records inside the committed length must all be valid, or the layer is damaged. Past it,
-//! valid records (written, crash before the header update) are kept up to the first invalid
-//! one, which ends the log: that is a write torn by a crash, never flushed.
+//! Records inside the committed length must all be valid, or the layer is damaged.
+//! Records past it were appended to spare memory but never committed by a flush: recovery
+//! ignores them (their writes were never acknowledged as durable) and overwrites them.
 //!
 //! The encoding and decoding here is pure; `JournalFile` is the thin IO wrapper.
 
@@ -179,29 +179,24 @@ pub fn pick_header(slot_a: &[u8], slot_b: &[u8]) -> Result<Header, String> {
 }
 
 /// Parses the record area. Returns the records and the byte length of the valid log.
-pub fn parse_records(area: &[u8], committed: u64) -> Result<(Vec<Record>, u64), String> {
-    if committed > area.len() as u64 {
-        return Err(format!(
-            "journal is truncated: {} bytes of records, header says {committed} were committed",
-            area.len()
-        ));
-    }
-    let mut records = Vec::with_capacity(area.len() / RECORD_LEN);
-    let mut pos = 0u64;
-    for chunk in area.chunks_exact(RECORD_LEN) {
-        match Record::decode(chunk) {
-            Some(r) => records.push(r),
-            None if pos < committed => return Err(format!("record at byte {pos} is corrupt")),
-            None => break,
-        }
-        pos += RECORD_LEN as u64;
-    }
-    if pos < committed {
-        return Err(format!(
-            "journal is truncated inside committed records at byte {pos}"
-        ));
-    }
-    Ok((records, pos))
+pub fn parse_records(area: &[u8], committed: u64) -> Result<Vec<Record>, String> {
+    let committed_area = usize::try_from(committed)
+        .ok()
+        .and_then(|c| area.get(..c))
+        .ok_or_else(|| {
+            format!(
+                "journal is truncated: {} bytes of records, header says {committed} were committed",
+                area.len()
+            )
+        })?;
+    committed_area
+        .chunks_exact(RECORD_LEN)
+        .enumerate()
+        .map(|(i, chunk)| {
+            Record::decode(chunk)
+                .ok_or_else(|| format!("record at byte {} is corrupt", i * RECORD_LEN))
+        })
+        .collect()
 }
 
 /// The journal file of one layer.
@@ -262,13 +257,22 @@ impl JournalFile {
             .map_err(StoreError::io("read journal", path))?;
         let (a, b) = slots.split_at(HEADER_SLOT as usize);
         let header = pick_header(a, b).map_err(|e| StoreError::damaged(path, e))?;
-        let area_len = usize::try_from(len - RECORDS_START)
+        if header.committed > len - RECORDS_START {
+            return Err(StoreError::damaged(
+                path,
+                format!("journal is truncated: header says {} bytes of records were committed, the file holds {}", header.committed, len - RECORDS_START),
+            ));
+        }
+        let committed = usize::try_from(header.committed)
             .map_err(|_| StoreError::damaged(path, "journal too large"))?;
-        let mut area = vec![0u8; area_len - area_len % RECORD_LEN];
+        let mut area = vec![0u8; committed];
         file.read_exact_at(&mut area, RECORDS_START)
             .map_err(StoreError::io("read journal", path))?;
-        let (records, end) =
+        let records =
             parse_records(&area, header.committed).map_err(|e| StoreError::damaged(path, e))?;
+        // Records past the committed end belong to writes no flush acknowledged: they are
+        // ignored and overwritten by the next append.
+        let end = header.committed;
         Ok((
             JournalFile {
                 path: path.to_path_buf(),
@@ -284,18 +288,27 @@ impl JournalFile {
         self.header.block_size
     }
 
-    /// Appends records and makes them (and the header saying so) durable.
-    pub fn commit(&mut self, records: &[Record]) -> Result<()> {
-        if !records.is_empty() {
-            let mut buf = Vec::with_capacity(records.len() * RECORD_LEN);
-            for r in records {
-                buf.extend_from_slice(&r.encode());
-            }
-            self.file
-                .write_all_at(&buf, RECORDS_START + self.end)
-                .map_err(StoreError::io("append journal", &self.path))?;
-            self.end += buf.len() as u64;
+    /// Appends records past the committed end without making them count: they take
+    /// memory off the writer and are committed (or, after a crash, ignored) later.
+    pub fn append(&mut self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
         }
+        let mut buf = Vec::with_capacity(records.len() * RECORD_LEN);
+        for r in records {
+            buf.extend_from_slice(&r.encode());
+        }
+        self.file
+            .write_all_at(&buf, RECORDS_START + self.end)
+            .map_err(StoreError::io("append journal", &self.path))?;
+        self.end += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Appends records and commits everything appended so far: the header now counts
+    /// them, durably. The caller has synced the data they point to.
+    pub fn commit(&mut self, records: &[Record]) -> Result<()> {
+        self.append(records)?;
         if self.header.committed != self.end {
             crate::failpoint!("journal-before-header");
             self.header.seq += 1;
@@ -380,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn committed_corruption_is_damage_but_tail_is_a_torn_write() {
+    fn committed_corruption_is_damage_and_the_tail_is_ignored() {
         let recs: Vec<u8> = (0..4)
             .flat_map(|i| {
                 Record {
@@ -391,14 +404,16 @@ mod tests {
                 .encode()
             })
             .collect();
-        let (r, end) = parse_records(&recs, 64).unwrap();
-        assert_eq!((r.len(), end), (4, 128));
+        assert_eq!(parse_records(&recs, 64).unwrap().len(), 2);
+        assert_eq!(parse_records(&recs, 128).unwrap().len(), 4);
         let mut bad = recs.clone();
         bad[100] ^= 1;
-        let (r, end) = parse_records(&bad, 64).unwrap();
-        assert_eq!((r.len(), end), (3, 96));
-        bad[10] ^= 1;
-        assert!(parse_records(&bad, 64).is_err());
+        assert_eq!(
+            parse_records(&bad, 64).unwrap().len(),
+            2,
+            "uncommitted records are never read"
+        );
+        assert!(parse_records(&bad, 128).is_err());
         assert!(parse_records(&recs[..40], 64).is_err());
     }
 

@@ -835,12 +835,9 @@ impl TempVolume {
                 vol.write_zeroes(size, (from - size).min(old - size), true)?;
             }
         }
-        let mut meta = self.store.0.meta.lock();
-        let mut cat = meta.catalog.clone();
-        if let Some(v) = cat.temp_volumes.get_mut(&self.id) {
-            v.size = size;
-        }
-        self.store.save(&mut meta, cat)?;
+        // In memory only: an import's size reaches the catalog when it is committed (a
+        // crash discards the import whatever its size), so growing a stream costs no
+        // catalog write per chunk.
         vol.0.state.write().size = size;
         Ok(())
     }
@@ -859,10 +856,11 @@ impl TempVolume {
             return Err(StoreError::Exists(format!("volume {name}")));
         }
         let mut cat = meta.catalog.clone();
-        let entry = cat
+        let mut entry = cat
             .temp_volumes
             .remove(&self.id)
             .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
+        entry.size = vol.size();
         cat.volumes.insert(name.clone(), entry);
         crate::failpoint!("commit-before-catalog");
         self.store.save(&mut meta, cat)?;

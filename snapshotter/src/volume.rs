@@ -24,8 +24,9 @@ use crate::journal::{JournalFile, Record, RecordKind};
 
 /// Block size of the index (bytes). Sub-block IO is read-modify-write.
 pub const BLOCK: u64 = 4096;
-/// Pending index records that trigger a flush of their own.
-const PENDING_LIMIT: usize = 16 * 1024;
+/// Pending index records past which they are appended to the journal uncommitted (to
+/// bound memory without forcing a data sync).
+const PENDING_LIMIT: usize = 64 * 1024;
 const RMW_STRIPES: usize = 64;
 
 /// What a byte range of a volume holds, as block status reports it.
@@ -379,11 +380,18 @@ impl Volume {
         }
     }
 
+    /// Moves a large backlog of index records to the journal, uncommitted. Under the flush
+    /// lock, so that a flush never commits records whose data it did not sync.
     fn maybe_flush(&self) -> Result<()> {
-        if self.0.pending.lock().len() >= PENDING_LIMIT {
-            self.0.flush()?;
+        if self.0.pending.lock().len() < PENDING_LIMIT {
+            return Ok(());
         }
-        Ok(())
+        let _one = self.0.flush_lock.lock();
+        let records = std::mem::take(&mut *self.0.pending.lock());
+        match self.0.journal.lock().as_mut() {
+            Some(j) => j.append(&records),
+            None => Ok(()),
+        }
     }
 
     /// Makes every write that completed before this call durable.

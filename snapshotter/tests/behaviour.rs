@@ -310,3 +310,70 @@ fn imports_can_change_size_before_commit() {
         .set_size(1000)
         .is_err());
 }
+
+/// Copies a store directory as a crash would leave it (the lock file aside).
+fn crash_copy(dir: &std::path::Path) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", dir.display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::remove_file(copy.path().join("lock")).unwrap();
+    copy
+}
+
+#[test]
+fn a_large_unflushed_backlog_spills_uncommitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_volume(&n("v"), 1 << 30).unwrap();
+    let v = store.open_volume(&r("v")).unwrap();
+    v.write_at(&[9u8; 4096], 0).unwrap();
+    v.flush().unwrap();
+    // 80 Ki separate runs of allocated zeroes: more index records than the writer keeps.
+    for i in 0..80 * 1024u64 {
+        v.write_zeroes((2 * i + 2) * 4096, 4096, false).unwrap();
+    }
+    let journal_len = |d: &std::path::Path| -> u64 {
+        let blob = std::fs::read_dir(d.join("blobs"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::metadata(blob.join("journal")).unwrap().len()
+    };
+    assert!(
+        journal_len(dir.path()) > 64 * 1024 * 32,
+        "the backlog was not moved to the journal"
+    );
+    // A crash now: the spilled records were never committed, so none of them count.
+    let crashed = crash_copy(dir.path());
+    let c = Store::open(crashed.path()).unwrap();
+    let cv = c.open_volume(&r("v")).unwrap();
+    let st = cv.block_status(0, 1 << 30).unwrap();
+    assert_eq!(st[0].kind, BlockKind::Data);
+    assert!(
+        st[1..].iter().all(|e| e.kind == BlockKind::Hole),
+        "uncommitted records were used"
+    );
+    // After a flush, all of them do.
+    v.flush().unwrap();
+    let crashed = crash_copy(dir.path());
+    let c = Store::open(crashed.path()).unwrap();
+    let st = c
+        .open_volume(&r("v"))
+        .unwrap()
+        .block_status(0, 1 << 30)
+        .unwrap();
+    assert_eq!(
+        st.iter().filter(|e| e.kind == BlockKind::Zero).count(),
+        80 * 1024
+    );
+    let mut b = [0u8; 4096];
+    c.open_volume(&r("v")).unwrap().read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [9u8; 4096]);
+}

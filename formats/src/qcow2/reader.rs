@@ -12,7 +12,7 @@ use super::compress::{self, DecompressError};
 use super::header::{CompressionType, Header, HeaderExtensions, HEADER_READ_LEN};
 use super::l2::{ClusterMap, Geometry, Piece};
 use super::{FORMAT, MAX_CLUSTER_BITS, MIN_CLUSTER_BITS};
-use crate::raw::check_range;
+use crate::blockmap::{check_map_range, check_range};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -391,13 +391,7 @@ impl<R: ReadAt> DiskImage for Qcow2Image<R> {
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
         let size = self.geom.virtual_size;
-        if offset >= size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: size,
-            });
-        }
+        check_map_range(offset, max_len, size)?;
         let len = max_len.min(size - offset);
         let mut found: Option<(ExtentKind, u64)> = None;
         let mut backed: Option<Extent> = None;

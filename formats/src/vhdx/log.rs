@@ -4,7 +4,8 @@
 //! Pure: works on the log bytes the caller read.
 
 use super::crc::crc32c_skipping;
-use super::meta::{guid_at, le32, Guid};
+use super::meta::{guid_at, Guid};
+use crate::fields::le32;
 
 const ENTRY_ALIGN: usize = 4096;
 

@@ -4,6 +4,7 @@
 //! values or a [`FormatError`]; none does IO or allocates from a length it was given.
 
 use super::crc::crc32c_skipping;
+use crate::fields::{bytes_at, le16, le32, le64};
 use crate::FormatError;
 
 pub(super) const FORMAT: &str = "vhdx";
@@ -77,36 +78,8 @@ pub const PARENT_LOCATOR: Guid = guid(
     [0xab, 0xf7, 0xd3, 0xd8, 0x48, 0x34, 0xab, 0x0c],
 );
 
-pub(super) fn le16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_le_bytes(a)
-}
-
-pub(super) fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-pub(super) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
-}
-
 pub(super) fn guid_at(b: &[u8], at: usize) -> Guid {
-    let mut g = [0u8; 16];
-    if let Some(s) = b.get(at..at + 16) {
-        g.copy_from_slice(s);
-    }
-    g
+    bytes_at(b, at)
 }
 
 fn corrupt(detail: impl Into<String>) -> FormatError {

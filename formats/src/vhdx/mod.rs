@@ -13,8 +13,10 @@ mod meta;
 
 use std::sync::Arc;
 
-use crate::raw::check_range;
-use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
+use crate::blockmap::{guest_block_len, BlockMap};
+use crate::fields::le64;
+use crate::readat::read_exact;
+use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 use meta::{Header, Params, Region, Regions, FORMAT, MIB};
 
 use meta::{parse_header, parse_metadata_table, parse_region_table};
@@ -37,24 +39,6 @@ const PAYLOAD_UNMAPPED: u64 = 3;
 const PAYLOAD_FULLY_PRESENT: u64 = 6;
 const PAYLOAD_PARTIALLY_PRESENT: u64 = 7;
 
-fn read_exact(
-    src: &dyn ReadAt,
-    buf: &mut [u8],
-    offset: u64,
-    what: &str,
-) -> Result<(), FormatError> {
-    src.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::Truncated {
-                what: what.into(),
-                offset,
-            }
-        } else {
-            FormatError::io(format!("reading VHDX {what} at offset {offset}"), e)
-        }
-    })
-}
-
 fn corrupt(detail: impl Into<String>) -> FormatError {
     FormatError::corrupt(FORMAT, detail)
 }
@@ -64,7 +48,7 @@ pub struct VhdxImage {
     src: Arc<dyn ReadAt>,
     params: Params,
     /// Per payload block: the file offset of its data, or `None` when it reads as zero.
-    blocks: Vec<Option<u64>>,
+    blocks: BlockMap,
 }
 
 impl VhdxImage {
@@ -74,7 +58,7 @@ impl VhdxImage {
             .len()
             .map_err(|e| FormatError::io("reading VHDX file length", e))?;
         let mut magic = [0u8; 8];
-        read_exact(&*src, &mut magic, 0, "file identifier")?;
+        read_exact(FORMAT, &*src, &mut magic, 0, "file identifier")?;
         if &magic != b"vhdxfile" {
             return Err(FormatError::BadMagic { format: FORMAT });
         }
@@ -96,6 +80,7 @@ impl VhdxImage {
             log,
         ];
         let blocks = read_bat(&*src, &params, regions.bat, &reserved, file_len)?;
+        let blocks = BlockMap::new(params.block_size.into(), params.virtual_size, blocks);
         Ok(VhdxImage {
             src,
             params,
@@ -112,24 +97,12 @@ impl VhdxImage {
     pub fn logical_sector_size(&self) -> u32 {
         self.params.logical_sector_size
     }
-
-    /// The block holding guest `offset`: its file offset (if stored) and where it ends.
-    fn locate(&self, offset: u64) -> (Option<u64>, u64) {
-        let bs = u64::from(self.params.block_size);
-        let idx = offset / bs;
-        let end = ((idx + 1) * bs).min(self.params.virtual_size);
-        let stored = usize::try_from(idx)
-            .ok()
-            .and_then(|i| self.blocks.get(i).copied())
-            .flatten();
-        (stored.map(|base| base + offset % bs), end)
-    }
 }
 
 fn read_header(src: &dyn ReadAt) -> Result<Header, FormatError> {
     let mut buf = vec![0u8; meta::HEADER_LEN];
     let mut one = |at: u64| {
-        read_exact(src, &mut buf, at, "header")?;
+        read_exact(FORMAT, src, &mut buf, at, "header")?;
         parse_header(&buf)
     };
     let first = one(HEADER1_AT);
@@ -159,7 +132,7 @@ fn check_log(src: &dyn ReadAt, h: &Header, file_len: u64) -> Result<(), FormatEr
         ));
     }
     let mut log = vec![0u8; len as usize];
-    read_exact(src, &mut log, h.log_offset, "log")?;
+    read_exact(FORMAT, src, &mut log, h.log_offset, "log")?;
     if log::has_replayable_entry(&log, &h.log_guid) {
         return Err(FormatError::unsupported(
             FORMAT,
@@ -171,11 +144,11 @@ fn check_log(src: &dyn ReadAt, h: &Header, file_len: u64) -> Result<(), FormatEr
 
 fn read_regions(src: &dyn ReadAt, file_len: u64) -> Result<Regions, FormatError> {
     let mut buf = vec![0u8; meta::REGION_TABLE_LEN];
-    read_exact(src, &mut buf, REGION1_AT, "region table")?;
+    read_exact(FORMAT, src, &mut buf, REGION1_AT, "region table")?;
     let regions = match parse_region_table(&buf) {
         Ok(r) => r,
         Err(first) => {
-            read_exact(src, &mut buf, REGION2_AT, "region table copy")?;
+            read_exact(FORMAT, src, &mut buf, REGION2_AT, "region table copy")?;
             parse_region_table(&buf).map_err(|_| first)?
         }
     };
@@ -203,7 +176,13 @@ fn read_item(
         return Err(corrupt(format!("metadata item {what} is {length} bytes")));
     }
     let mut buf = vec![0u8; len];
-    read_exact(src, &mut buf, region.offset + u64::from(offset), what)?;
+    read_exact(
+        FORMAT,
+        src,
+        &mut buf,
+        region.offset + u64::from(offset),
+        what,
+    )?;
     Ok(buf)
 }
 
@@ -212,7 +191,7 @@ fn read_params(src: &dyn ReadAt, region: Region) -> Result<Params, FormatError> 
         return Err(corrupt("metadata region is smaller than its table"));
     }
     let mut table = vec![0u8; meta::METADATA_TABLE_LEN];
-    read_exact(src, &mut table, region.offset, "metadata table")?;
+    read_exact(FORMAT, src, &mut table, region.offset, "metadata table")?;
     let items = parse_metadata_table(&table, region.length)?;
     let fp = read_item(src, region, items.file_parameters, 8, "file parameters")?;
     let vs = read_item(src, region, items.virtual_disk_size, 8, "virtual disk size")?;
@@ -288,11 +267,11 @@ fn read_bat(
         )));
     }
     let mut raw = vec![0u8; (entries * 8) as usize];
-    read_exact(src, &mut raw, bat.offset, "BAT")?;
+    read_exact(FORMAT, src, &mut raw, bat.offset, "BAT")?;
     (0..layout.data_blocks)
         .map(|block| {
             let at = (layout.payload_index(block) * 8) as usize;
-            let entry = meta::le64(&raw, at);
+            let entry = le64(&raw, at);
             check_payload_entry(p, block, entry, reserved, file_len)
         })
         .collect()
@@ -310,9 +289,7 @@ fn check_payload_entry(
         PAYLOAD_NOT_PRESENT | PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED => Ok(None),
         PAYLOAD_FULLY_PRESENT => {
             let start = (entry >> 20) * MIB;
-            let bs = u64::from(p.block_size);
-            // The last block may be partial; only what the guest sees must be in the file.
-            let needed = bs.min(p.virtual_size - block * bs);
+            let needed = guest_block_len(block, p.block_size.into(), p.virtual_size);
             let end = start.checked_add(needed).filter(|&e| e <= file_len);
             let Some(end) = end else {
                 return Err(corrupt(format!(
@@ -349,50 +326,12 @@ impl DiskImage for VhdxImage {
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        let size = self.params.virtual_size;
-        if offset >= size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: size,
-            });
-        }
-        let limit = offset.saturating_add(max_len).min(size);
-        let kind_of = |s: Option<u64>| match s {
-            Some(_) => ExtentKind::Data,
-            None => ExtentKind::Zero,
-        };
-        let (first, mut end) = self.locate(offset);
-        let kind = kind_of(first);
-        while end < limit {
-            let (next, next_end) = self.locate(end);
-            if kind_of(next) != kind {
-                break;
-            }
-            end = next_end;
-        }
-        Ok(Extent {
-            len: end.min(limit) - offset,
-            kind,
-        })
+        self.blocks.map(offset, max_len)
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
-        check_range(offset, buf.len() as u64, self.params.virtual_size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (stored, end) = self.locate(pos);
-            let n =
-                usize::try_from(end - pos).map_or(buf.len() - done, |n| n.min(buf.len() - done));
-            let piece = &mut buf[done..done + n];
-            match stored {
-                Some(at) => read_exact(&*self.src, piece, at, "payload block")?,
-                None => piece.fill(0),
-            }
-            done += n;
-        }
-        Ok(())
+        self.blocks
+            .read(&*self.src, FORMAT, "payload block", buf, offset)
     }
 }
 

@@ -4,6 +4,7 @@ use super::crc::crc32c;
 use super::meta::*;
 use super::*;
 use crate::readat::MemImage;
+use crate::ExtentKind;
 use proptest::prelude::*;
 
 const BS: u64 = MIB;

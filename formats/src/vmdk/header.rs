@@ -3,6 +3,7 @@
 //! streamOptimized files. Bounds the geometry so the reader can size tables from it;
 //! does no IO.
 
+use crate::fields::{le16, le32, le64};
 use crate::FormatError;
 
 pub(super) const FORMAT: &str = "vmdk";
@@ -67,30 +68,6 @@ impl SparseHeader {
     pub fn gd_entries(&self) -> u64 {
         (self.capacity * SECTOR).div_ceil(self.gt_coverage())
     }
-}
-
-pub(super) fn le16(b: &[u8], at: usize) -> u16 {
-    let mut a = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        a.copy_from_slice(s);
-    }
-    u16::from_le_bytes(a)
-}
-
-pub(super) fn le32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        a.copy_from_slice(s);
-    }
-    u32::from_le_bytes(a)
-}
-
-pub(super) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    if let Some(s) = b.get(at..at + 8) {
-        a.copy_from_slice(s);
-    }
-    u64::from_le_bytes(a)
 }
 
 fn corrupt(detail: impl Into<String>) -> FormatError {

@@ -15,7 +15,9 @@ mod header;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::raw::check_range;
+use crate::blockmap::{map_extent, read_pieces};
+use crate::fields::{le32, le64};
+use crate::readat::read_exact;
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
 use header::{FORMAT, GD_AT_END, SECTOR};
 
@@ -30,24 +32,6 @@ const MAX_CACHED_GTS: usize = 4096;
 const TEXT_DESCRIPTOR_PROBE: usize = 64 * 1024;
 /// Create types this reader understands (one sparse extent in this very file).
 const SUPPORTED_CREATE_TYPES: [&str; 2] = ["monolithicSparse", "streamOptimized"];
-
-fn read_exact(
-    src: &dyn ReadAt,
-    buf: &mut [u8],
-    offset: u64,
-    what: &str,
-) -> Result<(), FormatError> {
-    src.read_exact_at(buf, offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            FormatError::Truncated {
-                what: what.into(),
-                offset,
-            }
-        } else {
-            FormatError::io(format!("reading VMDK {what} at offset {offset}"), e)
-        }
-    })
-}
 
 fn corrupt(detail: impl Into<String>) -> FormatError {
     FormatError::corrupt(FORMAT, detail)
@@ -93,7 +77,7 @@ impl VmdkImage {
         let n = first
             .len()
             .min(usize::try_from(file_len).unwrap_or(usize::MAX));
-        read_exact(&*src, &mut first[..n], 0, "header")?;
+        read_exact(FORMAT, &*src, &mut first[..n], 0, "header")?;
         if !first.starts_with(b"KDMV") {
             return Err(refuse_text_descriptor(&*src, &first[..n], file_len));
         }
@@ -138,7 +122,7 @@ fn refuse_text_descriptor(src: &dyn ReadAt, head: &[u8], file_len: u64) -> Forma
     }
     let len = file_len.min(TEXT_DESCRIPTOR_PROBE as u64) as usize;
     let mut text = vec![0u8; len];
-    if let Err(e) = read_exact(src, &mut text, 0, "descriptor") {
+    if let Err(e) = read_exact(FORMAT, src, &mut text, 0, "descriptor") {
         return e;
     }
     let create_type = parse_descriptor(&text)
@@ -161,7 +145,7 @@ fn read_footer(src: &dyn ReadAt, file_len: u64) -> Result<SparseHeader, FormatEr
             offset: file_len,
         })?;
     let mut tail = vec![0u8; 3 * SECTOR as usize];
-    read_exact(src, &mut tail, at, "stream footer")?;
+    read_exact(FORMAT, src, &mut tail, at, "stream footer")?;
     parse_footer(&tail)
 }
 
@@ -191,7 +175,7 @@ fn read_descriptor(
         )));
     }
     let mut text = vec![0u8; len as usize];
-    read_exact(src, &mut text, at, "descriptor")?;
+    read_exact(FORMAT, src, &mut text, at, "descriptor")?;
     let d = parse_descriptor(&text)?;
     let create_type = d
         .create_type
@@ -262,11 +246,11 @@ fn read_gd(
         )));
     }
     let mut raw = vec![0u8; len as usize];
-    read_exact(src, &mut raw, at, "grain directory")?;
+    read_exact(FORMAT, src, &mut raw, at, "grain directory")?;
     let gt_len = u64::from(h.num_gtes_per_gt) * 4;
     raw.chunks_exact(4)
         .enumerate()
-        .map(|(i, e)| match u64::from(header::le32(e, 0)) {
+        .map(|(i, e)| match u64::from(le32(e, 0)) {
             0 => Ok(None),
             sector if sector * SECTOR < meta_end => Err(corrupt(format!(
                 "grain directory entry {i} points at sector {sector}, inside the header"
@@ -285,8 +269,8 @@ impl VmdkImage {
             return Ok(gt);
         }
         let mut raw = vec![0u8; self.header.num_gtes_per_gt as usize * 4];
-        read_exact(&*self.src, &mut raw, at, "grain table")?;
-        let gt: Arc<Vec<u32>> = Arc::new(raw.chunks_exact(4).map(|e| header::le32(e, 0)).collect());
+        read_exact(FORMAT, &*self.src, &mut raw, at, "grain table")?;
+        let gt: Arc<Vec<u32>> = Arc::new(raw.chunks_exact(4).map(|e| le32(e, 0)).collect());
         if let Ok(mut cache) = self.gts.lock() {
             if cache.len() >= MAX_CACHED_GTS {
                 cache.clear();
@@ -354,9 +338,9 @@ impl VmdkImage {
         let max_compressed = 2 * self.grain_bytes + 4096;
         let (data_at, len) = if self.header.has_markers() {
             let mut m = [0u8; 12];
-            read_exact(&*self.src, &mut m, at, "grain marker")?;
-            let lba = header::le64(&m, 0);
-            let size = u64::from(header::le32(&m, 8));
+            read_exact(FORMAT, &*self.src, &mut m, at, "grain marker")?;
+            let lba = le64(&m, 0);
+            let size = u64::from(le32(&m, 8));
             if lba != grain_index * self.header.grain_size {
                 return Err(corrupt(format!(
                     "grain marker at offset {at} says sector {lba}, expected {}",
@@ -373,7 +357,7 @@ impl VmdkImage {
             (at, max_compressed.min(self.file_len - at))
         };
         let mut input = vec![0u8; len as usize];
-        read_exact(&*self.src, &mut input, data_at, "compressed grain")?;
+        read_exact(FORMAT, &*self.src, &mut input, data_at, "compressed grain")?;
         let grain = Arc::new(
             inflate_grain(&input, self.grain_bytes as usize).map_err(|e| {
                 corrupt(format!(
@@ -417,61 +401,34 @@ impl DiskImage for VmdkImage {
     }
 
     fn map(&self, offset: u64, max_len: u64) -> Result<Extent, FormatError> {
-        if offset >= self.size || max_len == 0 {
-            return Err(FormatError::OutOfRange {
-                offset,
-                len: max_len,
-                virtual_size: self.size,
-            });
-        }
-        let limit = offset.saturating_add(max_len).min(self.size);
-        let kind_of = |g: Grain| match g {
-            Grain::Unallocated | Grain::Zero => ExtentKind::Zero,
-            Grain::Plain(_) | Grain::Compressed(_) => ExtentKind::Data,
-        };
-        let (first, mut end) = self.grain(offset)?;
-        let kind = kind_of(first);
-        while end < limit {
-            // A bad table further on is reported when that offset itself is asked about.
-            let Ok((next, next_end)) = self.grain(end) else {
-                break;
+        map_extent(offset, max_len, self.size, |pos| {
+            let (grain, end) = self.grain(pos)?;
+            let kind = match grain {
+                Grain::Unallocated | Grain::Zero => ExtentKind::Zero,
+                Grain::Plain(_) | Grain::Compressed(_) => ExtentKind::Data,
             };
-            if kind_of(next) != kind {
-                break;
-            }
-            end = next_end;
-        }
-        Ok(Extent {
-            len: end.min(limit) - offset,
-            kind,
+            Ok((kind, end))
         })
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), FormatError> {
-        check_range(offset, buf.len() as u64, self.size)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let pos = offset + done as u64;
-            let (grain, end) = self.grain(pos)?;
-            let n =
-                usize::try_from(end - pos).map_or(buf.len() - done, |n| n.min(buf.len() - done));
-            let out = &mut buf[done..done + n];
+        let fill = |grain, pos: u64, out: &mut [u8]| {
             let in_grain = pos % self.grain_bytes;
             match grain {
                 Grain::Unallocated | Grain::Zero => out.fill(0),
-                Grain::Plain(at) => read_exact(&*self.src, out, at + in_grain, "grain")?,
+                Grain::Plain(at) => read_exact(FORMAT, &*self.src, out, at + in_grain, "grain")?,
                 Grain::Compressed(at) => {
                     let data = self.inflate(pos / self.grain_bytes, at)?;
                     let start = in_grain as usize;
                     let src = data
-                        .get(start..start + n)
+                        .get(start..start + out.len())
                         .ok_or_else(|| corrupt("grain shorter than its range"))?;
                     out.copy_from_slice(src);
                 }
             }
-            done += n;
-        }
-        Ok(())
+            Ok(())
+        };
+        read_pieces(buf, offset, self.size, |pos| self.grain(pos), fill)
     }
 }
 
