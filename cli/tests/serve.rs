@@ -338,6 +338,7 @@ fn fio_verified_random_writes() {
         "fio",
         &[
             "--name=v",
+            "--verify_state_save=0",
             "--ioengine=nbd",
             &format!("--uri=nbd+unix:///f?socket={}", sock.display()),
             "--rw=randwrite",

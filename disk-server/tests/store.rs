@@ -109,7 +109,7 @@ fn store_volumes_are_exports() {
 
     // fio with verification on a store volume.
     let json = dir.path().join("fio.json");
-    run_ok(Command::new("fio").args([
+    run_ok(Command::new("fio").current_dir(dir.path()).args([
         "--name=verify",
         "--ioengine=nbd",
         &format!("--uri={}", srv.uri("vm1")),

@@ -230,7 +230,7 @@ fn fio_randwrite_verifies() {
     let (srv, _) = server_with(64 * MIB);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("fio.json");
-    run_ok(Command::new("fio").args([
+    run_ok(Command::new("fio").current_dir(dir.path()).args([
         "--name=verify",
         "--ioengine=nbd",
         &format!("--uri={}", srv.uri("disk")),
