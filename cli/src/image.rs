@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use platter_control::api::{ImportParams, PushParams};
@@ -147,14 +147,49 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
     }
 }
 
+/// A registry reference pinned to `digest` (`docker://HOST/REPO:TAG` → `…/REPO@digest`).
+fn pin(source: &str, digest: &str) -> String {
+    let Some(rest) = source.strip_prefix("docker://") else {
+        return source.to_string();
+    };
+    if rest.contains('@') {
+        return source.to_string();
+    }
+    let (head, last) = rest.rsplit_once('/').unwrap_or(("", rest));
+    let repo = last.split_once(':').map_or(last, |(r, _)| r);
+    let prefix = if head.is_empty() {
+        String::new()
+    } else {
+        format!("{head}/")
+    };
+    format!("docker://{prefix}{repo}@{digest}")
+}
+
 /// The cached, read-only base of an image for `vm create --image`: imported once into
-/// volume `img-<sha256 of the reference>` and snapshotted as `@base`; reused after.
+/// volume `img-<key>` and snapshotted as `@base`; reused after. For a registry image the
+/// key is its manifest digest (resolved first, and the import pinned to it), so a moved
+/// tag gets a new cache entry; for other sources it is the sha256 of the reference.
 ///
 /// Several `vm create` may race here for the same image (three VMs created at once): the
 /// loser of the import or of the snapshot finds the winner's result and uses it.
 pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result<VolumeRef> {
-    let source = absolutize(image)?;
-    let key = hex_prefix(&Sha256::digest(source.as_bytes()));
+    let mut source = absolutize(image)?;
+    let params = ImportParams {
+        format: None,
+        checksum: None,
+        size: None,
+        registry: registry.params(),
+    };
+    let opts = platter_control::transfer::import_options(&params)?;
+    let key = match platter_importer::resolve_digest(&source, &opts)
+        .with_context(|| format!("resolving image {image}"))?
+    {
+        Some(digest) => {
+            source = pin(&source, &digest);
+            hex_prefix(&Sha256::digest(digest.as_bytes()))
+        }
+        None => hex_prefix(&Sha256::digest(source.as_bytes())),
+    };
     let name = Name::new(&format!("img-{key}"))?;
     let base = VolumeRef {
         volume: name.clone(),
@@ -176,12 +211,6 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
     // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
     let volume = VolumeRef::volume(name.clone());
     if !exists(&volume) {
-        let params = ImportParams {
-            format: None,
-            checksum: None,
-            size: None,
-            registry: registry.params(),
-        };
         let imported = execute(
             dir,
             Request::Import {
@@ -215,4 +244,24 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
 
 fn hex_prefix(d: &[u8]) -> String {
     d.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pin;
+
+    #[test]
+    fn pins_registry_references_to_a_digest() {
+        let d = "sha256:abc";
+        assert_eq!(
+            pin("docker://127.0.0.1:5000/a/b:v1", d),
+            "docker://127.0.0.1:5000/a/b@sha256:abc"
+        );
+        assert_eq!(
+            pin("docker://127.0.0.1:5000/a/b", d),
+            "docker://127.0.0.1:5000/a/b@sha256:abc"
+        );
+        assert_eq!(pin("docker://h/r@sha256:xyz", d), "docker://h/r@sha256:xyz");
+        assert_eq!(pin("/tmp/disk.qcow2", d), "/tmp/disk.qcow2");
+    }
 }

@@ -53,6 +53,23 @@ pub struct ImportReport {
     pub manifest_digest: Option<String>,
 }
 
+/// The manifest digest a registry reference points at now (`docker://` sources only;
+/// `None` for every other kind), without downloading any layer: what an image cache keys on.
+pub fn resolve_digest(source: &str, opts: &ImportOptions) -> Result<Option<String>, ImportError> {
+    match SourceSpec::parse(source)? {
+        SourceSpec::Docker(r) => {
+            let reg = Registry::connect(
+                &r,
+                &opts.registry,
+                Some(&opts.platform),
+                crate::runtime::handle()?,
+            )?;
+            reg.manifest(&opts.platform).map(|(_, digest)| Some(digest))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// Imports `source` (the SOURCE syntax of `platter import`) into `sink`, which is
 /// finished only if everything succeeded. Blocking; runs on its own threads, so it may be
 /// called from any thread (inside an async runtime, use `spawn_blocking`).
