@@ -2,14 +2,15 @@
 //! taken through the control socket under write load are consistent points in time, the
 //! other commands go through the control socket, and `kill -9` loses nothing flushed.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-
-const BIN: &str = env!("CARGO_BIN_EXE_platter");
 
 struct Serve {
     child: Child,
@@ -70,25 +71,6 @@ fn rustix_kill_term(pid: u32) -> std::io::Result<()> {
         .arg(pid.to_string())
         .status()
         .map(|_| ())
-}
-
-fn platter(store: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = platter(store, args);
-    assert!(
-        out.status.success(),
-        "platter {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn tool(cmd: &str, args: &[&str]) -> String {

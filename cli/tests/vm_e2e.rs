@@ -9,15 +9,17 @@
 //! (testdata/README.md); the disk is then read back with `debugfs` from an export.
 //! Deadlines only bound waiting for a guest; nothing here asserts on timing.
 
+mod common;
+use common::*;
+
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use platter_launcher::access::{check_qemu_can_reach, Need};
 
-const BIN: &str = env!("CARGO_BIN_EXE_platter");
 /// Longest wait for a guest to reach a console marker (a boot takes ~5 s under TCG).
 const BOOT_DEADLINE: Duration = Duration::from_secs(90);
 const VIRSH_URI: &str = "qemu:///system";
@@ -341,38 +343,6 @@ impl Drop for Registry {
 
 // ---------------------------------------------------------------------------------------
 // Commands and checks.
-
-fn platter(store: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = platter(store, args);
-    assert!(
-        out.status.success(),
-        "platter {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its error, checked to be one line.
-fn fails(store: &Path, args: &[&str]) -> String {
-    let out = platter(store, args);
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    assert!(!out.status.success(), "platter {args:?} succeeded");
-    assert_eq!(
-        err.lines().count(),
-        1,
-        "platter {args:?}: not one line: {err}"
-    );
-    err
-}
 
 fn console(store: &Path, vm: &str) -> String {
     String::from_utf8_lossy(&platter(store, &["vm", "console", vm]).stdout).into_owned()

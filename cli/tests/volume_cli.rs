@@ -1,6 +1,9 @@
 //! The `platter volume` commands as users and scripts run them: exit codes, one-line
 //! errors, JSON output, and exports checked by the real `qemu-img`.
 
+mod common;
+use common::*;
+
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -8,40 +11,6 @@ use std::process::{Command, Output};
 use platter_snapshotter::Store;
 use platter_types::VolumeRef;
 use rand::{Rng, SeedableRng};
-
-fn platter(store: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_platter"))
-        .arg("--store")
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(store: &Path, args: &[&str]) -> String {
-    let out = platter(store, args);
-    assert!(
-        out.status.success(),
-        "platter {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its one-line error.
-fn fails(store: &Path, args: &[&str]) -> String {
-    let out = platter(store, args);
-    assert!(!out.status.success(), "platter {args:?} succeeded");
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.trim().lines().count() >= 1, "no error message");
-    err.lines().next().unwrap().to_string()
-}
-
-fn json(store: &Path, args: &[&str]) -> serde_json::Value {
-    let mut a = vec!["-o", "json"];
-    a.extend_from_slice(args);
-    serde_json::from_str(&ok(store, &a)).unwrap()
-}
 
 /// Writes random data with holes into a volume through the library.
 fn fill(store: &Path, name: &str, size: u64) {

@@ -697,28 +697,8 @@ pub(crate) fn verify_digest(
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
-    use crate::sink::Sink;
 
-    struct VecSink(Vec<u8>, u64, u64);
-    impl Sink for VecSink {
-        type Output = Vec<u8>;
-        fn set_size(&mut self, size: u64) -> Result<(), ImportError> {
-            self.0.resize(size as usize, 0);
-            Ok(())
-        }
-        fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError> {
-            self.0[offset as usize..offset as usize + buf.len()].copy_from_slice(buf);
-            self.1 += buf.len() as u64;
-            Ok(())
-        }
-        fn write_zeroes(&mut self, _o: u64, len: u64) -> Result<(), ImportError> {
-            self.2 += len;
-            Ok(())
-        }
-        fn finish(self) -> Result<Vec<u8>, ImportError> {
-            Ok(self.0)
-        }
-    }
+    use crate::sink::testing::VecSink;
 
     #[test]
     fn raw_stream_with_vhd_footer_is_stripped() {

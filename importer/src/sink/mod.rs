@@ -41,3 +41,33 @@ pub trait Sink: Send {
     /// Makes the result durable and visible. Only called after every check passed.
     fn finish(self) -> Result<Self::Output, ImportError>;
 }
+
+/// A sink into memory that counts what it was given, for unit tests of the pipeline.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Sink;
+    use crate::error::ImportError;
+
+    /// (contents, bytes written, bytes reported as zero)
+    pub struct VecSink(pub Vec<u8>, pub u64, pub u64);
+
+    impl Sink for VecSink {
+        type Output = Vec<u8>;
+        fn set_size(&mut self, size: u64) -> Result<(), ImportError> {
+            self.0.resize(size as usize, 0);
+            Ok(())
+        }
+        fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError> {
+            self.0[offset as usize..offset as usize + buf.len()].copy_from_slice(buf);
+            self.1 += buf.len() as u64;
+            Ok(())
+        }
+        fn write_zeroes(&mut self, _o: u64, len: u64) -> Result<(), ImportError> {
+            self.2 += len;
+            Ok(())
+        }
+        fn finish(self) -> Result<Vec<u8>, ImportError> {
+            Ok(self.0)
+        }
+    }
+}
