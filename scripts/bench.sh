@@ -16,3 +16,6 @@ fi
 if [ "$what" = import ] || [ "$what" = all ]; then
   target/release/platter-bench import --out target/bench/import.md
 fi
+if [ "$what" = vm ] || [ "$what" = all ]; then
+  target/release/platter-bench vm --out target/bench/vm.md
+fi

@@ -7,11 +7,16 @@
 //!
 //! `platter-bench import [--out FILE]`: `platter import` (qcow2 file, raw.gz over HTTP,
 //! containerDisk from a local registry) against qemu-img, curl | gunzip and skopeo.
+//!
+//! `platter-bench vm [--out FILE]`: `platter vm create --image docker://…` to the guest's
+//! first console line and boot marker against pull-then-boot (skopeo, qemu-img, `virsh
+//! create`), and the extra disk space per VM for ten VMs from one image.
 
 mod import;
 mod nbd;
 mod store;
 mod table;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -61,6 +66,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         runs: usize,
     },
+    /// VMs: `platter vm create --image` against pull-then-boot with `virsh create`.
+    Vm {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// The platter binary to run VMs with.
+        #[arg(long, default_value = "target/release/platter")]
+        platter: std::path::PathBuf,
+        /// Runs of every contender; best and median are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -97,6 +113,14 @@ fn main() -> Result<()> {
         } => {
             let platter = std::path::absolute(platter)?;
             let report = import::run(&dir, &platter, runs)?;
+            println!("{report}");
+            if let Some(out) = out {
+                std::fs::write(out, &report)?;
+            }
+        }
+        Cmd::Vm { out, platter, runs } => {
+            let platter = std::path::absolute(platter)?;
+            let report = vm::run_all(&platter, runs)?;
             println!("{report}");
             if let Some(out) = out {
                 std::fs::write(out, &report)?;

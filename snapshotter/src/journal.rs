@@ -306,19 +306,21 @@ impl JournalFile {
     }
 
     /// Appends records and commits everything appended so far: the header now counts
-    /// them, durably. The caller has synced the data they point to.
-    pub fn commit(&mut self, records: &[Record]) -> Result<()> {
+    /// them, durably. The caller has synced the data they point to. Returns whether
+    /// anything new was committed.
+    pub fn commit(&mut self, records: &[Record]) -> Result<bool> {
         self.append(records)?;
-        if self.header.committed != self.end {
-            crate::failpoint!("journal-before-header");
-            self.header.seq += 1;
-            self.header.committed = self.end;
-            self.write_header()?;
-            self.file
-                .sync_data()
-                .map_err(StoreError::io("sync journal", &self.path))?;
+        if self.header.committed == self.end {
+            return Ok(false);
         }
-        Ok(())
+        crate::failpoint!("journal-before-header");
+        self.header.seq += 1;
+        self.header.committed = self.end;
+        self.write_header()?;
+        self.file
+            .sync_data()
+            .map_err(StoreError::io("sync journal", &self.path))?;
+        Ok(true)
     }
 
     fn write_header(&mut self) -> Result<()> {

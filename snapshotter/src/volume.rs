@@ -139,17 +139,24 @@ impl VolumeInner {
         let _one = self.flush_lock.lock();
         let records = std::mem::take(&mut *self.pending.lock());
         let top = self.state.read().chain.last().cloned();
-        if self.dirty.swap(false, Ordering::AcqRel) {
+        let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        if dirty {
             if let Some(top) = top {
                 top.sync()?;
             }
         }
         crate::failpoint!("flush-after-data-sync");
-        if let Some(j) = self.journal.lock().as_mut() {
-            j.commit(&records)?;
+        let committed = match self.journal.lock().as_mut() {
+            Some(j) => j.commit(&records)?,
+            None => false,
+        };
+        // What this flush made durable is reachable only through the catalog that names
+        // this volume's top layer: that must be durable too. A flush with nothing to make
+        // durable leaves the directory alone (a snapshot of an idle volume stays one sync).
+        if dirty || committed {
+            self.dir_sync.sync_if_needed()?;
         }
-        // The catalog that names this volume's top layer must be durable too.
-        self.dir_sync.sync_if_needed()
+        Ok(())
     }
 }
 
