@@ -268,59 +268,80 @@ fn chain_reads(dir: &Path) -> Result<Table> {
     Ok(t)
 }
 
-fn sequential(dir: &Path) -> Result<Table> {
-    let size = GIB;
-    let mut t = Table::new(
-        "Sequential 1 GiB in 1 MiB requests, written then flushed, then read (page cache warm for both)",
-        &["", "plain file MiB/s", "store MiB/s", "store / file"],
-    );
-    let buf = random_buf(MIB as usize, 3);
-    let path = dir.join("plain.raw");
+/// Writes 1 GiB in 1 MiB requests to a fresh plain file, synced: MiB/s.
+fn file_write(path: &Path, buf: &[u8], size: u64) -> Result<f64> {
+    let _ = std::fs::remove_file(path);
     let f = File::options()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&path)?;
+        .open(path)?;
     let t0 = Instant::now();
     for i in 0..(size / MIB) {
-        f.write_all_at(&buf, i * MIB)?;
+        f.write_all_at(buf, i * MIB)?;
     }
     f.sync_data()?;
-    let file_w = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
-    let sdir = dir.join("seq-store");
-    let store = Store::open(&sdir)?;
-    store.create_volume(&name("v"), size)?;
-    let v = store.open_volume(&VolumeRef::parse("v")?)?;
+    Ok((size / MIB) as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Writes 1 GiB in 1 MiB requests to a fresh store volume, flushed: MiB/s.
+fn store_write(store: &Store, vol: &str, buf: &[u8], size: u64) -> Result<(f64, Volume)> {
+    store.create_volume(&name(vol), size)?;
+    let v = store.open_volume(&VolumeRef::parse(vol)?)?;
     let t0 = Instant::now();
     for i in 0..(size / MIB) {
-        v.write_at(&buf, i * MIB)?;
+        v.write_at(buf, i * MIB)?;
     }
     v.flush()?;
-    let store_w = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
+    Ok(((size / MIB) as f64 / t0.elapsed().as_secs_f64(), v))
+}
+
+fn read_rate(mut read: impl FnMut(&mut [u8], u64) -> Result<()>, size: u64) -> Result<f64> {
     let mut rb = vec![0u8; MIB as usize];
     let t0 = Instant::now();
     for i in 0..(size / MIB) {
-        f.read_exact_at(&mut rb, i * MIB)?;
+        read(&mut rb, i * MIB)?;
     }
-    let file_r = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
-    let t0 = Instant::now();
-    for i in 0..(size / MIB) {
-        v.read_at(&mut rb, i * MIB)?;
+    Ok((size / MIB) as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn sequential(dir: &Path) -> Result<Table> {
+    let size = GIB;
+    let mut t = Table::new(
+        "Sequential 1 GiB in 1 MiB requests to fresh targets, written then flushed, then read (page cache warm for both); median of 3 rounds, order alternating",
+        &["", "plain file MiB/s", "store MiB/s", "store / file"],
+    );
+    let buf = random_buf(MIB as usize, 3);
+    let path = dir.join("plain.raw");
+    let store = Store::open(&dir.join("seq-store"))?;
+    let (mut fw, mut sw, mut fr, mut sr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 0..3 {
+        let vol = format!("v{round}");
+        let (s, v) = if round % 2 == 0 {
+            fw.push(file_write(&path, &buf, size)?);
+            store_write(&store, &vol, &buf, size)?
+        } else {
+            let r = store_write(&store, &vol, &buf, size)?;
+            fw.push(file_write(&path, &buf, size)?);
+            r
+        };
+        sw.push(s);
+        let f = File::open(&path)?;
+        fr.push(read_rate(|b, o| Ok(f.read_exact_at(b, o)?), size)?);
+        sr.push(read_rate(|b, o| Ok(v.read_at(b, o)?), size)?);
+        drop(v);
+        store.delete(&VolumeRef::parse(&vol)?)?;
     }
-    let store_r = (size / MIB) as f64 / t0.elapsed().as_secs_f64();
-    t.row(vec![
-        "write".into(),
-        format!("{file_w:.0}"),
-        format!("{store_w:.0}"),
-        format!("{:.2}x", store_w / file_w),
-    ]);
-    t.row(vec![
-        "read".into(),
-        format!("{file_r:.0}"),
-        format!("{store_r:.0}"),
-        format!("{:.2}x", store_r / file_r),
-    ]);
+    for (label, file, ours) in [("write", fw, sw), ("read", fr, sr)] {
+        let (f, s) = (median(file), median(ours));
+        t.row(vec![
+            label.into(),
+            format!("{f:.0}"),
+            format!("{s:.0}"),
+            format!("{:.2}x", s / f),
+        ]);
+    }
     std::fs::remove_file(&path)?;
     Ok(t)
 }
