@@ -53,17 +53,22 @@ pub struct ImportReport {
     pub manifest_digest: Option<String>,
 }
 
+/// Connects to the registry of a `docker://` reference with the import's options.
+fn connect_registry(reference: &str, opts: &ImportOptions) -> Result<Registry, ImportError> {
+    Registry::connect(
+        reference,
+        &opts.registry,
+        Some(&opts.platform),
+        crate::runtime::handle()?,
+    )
+}
+
 /// The manifest digest a registry reference points at now (`docker://` sources only;
 /// `None` for every other kind), without downloading any layer: what an image cache keys on.
 pub fn resolve_digest(source: &str, opts: &ImportOptions) -> Result<Option<String>, ImportError> {
     match SourceSpec::parse(source)? {
         SourceSpec::Docker(r) => {
-            let reg = Registry::connect(
-                &r,
-                &opts.registry,
-                Some(&opts.platform),
-                crate::runtime::handle()?,
-            )?;
+            let reg = connect_registry(&r, opts)?;
             reg.manifest(&opts.platform).map(|(_, digest)| Some(digest))
         }
         _ => Ok(None),
@@ -168,12 +173,7 @@ fn import_inner<S: Sink>(
             )?
         }
         SourceSpec::Docker(r) => {
-            let reg = Registry::connect(
-                &r,
-                &opts.registry,
-                Some(&opts.platform),
-                crate::runtime::handle()?,
-            )?;
+            let reg = connect_registry(&r, opts)?;
             pull_image(&reg, None, &mut sink, opts, &t)?
         }
         SourceSpec::OciDir { dir, tag } => {
