@@ -11,7 +11,9 @@ use crate::error::{from_io, ImportError};
 use crate::options::{CancelFlag, ImportOptions};
 use crate::progress::Throttle;
 use crate::spool::spool;
-use crate::stream::{check_cancel, read_full, Chunk, PeekReader, SubReadAt, CHUNK};
+use crate::stream::{
+    check_cancel, chunk_buf, read_full, recycle, Chunk, PeekReader, SubReadAt, CHUNK, ZERO_BLOCK,
+};
 use crate::tar::{is_disk_candidate, TarInput, TarReader};
 use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
 use platter_formats::{detect, DiskImage, ExtentKind, Format, FormatError, ReadAt};
@@ -114,7 +116,7 @@ pub(crate) fn run_source(
             let _ = tx.send(Chunk::Failed(ImportError::Aborted("cancelled")));
             return Err(e);
         }
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = chunk_buf(CHUNK);
         let n = match read_full(reader, &mut buf) {
             Ok(n) => n,
             Err(e) => {
@@ -536,7 +538,7 @@ fn decode_window(
                 let ext_end = pos + ext.len;
                 while off < ext_end {
                     let n = (ext_end - off).min(CHUNK as u64) as usize;
-                    let mut buf = vec![0u8; n];
+                    let mut buf = chunk_buf(n);
                     img.read_at(&mut buf, off)
                         .map_err(|e| ImportError::format(ctx.what.clone(), e))?;
                     ctx.send(Out::Data { offset: off, buf })?;
@@ -552,6 +554,9 @@ fn decode_window(
 /// Streams raw bytes to the write stage. With `strip_vhd_footer`, a trailing fixed-VHD
 /// footer (a raw image plus 512 bytes) is recognised at the end and dropped. Returns the
 /// disk size.
+///
+/// When a footer may follow, the last 4-8 KiB read are held back until more data comes,
+/// so every chunk sent still starts on a 4 KiB guest boundary (no partial-block writes).
 fn stream_raw(
     r: &mut dyn Read,
     ctx: &DecodeCtx<'_>,
@@ -561,64 +566,61 @@ fn stream_raw(
         ctx.send(Out::Size(s))?;
     }
     let limit = ctx.opts.size;
+    let too_large = |end: u64| match limit {
+        Some(l) if end > l => Err(ImportError::TooLarge {
+            what: ctx.what.clone(),
+            limit: l,
+            why: "the data is larger than --size".into(),
+        }),
+        _ => Ok(()),
+    };
     let mut pos = 0u64;
-    // The last 512 bytes are held back until the end when a VHD footer may follow.
     let mut held: Vec<u8> = Vec::new();
     loop {
         check_cancel(&ctx.opts.cancel)?;
-        let mut buf = vec![0u8; CHUNK];
-        let n = read_full(r, &mut buf).map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
+        let mut buf = chunk_buf(CHUNK);
+        let h = held.len();
+        buf[..h].copy_from_slice(&held);
+        let n =
+            read_full(r, &mut buf[h..]).map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
         if n == 0 {
+            recycle(buf);
             break;
         }
-        buf.truncate(n);
-        let mut data = std::mem::take(&mut held);
-        data.extend_from_slice(&buf);
-        if strip_vhd_footer {
-            let keep = data.len().saturating_sub(512);
-            held = data.split_off(keep);
-        }
-        if data.is_empty() {
+        let total = h + n;
+        let keep = if strip_vhd_footer {
+            // `pos` is block-aligned; keep it so for the next chunk.
+            total.saturating_sub(ZERO_BLOCK) / ZERO_BLOCK * ZERO_BLOCK
+        } else {
+            total
+        };
+        held = buf[keep..total].to_vec();
+        buf.truncate(keep);
+        if buf.is_empty() {
             continue;
         }
-        if let Some(l) = limit {
-            if pos + data.len() as u64 > l {
-                return Err(ImportError::TooLarge {
-                    what: ctx.what.clone(),
-                    limit: l,
-                    why: "the data is larger than --size".into(),
-                });
-            }
-        }
-        let len = data.len() as u64;
-        ctx.send(Out::Data {
-            offset: pos,
-            buf: data,
-        })?;
+        let len = buf.len() as u64;
+        too_large(pos + len)?;
+        ctx.send(Out::Data { offset: pos, buf })?;
         pos += len;
     }
-    if !held.is_empty() {
-        let footer = held.len() == 512 && detect_tail(&held) && vhd_footer_size(&held) == Some(pos);
-        if footer {
+    if held.len() >= 512 {
+        let tail = &held[held.len() - 512..];
+        let body = (held.len() - 512) as u64;
+        if detect_tail(tail) && vhd_footer_size(tail) == Some(pos + body) {
             ctx.progress
                 .message(format!("{}: fixed VHD footer found and removed", ctx.what));
-        } else {
-            let len = held.len() as u64;
-            if let Some(l) = limit {
-                if pos + len > l {
-                    return Err(ImportError::TooLarge {
-                        what: ctx.what.clone(),
-                        limit: l,
-                        why: "the data is larger than --size".into(),
-                    });
-                }
-            }
-            ctx.send(Out::Data {
-                offset: pos,
-                buf: held,
-            })?;
-            pos += len;
+            held.truncate(held.len() - 512);
         }
+    }
+    if !held.is_empty() {
+        let len = held.len() as u64;
+        too_large(pos + len)?;
+        ctx.send(Out::Data {
+            offset: pos,
+            buf: held,
+        })?;
+        pos += len;
     }
     let size = pos.max(ctx.opts.size.unwrap_or(0));
     ctx.send(Out::Size(size))?;
@@ -733,5 +735,48 @@ mod tests {
         drop(ctx);
         assert_eq!(d.virtual_size, 8192);
         assert_eq!(h.join().unwrap(), vec![7u8; 8192]);
+    }
+
+    /// A long raw stream (no footer) arrives whole, and every chunk the decode stage sends
+    /// starts on a 4 KiB guest boundary even though a footer is held back at each step.
+    #[test]
+    fn long_raw_stream_keeps_chunks_block_aligned() {
+        let img: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8 + 1).collect();
+        let opts = ImportOptions::default();
+        let p = NoProgress;
+        let t = Throttle::new(&p);
+        let (tx, rx) = out_channel();
+        let ctx = DecodeCtx {
+            opts: &opts,
+            progress: &t,
+            out: tx,
+            what: "test".into(),
+            workers: 1,
+        };
+        let h = std::thread::spawn(move || {
+            let mut out = vec![0u8; 0];
+            let mut offsets = Vec::new();
+            while let Ok(m) = rx.recv() {
+                if let Out::Data { offset, buf } = m {
+                    offsets.push(offset);
+                    let end = offset as usize + buf.len();
+                    if out.len() < end {
+                        out.resize(end, 0);
+                    }
+                    out[offset as usize..end].copy_from_slice(&buf);
+                }
+            }
+            (out, offsets)
+        });
+        let d = decode_stream(&mut &img[..], &ctx, &mut Vec::new()).unwrap();
+        drop(ctx);
+        let (out, offsets) = h.join().unwrap();
+        assert_eq!(d.virtual_size, img.len() as u64);
+        assert!(out == img, "stream reassembled differently");
+        assert!(offsets.len() > 3);
+        assert!(
+            offsets.iter().all(|o| o % ZERO_BLOCK as u64 == 0),
+            "{offsets:?}"
+        );
     }
 }

@@ -16,6 +16,31 @@ pub(crate) const CHUNK: usize = 1 << 20;
 /// Zero detection granularity.
 pub(crate) const ZERO_BLOCK: usize = 4096;
 
+/// Chunk buffers kept for reuse between stages. A fresh chunk costs a memset and a page
+/// fault per 4 KiB; recycled ones cost neither. Bounded, so idle memory stays small.
+static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+const POOL_MAX: usize = 16;
+
+/// A buffer of `n` bytes (contents unspecified: callers overwrite all of it).
+pub(crate) fn chunk_buf(n: usize) -> Vec<u8> {
+    let reused = POOL.lock().ok().and_then(|mut p| p.pop());
+    let mut buf = reused.unwrap_or_else(|| Vec::with_capacity(CHUNK.max(n)));
+    buf.resize(n, 0);
+    buf
+}
+
+/// Hands a chunk buffer back for reuse (buffers of other sizes are just dropped).
+pub(crate) fn recycle(buf: Vec<u8>) {
+    if buf.capacity() < CHUNK || buf.capacity() > 2 * CHUNK {
+        return;
+    }
+    if let Ok(mut p) = POOL.lock() {
+        if p.len() < POOL_MAX {
+            p.push(buf);
+        }
+    }
+}
+
 /// One message on a byte channel between stages.
 pub(crate) enum Chunk {
     Data(Vec<u8>),
@@ -53,7 +78,7 @@ impl Read for ChannelReader {
             }
             match self.rx.recv() {
                 Ok(Chunk::Data(v)) => {
-                    self.cur = v;
+                    recycle(std::mem::replace(&mut self.cur, v));
                     self.pos = 0;
                 }
                 Ok(Chunk::End) => {

@@ -7,7 +7,7 @@
 use crate::error::ImportError;
 use crate::options::CancelFlag;
 use crate::sink::Sink;
-use crate::stream::{check_cancel, is_zero, ZERO_BLOCK};
+use crate::stream::{check_cancel, is_zero, recycle, ZERO_BLOCK};
 use std::sync::mpsc::Receiver;
 
 /// A message to the write stage.
@@ -61,6 +61,7 @@ pub(crate) fn run_writer<S: Sink>(
                     size = Some(end);
                 }
                 write_zero_aware(sink, offset, &buf, &mut stats)?;
+                recycle(buf);
             }
         }
     }

@@ -8,18 +8,25 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{fallocate, FallocateFlags};
+use rustix::fs::{fadvise, fallocate, Advice, FallocateFlags};
 
 use crate::error::{Result, StoreError};
 use crate::journal::{JournalFile, Record};
 
 pub const DATA_FILE: &str = "data";
 pub const JOURNAL_FILE: &str = "journal";
+/// Largest single write to a data file (see [`Blob::write_at`]).
+const WRITE_PIECE: usize = 64 << 10;
 
 pub struct Blob {
     dir: PathBuf,
     data: File,
+    /// Highest data offset written through this handle, and how far writeback was started
+    /// (see [`Blob::start_writeback`]).
+    written_end: AtomicU64,
+    writeback_mark: AtomicU64,
 }
 
 impl Blob {
@@ -37,7 +44,7 @@ impl Blob {
         // No syncs: the catalog write that first names this blob is synced, and until
         // then an unsynced blob is garbage that the next open collects.
         let journal = JournalFile::create(&dir.join(JOURNAL_FILE), block_size)?;
-        Ok((Blob { dir, data }, journal))
+        Ok((Blob::new(dir, data), journal))
     }
 
     /// Opens a blob and reads its records. `writable` for the top layer of a volume.
@@ -59,7 +66,16 @@ impl Blob {
                 _ => StoreError::io("open blob data", &data_path)(e),
             })?;
         let (journal, records) = JournalFile::open(&dir.join(JOURNAL_FILE), writable)?;
-        Ok((Blob { dir, data }, journal, records))
+        Ok((Blob::new(dir, data), journal, records))
+    }
+
+    fn new(dir: PathBuf, data: File) -> Blob {
+        Blob {
+            dir,
+            data,
+            written_end: AtomicU64::new(0),
+            writeback_mark: AtomicU64::new(0),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,10 +101,35 @@ impl Blob {
         Ok(())
     }
 
+    /// Writes block contents in pieces of at most [`WRITE_PIECE`] bytes: the page cache
+    /// sizes a new folio after the write that creates it, and on ext4 every later write
+    /// into a folio walks all of its buffer heads, so a 4 KiB overwrite of data that went
+    /// in as one 1 MiB write costs 256 times the bookkeeping (measured: 38k vs 105k
+    /// in-place 4 KiB writes per second through NBD).
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.data
-            .write_all_at(buf, offset)
-            .map_err(StoreError::io("write blob", self.dir.join(DATA_FILE)))
+        for (i, piece) in buf.chunks(WRITE_PIECE).enumerate() {
+            self.data
+                .write_all_at(piece, offset + (i * WRITE_PIECE) as u64)
+                .map_err(StoreError::io("write blob", self.dir.join(DATA_FILE)))?;
+        }
+        self.written_end
+            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Starts (does not wait for) writeback of the data written since the last call, so a
+    /// bulk writer's final flush has little left to do and the disk works while the
+    /// writer produces more. Only the new range is named: pages written back earlier stay
+    /// cached (`DONTNEED` drops clean pages only, and the new ones are still dirty).
+    pub fn start_writeback(&self) -> Result<()> {
+        let end = self.written_end.load(Ordering::Relaxed);
+        let from = self.writeback_mark.swap(end, Ordering::Relaxed).min(end);
+        if end == from {
+            return Ok(());
+        }
+        fadvise(&self.data, from, end - from, Advice::DontNeed).map_err(|e| {
+            StoreError::io("start writeback of blob", self.dir.join(DATA_FILE))(e.into())
+        })
     }
 
     pub fn sync(&self) -> Result<()> {

@@ -329,6 +329,9 @@ impl Volume {
     /// Writes whole blocks to the top layer.
     fn write_blocks(&self, first: u64, data: &[u8]) -> Result<()> {
         let count = data.len() as u64 / BLOCK;
+        if let Some((top, plan)) = self.plan_in_place(first, count)? {
+            return self.write_plan(&top, first, data, plan, Vec::new());
+        }
         let mut plan: Vec<(u64, u64, u64)> = Vec::new();
         let mut fresh: Vec<Record> = Vec::new();
         let top = {
@@ -359,6 +362,44 @@ impl Volume {
             st.chain.last().cloned()
         };
         let top = top.ok_or_else(|| StoreError::damaged(&self.0.label, "volume has no layers"))?;
+        self.write_plan(&top, first, data, plan, fresh)
+    }
+
+    /// The common case of a guest rewriting its own blocks: when the top layer already
+    /// holds every block of the range, the writes go in place and the index does not
+    /// change, so a shared lock is enough (in-place writers and readers do not queue
+    /// behind each other). `None` when any block needs allocating.
+    #[allow(clippy::type_complexity)]
+    fn plan_in_place(
+        &self,
+        first: u64,
+        count: u64,
+    ) -> Result<Option<(Arc<Blob>, Vec<(u64, u64, u64)>)>> {
+        let st = self.0.state.read();
+        if st.deleted {
+            return Err(StoreError::Deleted(self.0.label.clone()));
+        }
+        let depth = (st.chain.len() - 1) as u16;
+        let mut plan = Vec::new();
+        for p in st.map.lookup(first, count) {
+            match p.target {
+                Some(Target::Data { depth: d, phys }) if d == depth => {
+                    plan.push((p.start, p.len, phys))
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(st.chain.last().cloned().map(|top| (top, plan)))
+    }
+
+    fn write_plan(
+        &self,
+        top: &Blob,
+        first: u64,
+        data: &[u8],
+        plan: Vec<(u64, u64, u64)>,
+        fresh: Vec<Record>,
+    ) -> Result<()> {
         for (start, len, phys) in plan {
             let from = ((start - first) * BLOCK) as usize;
             top.write_at(&data[from..from + (len * BLOCK) as usize], phys * BLOCK)?;
@@ -407,6 +448,17 @@ impl Volume {
             return Ok(());
         }
         self.0.flush()
+    }
+
+    /// Starts writeback of what bulk writes added to the top layer since the last call,
+    /// without waiting: a hint for sequential writers (imports), never needed for
+    /// correctness. `flush` is still what makes writes durable.
+    pub fn start_writeback(&self) -> Result<()> {
+        let top = self.0.state.read().chain.last().cloned();
+        match top {
+            Some(top) if !self.0.read_only => top.start_writeback(),
+            _ => Ok(()),
+        }
     }
 
     /// Discards a range: it reads as zero afterwards and its space goes back.

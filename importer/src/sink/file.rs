@@ -4,7 +4,7 @@
 //! Zero ranges are never written: the file is created empty and grown with `set_len`, so
 //! skipped ranges stay holes.
 
-use super::Sink;
+use super::{kick_writeback, Sink, WritebackSpan};
 use crate::error::ImportError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -16,6 +16,7 @@ pub struct FileSink {
     partial: PathBuf,
     file: Option<File>,
     size: u64,
+    writeback: WritebackSpan,
 }
 
 impl FileSink {
@@ -43,6 +44,7 @@ impl FileSink {
             partial,
             file: Some(file),
             size: 0,
+            writeback: WritebackSpan::default(),
         })
     }
 
@@ -68,7 +70,11 @@ impl Sink for FileSink {
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError> {
         self.file()?.write_all_at(buf, offset).map_err(|e| {
             ImportError::io(format!("writing {} at {offset}", self.partial.display()), e)
-        })
+        })?;
+        if let Some(span) = self.writeback.note(offset, buf.len() as u64) {
+            kick_writeback(self.file()?, span);
+        }
+        Ok(())
     }
 
     fn finish(mut self) -> Result<PathBuf, ImportError> {

@@ -24,6 +24,9 @@ impl TempVolumeTarget for TempVolume {
     fn flush(&self) -> Result<(), String> {
         Volume::flush(self).map_err(|e| e.to_string())
     }
+    fn start_writeback(&self) -> Result<(), String> {
+        Volume::start_writeback(self).map_err(|e| e.to_string())
+    }
     /// The name is only known to [`StoreSink`], which commits; this hands the volume back.
     fn commit(self) -> Result<TempVolume, String> {
         Ok(self)

@@ -5,7 +5,7 @@
 //! The store is reached through [`TempVolumeTarget`] so this module does not depend on
 //! the store's internals; `store.rs` adapts `platter_snapshotter::TempVolume`.
 
-use super::Sink;
+use super::{Sink, WRITEBACK_EVERY};
 use crate::error::ImportError;
 
 /// What the sink needs from a temporary volume.
@@ -16,6 +16,10 @@ pub trait TempVolumeTarget: Send {
     /// Changes the size before commit (a stream of unknown length grew, or ended).
     fn set_size(&mut self, size: u64) -> Result<(), String>;
     fn flush(&self) -> Result<(), String>;
+    /// Starts writeback of recent writes without waiting (a hint; see [`WRITEBACK_EVERY`]).
+    fn start_writeback(&self) -> Result<(), String> {
+        Ok(())
+    }
     fn commit(self) -> Result<Self::Committed, String>;
 }
 
@@ -24,6 +28,8 @@ pub struct VolumeSink<T, F> {
     target: String,
     create: Option<F>,
     volume: Option<T>,
+    /// Bytes written since the last writeback kick.
+    unkicked: u64,
 }
 
 /// Store sizes are multiples of 512.
@@ -42,6 +48,7 @@ where
             target: target.into(),
             create: Some(create),
             volume: None,
+            unkicked: 0,
         }
     }
 
@@ -78,10 +85,16 @@ where
     }
 
     fn write_at(&mut self, buf: &[u8], offset: u64) -> Result<(), ImportError> {
-        match &self.volume {
-            Some(v) => v.write_at(buf, offset).map_err(|d| self.err(d)),
-            None => Err(self.err("write before the size was set".into())),
+        let Some(v) = &self.volume else {
+            return Err(self.err("write before the size was set".into()));
+        };
+        v.write_at(buf, offset).map_err(|d| self.err(d))?;
+        self.unkicked += buf.len() as u64;
+        if self.unkicked >= WRITEBACK_EVERY {
+            self.unkicked = 0;
+            v.start_writeback().map_err(|d| self.err(d))?;
         }
+        Ok(())
     }
 
     fn finish(mut self) -> Result<T::Committed, ImportError> {
