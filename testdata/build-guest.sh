@@ -4,23 +4,31 @@
 #   OUT/initrd.gz   a busybox initramfs whose /init is testdata/guest-init.sh
 #   OUT/disk.raw    a 64M ext4 data disk holding /hello.txt
 # Usage: testdata/build-guest.sh [OUT]   (default $PLATTER_TESTDATA, else target/testdata)
-# Idempotent: does nothing when all three exist. Tests must copy disk.raw before booting it.
+#   OUT/.guest.stamp  the fingerprint of the scripts that built them
+# Idempotent: does nothing when all three exist and were built by these very scripts
+# (a changed guest-init.sh or module list rebuilds). Tests must copy disk.raw before
+# booting it.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=testdata/lib.sh
 . "$HERE/lib.sh"
 
 OUT="$(testdata_out_dir "${1:-}")"
-if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] && [ -s "$OUT/disk.raw" ]; then
+STAMP="$(fingerprint "$HERE/build-guest.sh" "$HERE/guest-init.sh" "$HERE/lib.sh")"
+built() {
+  [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] && [ -s "$OUT/disk.raw" ] &&
+    [ "$(cat "$OUT/.guest.stamp" 2>/dev/null)" = "$STAMP" ]
+}
+if built; then
   log "guest already built in $OUT"
   exit 0
 fi
-need_tools apt-get apt-cache dpkg cpio gzip mkfs.ext4 flock
+need_tools apt-get apt-cache dpkg cpio gzip mkfs.ext4 flock sha256sum
 
 # Tests build the guest concurrently: one builder at a time, the others find it done.
 exec 9>"$OUT/.build-guest.lock"
 flock 9
-if [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initrd.gz" ] && [ -s "$OUT/disk.raw" ]; then
+if built; then
   exit 0
 fi
 
@@ -41,9 +49,10 @@ cp "$WORK/busybox/bin/busybox" "$root/bin/busybox"
 install -m 0755 "$HERE/guest-init.sh" "$root/init"
 
 # The cloud kernel has ext4 built in but virtio, the ACPI button and evdev are modules,
-# possibly compressed (.ko.xz/.ko.zst): the busybox insmod wants them plain.
+# possibly compressed (.ko.xz/.ko.zst): the busybox insmod wants them plain. The IDE CD-ROM
+# stack (libata, ata_piix, sr_mod, isofs) is loaded only for platter.cdrom=.
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk \
-  button evdev; do
+  button evdev scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
   ko="$(find "$WORK/kernel/lib/modules" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \
     -o -name "$m.ko.gz" \) | head -n 1)"
   if [ -z "$ko" ]; then
@@ -59,6 +68,7 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   esac
 done
 [ -f "$root/lib/modules/virtio_blk.ko" ] || log "warning: virtio_blk is not a module in $KPKG"
+[ -f "$root/lib/modules/sr_mod.ko" ] || log "warning: sr_mod is not a module in $KPKG"
 
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -9) >"$WORK/initrd.gz"
 
@@ -73,4 +83,5 @@ for f in vmlinuz initrd.gz disk.raw; do
   chmod 0644 "$WORK/$f"
   mv -f "$WORK/$f" "$OUT/$f"
 done
+printf '%s\n' "$STAMP" >"$OUT/.guest.stamp"
 log "built $OUT/vmlinuz, $OUT/initrd.gz, $OUT/disk.raw"

@@ -2,19 +2,25 @@
 # /init of the platter test guest (copied into initrd.gz by build-guest.sh).
 #
 # Console protocol, one line each, which tests wait for:
-#   PLATTER-BOOTED                 the root disk is mounted
+#   PLATTER-INIT                   /init has started (the first line without kernel output)
+#   PLATTER-BOOTED                 the root disk is mounted (or, with platter.root=none,
+#                                  the modules are loaded)
 #   PLATTER-READ: <content>        the first line of /hello.txt on the disk
 #   PLATTER-WROTE: <line>          the line appended to /log.txt on the disk
+#   PLATTER-CDROM: <content>       the first line of /hello.txt on the CD (platter.cdrom)
 #   PLATTER-TICK <n>               hold mode: one line per second, each also in /log.txt
 #   PLATTER-ACPI-SHUTDOWN          the ACPI power button was pressed (virsh shutdown)
 #   PLATTER-DONE                   the disk is unmounted and synced; power-off follows
 #   PLATTER-ERROR: <why>           something failed; the guest powers off
 #
 # Kernel command line options:
-#   platter.root=DEV     the ext4 root (default: /dev/vda2 if it exists, else /dev/vda)
+#   platter.root=DEV     the ext4 root (default: /dev/vda2 if it exists, else /dev/vda);
+#                        `none`: no root disk (nothing is read or written but the CD)
+#   platter.cdrom=DEV    also mount the ISO 9660 CD at DEV (e.g. /dev/sr0, IDE) read-only
 #   platter.write=STR    write STR into /written.txt on the disk
 #   platter.hold=N       stay up N seconds (writing a tick a second) before powering off,
 #                        or until the ACPI power button is pressed
+/bin/busybox echo "PLATTER-INIT"
 /bin/busybox --install -s /bin
 export PATH=/bin
 
@@ -36,43 +42,72 @@ for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
 done
 
 root=""
+cdrom=""
 write=""
 hold=0
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     platter.root=*) root="${arg#platter.root=}" ;;
+    platter.cdrom=*) cdrom="${arg#platter.cdrom=}" ;;
     platter.write=*) write="${arg#platter.write=}" ;;
     platter.hold=*) hold="${arg#platter.hold=}" ;;
   esac
 done
 
-# virtio_blk probes asynchronously: give the disk a few seconds to appear.
-i=0
-while [ ! -b /dev/vda ] && [ "$i" -lt 100 ]; do
-  usleep 100000
-  i=$((i + 1))
-done
-[ -b /dev/vda ] || fail "no /dev/vda"
-if [ -z "$root" ]; then
-  if [ -b /dev/vda2 ]; then root=/dev/vda2; else root=/dev/vda; fi
+# Waits up to 10 s for block device $1 to appear (drivers probe asynchronously).
+wait_dev() {
+  i=0
+  while [ ! -b "$1" ] && [ "$i" -lt 100 ]; do
+    usleep 100000
+    i=$((i + 1))
+  done
+  [ -b "$1" ]
+}
+
+if [ "$root" = none ]; then
+  root=""
+else
+  wait_dev /dev/vda || fail "no /dev/vda"
+  if [ -z "$root" ]; then
+    if [ -b /dev/vda2 ]; then root=/dev/vda2; else root=/dev/vda; fi
+  fi
+  mount -t ext4 "$root" /mnt || fail "cannot mount $root"
 fi
-mount -t ext4 "$root" /mnt || fail "cannot mount $root"
 echo "PLATTER-BOOTED"
 
-if [ -f /mnt/hello.txt ]; then
-  echo "PLATTER-READ: $(head -n 1 /mnt/hello.txt)"
-else
-  echo "PLATTER-READ: <no /hello.txt>"
+if [ -n "$root" ]; then
+  if [ -f /mnt/hello.txt ]; then
+    echo "PLATTER-READ: $(head -n 1 /mnt/hello.txt)"
+  else
+    echo "PLATTER-READ: <no /hello.txt>"
+  fi
+
+  line="boot $(cat /proc/sys/kernel/random/boot_id)"
+  echo "$line" >>/mnt/log.txt || fail "cannot write /log.txt"
+  sync
+  echo "PLATTER-WROTE: $line"
+
+  if [ -n "$write" ]; then
+    echo "$write" >/mnt/written.txt || fail "cannot write /written.txt"
+    sync
+  fi
 fi
 
-line="boot $(cat /proc/sys/kernel/random/boot_id)"
-echo "$line" >>/mnt/log.txt || fail "cannot write /log.txt"
-sync
-echo "PLATTER-WROTE: $line"
-
-if [ -n "$write" ]; then
-  echo "$write" >/mnt/written.txt || fail "cannot write /written.txt"
-  sync
+# A CD on the IDE bus: libata + ata_piix find it, sr_mod makes it /dev/sr0. Loaded only
+# when asked for, so that other boots do not probe IDE.
+if [ -n "$cdrom" ]; then
+  for m in scsi_common scsi_mod libata ata_piix cdrom sr_mod isofs; do
+    [ -f "/lib/modules/$m.ko" ] && insmod "/lib/modules/$m.ko" 2>/dev/null
+  done
+  wait_dev "$cdrom" || fail "no $cdrom"
+  mkdir -p /cdrom
+  mount -t iso9660 -o ro "$cdrom" /cdrom || fail "cannot mount $cdrom"
+  if [ -f /cdrom/hello.txt ]; then
+    echo "PLATTER-CDROM: $(head -n 1 /cdrom/hello.txt)"
+  else
+    echo "PLATTER-CDROM: <no /hello.txt>"
+  fi
+  umount /cdrom
 fi
 
 # The power button (virsh shutdown) ends hold mode cleanly through busybox acpid.
@@ -80,19 +115,27 @@ mkdir -p /etc/acpi/PWRF
 printf '#!/bin/sh\ntouch /tmp/acpi-stop\n' >/etc/acpi/PWRF/00000080
 chmod +x /etc/acpi/PWRF/00000080
 acpid -f -c /etc/acpi -l /tmp/acpid.log -p /tmp/acpid.pid &
+acpid_pid=$!
+# A press before acpid has opened the button's input device would be lost: wait (up to
+# 5 s) until it has, so that a stop after the first tick is always heard.
+i=0
+while [ "$i" -lt 100 ] && ! ls -l "/proc/$acpid_pid/fd" 2>/dev/null | grep -q /dev/input/event; do
+  usleep 50000
+  i=$((i + 1))
+done
 
 n=0
 while [ "$n" -lt "$hold" ] 2>/dev/null; do
   [ -f /tmp/acpi-stop ] && break
   n=$((n + 1))
-  echo "tick $n" >>/mnt/log.txt
+  [ -n "$root" ] && echo "tick $n" >>/mnt/log.txt
   sync
   echo "PLATTER-TICK $n"
   sleep 1
 done
 [ -f /tmp/acpi-stop ] && echo "PLATTER-ACPI-SHUTDOWN"
 
-umount /mnt || sync
+[ -n "$root" ] && { umount /mnt || sync; }
 sync
 echo "PLATTER-DONE"
 poweroff -f

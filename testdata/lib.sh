@@ -48,3 +48,10 @@ cloud_kernel_package() {
   [ -n "$pkg" ] || die "apt-cache depends linux-image-cloud-amd64 found no kernel package (apt-get update needed?)"
   printf '%s\n' "$pkg"
 }
+
+# A fingerprint of the given files' contents: cached outputs carry the fingerprint of the
+# scripts that made them, so changing a script (the guest's /init, a module list, a
+# kernel option) rebuilds them instead of reusing stale ones.
+fingerprint() {
+  cat "$@" | sha256sum | cut -c1-16
+}

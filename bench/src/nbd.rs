@@ -341,19 +341,24 @@ pub fn run_all(dir: &Path, platter: &Path, runtime: u32, tcp_port: u16) -> Resul
     ));
 
     let labels: Vec<String> = servers_setup.iter().map(|(l, _)| l.clone()).collect();
-    let mut results: Vec<Vec<(f64, f64)>> = Vec::new();
     let out = dir.join("fio.json");
-    for (_, start) in &servers_setup {
-        let server = start()?;
-        let mut row = Vec::new();
-        for w in WORKLOADS {
-            row.push(
-                fio(&server.uri, w, runtime, &out)
-                    .with_context(|| format!("{} {}", server.label, w.name))?,
-            );
+    // Every server runs at once (each on its own copy) and each workload visits them in
+    // an order rotated per workload, so noise from the machine falls on all of them alike
+    // instead of on whoever ran during a busy minute.
+    let servers = servers_setup
+        .iter()
+        .map(|(_, start)| start())
+        .collect::<Result<Vec<Server>>>()?;
+    let mut results: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); WORKLOADS.len()]; servers.len()];
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        for k in 0..servers.len() {
+            let j = (i + k) % servers.len();
+            let server = &servers[j];
+            results[j][i] = fio(&server.uri, w, runtime, &out)
+                .with_context(|| format!("{} {}", server.label, w.name))?;
         }
-        results.push(row);
     }
+    drop(servers);
     // Once over TCP: ours and qemu-nbd writeback, 4K randread QD32 and 1M read.
     let tcp = tcp_runs(dir, platter, &data, runtime, tcp_port, &out)?;
     Ok(render(&labels, &results, &tcp))

@@ -1,7 +1,9 @@
 //! `platter import`, `platter push`, and the image cache behind `vm create --image`.
 //!
 //! Imports into the store go through the control API (a running server does the work, or
-//! this process does when none runs); imports to a file or a device run here.
+//! this process does when none runs; an import from `-` passes this process's stdin to
+//! the server); imports to a file or a device run here. Ctrl-C or SIGTERM cancels an
+//! import or push and leaves nothing behind (see `interrupt`).
 
 use std::path::Path;
 
@@ -14,8 +16,9 @@ use platter_importer::sink::{DeviceSink, FileSink};
 use platter_types::{format_size, Name, VolumeRef};
 
 use crate::args::{ImportArgs, OutputFormat, PushArgs, RegistryArgs};
+use crate::interrupt::Interrupts;
 use crate::progress::Progress;
-use crate::run::{control_socket, execute};
+use crate::run::{execute, execute_interruptible};
 
 /// A local path in SOURCE or DEST becomes absolute, so a server in another directory
 /// finds it; URLs and registry references pass unchanged.
@@ -54,10 +57,7 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
     let params = import_params(&a);
     let report = match (&a.name, &a.to_file, &a.to_device) {
         (Some(name), _, _) => {
-            if source == "-" && platter_control::client::connect(&control_socket(dir)).is_some() {
-                bail!("import from stdin cannot go through a running platter serve: import to --to-file, or stop the server");
-            }
-            match execute(
+            match execute_interruptible(
                 dir,
                 Request::Import {
                     source,
@@ -65,6 +65,7 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
                     params,
                 },
                 output,
+                "import",
             )? {
                 Response::Imported { report, volume } => {
                     if output == OutputFormat::Table {
@@ -82,26 +83,34 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
             }
         }
         (None, Some(path), _) => {
-            let opts = platter_control::transfer::import_options(&params)?;
+            let interrupts = Interrupts::watch()?;
+            let mut opts = platter_control::transfer::import_options(&params)?;
+            opts.cancel = interrupts.cancel_flag();
             let sink = FileSink::create(path)?;
             let mut progress = Progress::new(output);
-            let (report, out) =
+            let imported =
                 platter_control::transfer::with_events(&mut |e| progress.event(e), |p| {
                     platter_importer::import(&source, sink, &opts, p)
-                })?;
+                });
+            drop(progress);
+            let (report, out) = interrupts.outcome(imported.map_err(Into::into), "import")?;
             if output == OutputFormat::Table {
                 println!("imported {} into {}", a.source, out.display());
             }
             serde_json::to_value(&report)?
         }
         (None, None, Some(dev)) => {
-            let opts = platter_control::transfer::import_options(&params)?;
+            let interrupts = Interrupts::watch()?;
+            let mut opts = platter_control::transfer::import_options(&params)?;
+            opts.cancel = interrupts.cancel_flag();
             let sink = DeviceSink::open(dev)?;
             let mut progress = Progress::new(output);
-            let (report, _) =
+            let imported =
                 platter_control::transfer::with_events(&mut |e| progress.event(e), |p| {
                     platter_importer::import(&source, sink, &opts, p)
-                })?;
+                });
+            drop(progress);
+            let (report, _) = interrupts.outcome(imported.map_err(Into::into), "import")?;
             if output == OutputFormat::Table {
                 println!("imported {} onto {}", a.source, dev.display());
             }
@@ -122,7 +131,7 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
         compression: Some(a.compression),
         registry: a.registry.params(),
     };
-    match execute(
+    match execute_interruptible(
         dir,
         Request::Push {
             target: a.target.clone(),
@@ -130,6 +139,7 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
             params,
         },
         output,
+        "push",
     )? {
         Response::Pushed { report } => {
             match output {

@@ -4,6 +4,7 @@
 
 mod args;
 mod image;
+mod interrupt;
 mod output;
 mod progress;
 mod run;
@@ -44,6 +45,10 @@ fn main() -> ExitCode {
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(i) = e.downcast_ref::<interrupt::Interrupted>() {
+                eprintln!("platter: {i}");
+                return ExitCode::from(i.exit_code());
+            }
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("platter: error: {}", dedup_chain(&chain));
             ExitCode::FAILURE

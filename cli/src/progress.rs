@@ -83,3 +83,12 @@ impl Progress {
         }
     }
 }
+
+impl Drop for Progress {
+    /// A bar left half drawn (the work failed or was cancelled) is cleared, so the error
+    /// line that follows stands alone.
+    fn drop(&mut self) {
+        let mut err = std::io::stderr().lock();
+        self.clear(&mut err);
+    }
+}

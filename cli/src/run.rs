@@ -1,15 +1,17 @@
 //! Turns a parsed command line into a control request, executes it (through a running
 //! server's control socket, or in-process on the store), and prints the response.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use platter_control::api::{Compression, ExportFormat};
-use platter_control::{client, Request, Response};
+use platter_control::{client, Context as RequestContext, Request, Response};
 use platter_snapshotter::Store;
 
 use crate::args::{Cli, Command, CompressArg, ExportFormatArg, OutputFormat, VolumeCmd};
+use crate::interrupt::Interrupts;
 use crate::output;
 use crate::progress::Progress;
 
@@ -45,13 +47,53 @@ pub fn control_socket(store: &Path) -> PathBuf {
 
 /// Executes one request on the store in `dir`.
 pub fn execute(dir: &Path, req: Request, output: OutputFormat) -> Result<Response> {
+    call(dir, req, output, None)
+}
+
+/// Executes long work (an import, a push) that Ctrl-C or SIGTERM cancels; `what` names
+/// it in the message then (see `interrupt`).
+pub fn execute_interruptible(
+    dir: &Path,
+    req: Request,
+    output: OutputFormat,
+    what: &'static str,
+) -> Result<Response> {
+    let interrupts = Interrupts::watch()?;
+    let result = call(dir, req, output, Some(&interrupts));
+    interrupts.outcome(result, what)
+}
+
+fn call(
+    dir: &Path,
+    req: Request,
+    output: OutputFormat,
+    interrupts: Option<&Interrupts>,
+) -> Result<Response> {
     let mut progress = Progress::new(output);
     let sock = control_socket(dir);
     if let Some(stream) = client::connect(&sock) {
-        return client::call(stream, &sock, &req, &mut |e| progress.event(e)).map_err(Into::into);
+        if let Some(i) = interrupts {
+            i.shutdown_on_signal(
+                stream
+                    .try_clone()
+                    .with_context(|| format!("control socket {}", sock.display()))?,
+            );
+        }
+        // An import from `-` reads this process's stdin: its descriptor goes along.
+        let stdin = std::io::stdin();
+        let fds = match &req {
+            Request::Import { source, .. } if source == "-" => vec![stdin.as_fd()],
+            _ => Vec::new(),
+        };
+        return client::call_with_fds(stream, &sock, &req, &fds, &mut |e| progress.event(e))
+            .map_err(Into::into);
     }
     let store = Store::open(dir).with_context(|| format!("opening store {}", dir.display()))?;
-    platter_control::handle(&store, req, &mut |e| progress.event(e)).map_err(Into::into)
+    let cancel = interrupts.map(Interrupts::cancel_flag).unwrap_or_default();
+    platter_control::handle(&store, req, RequestContext::in_process(cancel), &mut |e| {
+        progress.event(e)
+    })
+    .map_err(Into::into)
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -63,7 +105,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(a) => return crate::image::push(&dir, a, cli.output),
         Command::Vm(v) => return crate::vm::run(&dir, v, cli.output),
     };
-    let resp = execute(&dir, req, cli.output)?;
+    let resp = match req {
+        req @ Request::VolumeExport { .. } => {
+            execute_interruptible(&dir, req, cli.output, "export")?
+        }
+        req => execute(&dir, req, cli.output)?,
+    };
     output::print(&resp, cli.output)
 }
 

@@ -3,6 +3,11 @@
 //! Store changes (clones for throw-away disks, VM records) go through the control socket
 //! of the running server; libvirt calls are made here. A VM needs `platter serve` running
 //! on its store: that is what serves its disks.
+//!
+//! Every subcommand takes `--connect URI`; without it a VM is reached through the URI it
+//! was created with (kept in its record), else `qemu:///system`. An `--image` that is an
+//! ISO 9660 image becomes a read-only CD-ROM (the cached image's `@base` snapshot, shared,
+//! never cloned); any other image a throw-away clone booted as a disk.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -13,8 +18,9 @@ use clap::{Args, Subcommand};
 
 use platter_control::{client, Request, Response};
 use platter_launcher::cloudinit::build_seed_iso_from_file;
+use platter_launcher::probe::{export_content, Content};
 use platter_launcher::{
-    AccelChoice, Boot, Launcher, Media, StopOutcome, VmDisk, VmRecord, VmSpec, VmState,
+    AccelChoice, Boot, Launcher, Media, StopOutcome, VmDisk, VmRecord, VmSpec, VmState, DEFAULT_URI,
 };
 use platter_types::{format_size, Name, VolumeRef};
 
@@ -27,38 +33,61 @@ pub enum VmCmd {
     Create(Box<CreateArgs>),
     Start {
         name: Name,
+        #[command(flatten)]
+        libvirt: Connect,
     },
     /// ACPI shutdown, then power off after --timeout.
     Stop {
         name: Name,
         #[arg(long, default_value = "30")]
         timeout: u64,
+        #[command(flatten)]
+        libvirt: Connect,
     },
     Restart {
         name: Name,
         #[arg(long, default_value = "30")]
         timeout: u64,
+        #[command(flatten)]
+        libvirt: Connect,
     },
     /// Power off, undefine, and delete the VM's throw-away disks.
     Delete {
         name: Name,
+        #[command(flatten)]
+        libvirt: Connect,
     },
-    List,
+    List {
+        #[command(flatten)]
+        libvirt: Connect,
+    },
     /// Print the serial console log; --follow keeps printing while the VM runs.
     Console {
         name: Name,
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        libvirt: Connect,
     },
+}
+
+/// `--connect URI`, shared by every `vm` subcommand.
+#[derive(Debug, Args, Default)]
+pub struct Connect {
+    /// libvirt URI [default: the one the VM was created with, else qemu:///system].
+    #[arg(long, value_name = "URI")]
+    pub connect: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     pub name: Name,
-    /// Boot from (and write to) this volume.
-    #[arg(long, conflicts_with = "image")]
+    /// Boot from (and write to) this volume. With --image ISO: the volume is the disk and
+    /// the ISO a CD-ROM next to it.
+    #[arg(long)]
     pub volume: Option<Name>,
-    /// Boot from a throw-away clone of this image (containerDisk semantics).
+    /// Boot from a throw-away clone of this image (containerDisk semantics); an ISO image
+    /// is attached as a read-only CD-ROM instead.
     #[arg(long, required_unless_present = "volume")]
     pub image: Option<String>,
     #[arg(long, default_value = "512M", value_parser = parse_size)]
@@ -75,8 +104,8 @@ pub struct CreateArgs {
     pub cloud_init_user_data: Option<PathBuf>,
     #[arg(long, default_value = "auto")]
     pub accel: AccelChoice,
-    /// libvirt URI.
-    #[arg(long)]
+    /// libvirt URI [default: qemu:///system]; kept in the VM's record for later commands.
+    #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
     #[arg(long)]
     pub start: bool,
@@ -132,19 +161,52 @@ impl Server {
     }
 }
 
+/// The libvirt URI for VM `name` when the caller may have no record at hand (stop,
+/// restart): `--connect`, else the record's, else the default. A missing record is not an
+/// error here: libvirt then says whether the VM exists.
+fn uri_for(dir: &Path, name: &Name, connect: Option<&str>) -> String {
+    if let Some(uri) = connect {
+        return uri.to_string();
+    }
+    match crate::run::execute(
+        dir,
+        Request::VmGet { name: name.clone() },
+        OutputFormat::Table,
+    ) {
+        Ok(Response::Vm { record }) => match serde_json::from_value::<VmRecord>(record) {
+            Ok(r) => r.uri_or(None).to_string(),
+            Err(e) => {
+                tracing::debug!(vm = %name, error = %e, "unreadable vm record; default URI");
+                DEFAULT_URI.to_string()
+            }
+        },
+        other => {
+            tracing::debug!(vm = %name, ?other, "no vm record; default URI");
+            DEFAULT_URI.to_string()
+        }
+    }
+}
+
 pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
     match cmd {
         VmCmd::Create(a) => create(dir, *a, output),
-        VmCmd::Start { name } => {
-            let (srv, l) = (Server::connect(dir)?, Launcher::new(None)?);
+        VmCmd::Start { name, libvirt } => {
+            let srv = Server::connect(dir)?;
             let rec = srv.record(&name)?;
+            let l = Launcher::new(Some(rec.uri_or(libvirt.connect.as_deref())))?;
             l.ensure_defined(&rec)?;
             l.start(name.as_str())?;
             println!("started vm {name}");
             Ok(())
         }
-        VmCmd::Stop { name, timeout } => {
-            let outcome = Launcher::new(None)?.stop(name.as_str(), Duration::from_secs(timeout))?;
+        VmCmd::Stop {
+            name,
+            timeout,
+            libvirt,
+        } => {
+            let uri = uri_for(dir, &name, libvirt.connect.as_deref());
+            let outcome =
+                Launcher::new(Some(&uri))?.stop(name.as_str(), Duration::from_secs(timeout))?;
             let how = match outcome {
                 StopOutcome::AlreadyStopped => "it was not running".to_string(),
                 StopOutcome::Graceful => "shut down by the guest".to_string(),
@@ -153,15 +215,85 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
             println!("stopped vm {name} ({how})");
             Ok(())
         }
-        VmCmd::Restart { name, timeout } => {
-            Launcher::new(None)?.restart(name.as_str(), Duration::from_secs(timeout))?;
+        VmCmd::Restart {
+            name,
+            timeout,
+            libvirt,
+        } => {
+            let uri = uri_for(dir, &name, libvirt.connect.as_deref());
+            Launcher::new(Some(&uri))?.restart(name.as_str(), Duration::from_secs(timeout))?;
             println!("restarted vm {name}");
             Ok(())
         }
-        VmCmd::Delete { name } => delete(dir, &name),
-        VmCmd::List => list(dir, output),
-        VmCmd::Console { name, follow } => console(dir, &name, follow),
+        VmCmd::Delete { name, libvirt } => delete(dir, &name, libvirt.connect.as_deref()),
+        VmCmd::List { libvirt } => list(dir, output, libvirt.connect.as_deref()),
+        VmCmd::Console {
+            name,
+            follow,
+            libvirt,
+        } => console(dir, &name, follow, libvirt.connect.as_deref()),
     }
+}
+
+/// The disks of a new VM from `--volume` and `--image`: a throw-away clone of a disk
+/// image, or an ISO image's cached snapshot as a CD-ROM (after the volume, if any, so a
+/// blank volume falls through to the CD under BIOS boot).
+fn create_disks(srv: &Server, a: &CreateArgs) -> Result<Vec<VmDisk>> {
+    let volume = a.volume.as_ref().map(|v| VmDisk {
+        volume: VolumeRef::volume(v.clone()),
+        throwaway: false,
+        media: Media::Disk,
+    });
+    let Some(image) = &a.image else {
+        return match volume {
+            Some(v) => Ok(vec![v]),
+            None => bail!("vm create needs --volume or --image"),
+        };
+    };
+    let base = crate::image::ensure_cached(&srv.dir, image, &a.registry)?;
+    let content = export_content(&srv.nbd_socket(), &base.to_string())
+        .with_context(|| format!("vm {}: image {image}", a.name))?;
+    match (content, volume) {
+        (Content::Iso, volume) => {
+            let cd = VmDisk {
+                volume: base,
+                throwaway: false,
+                media: Media::Cdrom,
+            };
+            Ok(volume.into_iter().chain([cd]).collect())
+        }
+        (Content::Disk, Some(_)) => bail!(
+            "vm {}: image {image} is a disk image, not an ISO: --volume with --image attaches an ISO as a CD-ROM next to the volume; boot a disk image with --image alone",
+            a.name
+        ),
+        (Content::Disk, None) => {
+            let clone = Name::new(&format!("{}-disk", a.name))
+                .with_context(|| format!("vm name {} is too long for its disk's name", a.name))?;
+            srv.call(Request::VolumeClone {
+                source: base,
+                name: clone.clone(),
+            })
+            .with_context(|| format!("vm {}: making its throw-away disk {clone}", a.name))?;
+            Ok(vec![VmDisk {
+                volume: VolumeRef::volume(clone),
+                throwaway: true,
+                media: Media::Disk,
+            }])
+        }
+    }
+}
+
+/// `vda`, `img-…@base (CD-ROM)`, `vm-disk (throw-away clone)`, joined.
+fn describe_disks(disks: &[VmDisk]) -> String {
+    disks
+        .iter()
+        .map(|d| match (d.media, d.throwaway) {
+            (Media::Cdrom, _) => format!("{} (CD-ROM)", d.volume),
+            (Media::Disk, true) => format!("{} (throw-away clone)", d.volume),
+            (Media::Disk, false) => d.volume.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
@@ -176,55 +308,20 @@ fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
             a.name
         );
     }
-    let (volume, throwaway) = match (&a.volume, &a.image) {
-        (Some(v), _) => (VolumeRef::volume(v.clone()), false),
-        (None, Some(image)) => {
-            let base = crate::image::ensure_cached(&srv.dir, image, &a.registry)?;
-            let clone = Name::new(&format!("{}-disk", a.name))
-                .with_context(|| format!("vm name {} is too long for its disk's name", a.name))?;
-            srv.call(Request::VolumeClone {
-                source: base,
-                name: clone.clone(),
-            })
-            .with_context(|| format!("vm {}: making its throw-away disk {clone}", a.name))?;
-            (VolumeRef::volume(clone), true)
-        }
-        (None, None) => bail!("vm create needs --volume or --image"),
-    };
-    let vm_dir = dir.join("vms");
-    std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
-    let mut spec = VmSpec::new(
-        a.name.clone(),
-        vec![VmDisk {
-            volume: volume.clone(),
-            throwaway,
-            media: Media::Disk,
-        }],
-    );
-    spec.memory_bytes = a.memory;
-    spec.cpus = a.cpus;
-    spec.accel = a.accel;
-    if let Some(kernel) = a.kernel {
-        spec.boot = Boot::Kernel {
-            kernel: std::path::absolute(kernel)?,
-            initrd: a.initrd.map(std::path::absolute).transpose()?,
-            cmdline: a.cmdline,
-        };
-    }
-    if let Some(ud) = &a.cloud_init_user_data {
-        let seed = vm_dir.join(format!("{}.seed.iso", a.name));
-        build_seed_iso_from_file(&a.name, ud, &seed)?;
-        spec.cloud_init_seed = Some(seed);
-    }
-    let console_log = vm_dir.join(format!("{}.console.log", a.name));
-    let created = launcher.create(&spec, &srv.nbd_socket(), &console_log);
-    let record = match created {
+    let disks = create_disks(&srv, &a)?;
+    let throwaway: Vec<VolumeRef> = disks
+        .iter()
+        .filter(|d| d.throwaway)
+        .map(|d| d.volume.clone())
+        .collect();
+    let record = match define(dir, &srv, &launcher, &a, disks) {
         Ok(r) => r,
         Err(e) => {
-            if throwaway {
-                let _ = srv.call(Request::VolumeDelete { target: volume });
+            // Nothing of a VM that was never defined stays behind.
+            for v in throwaway {
+                let _ = srv.call(Request::VolumeDelete { target: v });
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     srv.call(Request::VmPut {
@@ -237,20 +334,56 @@ fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&record)?),
         OutputFormat::Table => println!(
-            "created vm {} ({}, disk {}{}, accel {:?}: {}){}",
+            "created vm {} ({}, {}, accel {:?}: {}, libvirt {}){}",
             a.name,
             format_size(record.memory_bytes),
-            volume,
-            if throwaway { " (throw-away clone)" } else { "" },
+            describe_disks(&record.disks),
             record.accel.accel,
             record.accel.reason,
+            launcher.uri(),
             if a.start { ", started" } else { "" }
         ),
     }
     Ok(())
 }
 
-fn delete(dir: &Path, name: &Name) -> Result<()> {
+/// The spec from the arguments, the cloud-init seed, and the libvirt domain.
+fn define(
+    dir: &Path,
+    srv: &Server,
+    launcher: &Launcher,
+    a: &CreateArgs,
+    disks: Vec<VmDisk>,
+) -> Result<VmRecord> {
+    let vm_dir = dir.join("vms");
+    std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
+    let mut spec = VmSpec::new(a.name.clone(), disks);
+    spec.memory_bytes = a.memory;
+    spec.cpus = a.cpus;
+    spec.accel = a.accel;
+    if let Some(kernel) = &a.kernel {
+        spec.boot = Boot::Kernel {
+            kernel: std::path::absolute(kernel)?,
+            initrd: a.initrd.as_ref().map(std::path::absolute).transpose()?,
+            cmdline: a.cmdline.clone(),
+        };
+    }
+    if let Some(ud) = &a.cloud_init_user_data {
+        let seed = vm_dir.join(format!("{}.seed.iso", a.name));
+        build_seed_iso_from_file(&a.name, ud, &seed)?;
+        spec.cloud_init_seed = Some(seed);
+    }
+    let console_log = vm_dir.join(format!("{}.console.log", a.name));
+    let created = launcher.create(&spec, &srv.nbd_socket(), &console_log);
+    if created.is_err() {
+        if let Some(seed) = &spec.cloud_init_seed {
+            let _ = std::fs::remove_file(seed);
+        }
+    }
+    Ok(created?)
+}
+
+fn delete(dir: &Path, name: &Name, connect: Option<&str>) -> Result<()> {
     let srv = Server::connect(dir)?;
     let rec = srv.record(name)?;
     // Refused before anything is touched: a throw-away disk that was snapshotted and
@@ -277,7 +410,7 @@ fn delete(dir: &Path, name: &Name) -> Result<()> {
             );
         }
     }
-    let launcher = Launcher::new(None)?;
+    let launcher = Launcher::new(Some(rec.uri_or(connect)))?;
     match launcher.delete(name.as_str()) {
         Ok(()) | Err(platter_launcher::LauncherError::NoSuchVm { .. }) => {}
         Err(e) => return Err(e.into()),
@@ -296,7 +429,7 @@ fn delete(dir: &Path, name: &Name) -> Result<()> {
     Ok(())
 }
 
-fn list(dir: &Path, output: OutputFormat) -> Result<()> {
+fn list(dir: &Path, output: OutputFormat, connect: Option<&str>) -> Result<()> {
     let records: Vec<VmRecord> =
         match crate::run::execute(dir, Request::VmList, OutputFormat::Table)? {
             Response::Vms { items } => items
@@ -305,18 +438,34 @@ fn list(dir: &Path, output: OutputFormat) -> Result<()> {
                 .collect(),
             other => bail!("unexpected reply {other:?}"),
         };
-    let launcher = Launcher::new(None)?;
-    let rows: Vec<serde_json::Value> = records
-        .iter()
-        .map(|r| {
-            let state = launcher.state(r.name.as_str()).map(|s| s.to_string()).unwrap_or_else(|_| "undefined".into());
-            serde_json::json!({
-                "name": r.name, "state": state, "accel": format!("{:?}", r.accel.accel).to_lowercase(),
-                "memory": r.memory_bytes, "cpus": r.cpus,
-                "disks": r.disks.iter().map(|d| d.volume.to_string()).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    // One connection per URI, made when first needed (an explicit --connect at once, so
+    // that a bad URI is reported even with no VMs).
+    let mut launchers: Vec<(String, Launcher)> = Vec::new();
+    if let Some(uri) = connect {
+        launchers.push((uri.to_string(), Launcher::new(Some(uri))?));
+    }
+    let mut rows = Vec::new();
+    for r in &records {
+        let uri = r.uri_or(connect);
+        let i = match launchers.iter().position(|(u, _)| u == uri) {
+            Some(i) => i,
+            None => {
+                launchers.push((uri.to_string(), Launcher::new(Some(uri))?));
+                launchers.len() - 1
+            }
+        };
+        let state = launchers[i]
+            .1
+            .state(r.name.as_str())
+            .map(|s| s.to_string())
+            .unwrap_or_else(|_| "undefined".into());
+        rows.push(serde_json::json!({
+            "name": r.name, "state": state, "accel": format!("{:?}", r.accel.accel).to_lowercase(),
+            "memory": r.memory_bytes, "cpus": r.cpus, "uri": uri,
+            "disks": r.disks.iter().filter(|d| d.media == Media::Disk).map(|d| d.volume.to_string()).collect::<Vec<_>>(),
+            "cdroms": r.disks.iter().filter(|d| d.media == Media::Cdrom).map(|d| d.volume.to_string()).collect::<Vec<_>>(),
+        }));
+    }
     if output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -325,7 +474,19 @@ fn list(dir: &Path, output: OutputFormat) -> Result<()> {
         "{:<20} {:<12} {:<6} {:<8} {:<4} DISKS",
         "NAME", "STATE", "ACCEL", "MEMORY", "CPUS"
     );
+    let names = |v: &serde_json::Value, suffix: &str| -> Vec<String> {
+        v.as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|x| x.as_str())
+                    .map(|x| format!("{x}{suffix}"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     for r in rows {
+        let mut disks = names(&r["disks"], "");
+        disks.extend(names(&r["cdroms"], "(cdrom)"));
         println!(
             "{:<20} {:<12} {:<6} {:<8} {:<4} {}",
             r["name"].as_str().unwrap_or(""),
@@ -333,20 +494,13 @@ fn list(dir: &Path, output: OutputFormat) -> Result<()> {
             r["accel"].as_str().unwrap_or(""),
             format_size(r["memory"].as_u64().unwrap_or(0)),
             r["cpus"],
-            r["disks"]
-                .as_array()
-                .map(|d| d
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default()
+            disks.join(",")
         );
     }
     Ok(())
 }
 
-fn console(dir: &Path, name: &Name, follow: bool) -> Result<()> {
+fn console(dir: &Path, name: &Name, follow: bool, connect: Option<&str>) -> Result<()> {
     let rec: VmRecord = match crate::run::execute(
         dir,
         Request::VmGet { name: name.clone() },
@@ -354,6 +508,13 @@ fn console(dir: &Path, name: &Name, follow: bool) -> Result<()> {
     )? {
         Response::Vm { record } => serde_json::from_value(record)?,
         other => bail!("unexpected reply {other:?}"),
+    };
+    // Only --follow needs libvirt (to see the VM stop); an explicit --connect is checked
+    // either way, so a wrong URI is never silently ignored.
+    let launcher = if follow || connect.is_some() {
+        Some(Launcher::new(Some(rec.uri_or(connect)))?)
+    } else {
+        None
     };
     let path = &rec.console_log;
     let mut f = match std::fs::File::open(path) {
@@ -368,11 +529,7 @@ fn console(dir: &Path, name: &Name, follow: bool) -> Result<()> {
     };
     let mut out = std::io::stdout();
     let mut pos = 0u64;
-    let launcher = if follow {
-        Some(Launcher::new(None)?)
-    } else {
-        None
-    };
+    let launcher = launcher.filter(|_| follow);
     loop {
         // A restart truncates the log: start again from its beginning.
         if f.metadata().map(|m| m.len() < pos).unwrap_or(false) {

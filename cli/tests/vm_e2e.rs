@@ -4,471 +4,20 @@
 //! Each test is self-contained: its own store in a temp dir under /tmp (which the
 //! `libvirt-qemu` user can traverse), its own server, registry and VM names, and a guard
 //! that destroys and undefines its domains even when it fails. The test guest prints
-//! `PLATTER-BOOTED`, `PLATTER-READ: …`, `PLATTER-TICK n` (hold mode) and `PLATTER-DONE`
-//! on its serial console, appends to `/log.txt` and writes `/written.txt` on its disk
-//! (testdata/README.md); the disk is then read back with `debugfs` from an export.
-//! Deadlines only bound waiting for a guest; nothing here asserts on timing.
+//! `PLATTER-BOOTED`, `PLATTER-READ: …`, `PLATTER-CDROM: …`, `PLATTER-TICK n` (hold mode)
+//! and `PLATTER-DONE` on its serial console, appends to `/log.txt` and writes
+//! `/written.txt` on its disk (testdata/README.md); the disk is then read back with
+//! `debugfs` from an export. The harness is in vm_support/. Deadlines only bound waiting
+//! for a guest; nothing here asserts on timing.
 
 mod common;
+mod vm_support;
 use common::*;
+use vm_support::*;
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use platter_launcher::access::{check_qemu_can_reach, Need};
-
-/// Longest wait for a guest to reach a console marker (a boot takes ~5 s under TCG).
-const BOOT_DEADLINE: Duration = Duration::from_secs(90);
-const VIRSH_URI: &str = "qemu:///system";
-/// The kernel command line of direct kernel boots; options are appended.
-const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
-
-// ---------------------------------------------------------------------------------------
-// The test guest and libvirtd, prepared once per test binary.
-
-struct GuestFiles {
-    kernel: PathBuf,
-    initrd: PathBuf,
-    /// 64M ext4, `/hello.txt` = `hello from platter`; for direct kernel boot.
-    disk: PathBuf,
-    /// MBR + syslinux + ext4 partition 2; boots from the BIOS.
-    boot: PathBuf,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn guest_files() -> &'static GuestFiles {
-    static GUEST: OnceLock<GuestFiles> = OnceLock::new();
-    GUEST.get_or_init(|| {
-        ensure_libvirtd();
-        let root = repo_root();
-        let status = Command::new("bash")
-            .arg(root.join("testdata/build-bootable.sh"))
-            .status()
-            .expect("running testdata/build-bootable.sh");
-        assert!(status.success(), "testdata/build-bootable.sh failed");
-        let out = std::env::var_os("PLATTER_TESTDATA")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/testdata"));
-        let files = GuestFiles {
-            kernel: out.join("vmlinuz"),
-            initrd: out.join("initrd.gz"),
-            disk: out.join("disk.raw"),
-            boot: out.join("boot.raw"),
-        };
-        for f in [&files.kernel, &files.initrd, &files.disk, &files.boot] {
-            assert!(f.is_file(), "{} was not built", f.display());
-        }
-        files
-    })
-}
-
-/// Starts virtlogd and libvirtd when they are not running (there is no systemd here),
-/// as scripts/install.sh does, and waits until `qemu:///system` answers.
-fn ensure_libvirtd() {
-    let answers = || {
-        Command::new("virsh")
-            .args(["-c", VIRSH_URI, "version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if answers() {
-        return;
-    }
-    for daemon in ["virtlogd", "libvirtd"] {
-        let running = Command::new("pgrep")
-            .args(["-x", daemon])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !running {
-            let _ = Command::new(daemon).arg("-d").status();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers() {
-        assert!(
-            Instant::now() < deadline,
-            "libvirtd does not answer on {VIRSH_URI}: run scripts/install.sh"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Per-test environment: temp dir, store, server, registry, VM guard.
-
-struct Env {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    /// A per-test prefix for libvirt domain names (libvirt's namespace is global).
-    prefix: String,
-}
-
-impl Env {
-    fn new(tag: &str) -> Env {
-        let g = guest_files();
-        // tempfile makes 0700 directories; qemu (user libvirt-qemu) must traverse to the
-        // NBD socket, and /tmp, unlike $TMPDIR, is known to be traversable.
-        let dir = tempfile::Builder::new()
-            .prefix("platter-e2e-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        set_mode(dir.path(), 0o755);
-        let store = dir.path().join("store");
-        // Boot files go where qemu can read them: in place if it can, else a copy here.
-        let reachable = |p: &Path| {
-            if check_qemu_can_reach(p, Need::Read).is_ok() {
-                p.to_path_buf()
-            } else {
-                let copy = dir.path().join(p.file_name().unwrap());
-                std::fs::copy(p, &copy).unwrap();
-                set_mode(&copy, 0o644);
-                copy
-            }
-        };
-        Env {
-            kernel: reachable(&g.kernel),
-            initrd: reachable(&g.initrd),
-            store,
-            prefix: format!("e2e{}-{tag}", std::process::id()),
-            dir,
-        }
-    }
-
-    fn vm(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        ok(&self.store, args)
-    }
-
-    /// `vm create NAME --volume VOL` with direct kernel boot and `extra` kernel options.
-    fn create_kernel_vm(&self, vm: &str, disk: (&str, &str), extra: &str, start: bool) {
-        let cmdline = format!("{CMDLINE} {extra}");
-        let mut args = vec![
-            "vm",
-            "create",
-            vm,
-            disk.0,
-            disk.1,
-            "--kernel",
-            self.kernel.to_str().unwrap(),
-            "--initrd",
-            self.initrd.to_str().unwrap(),
-            "--cmdline",
-            cmdline.trim(),
-            "--memory",
-            "256M",
-        ];
-        if start {
-            args.push("--start");
-        }
-        self.ok(&args);
-    }
-}
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// `platter serve` on a store, started and waited for as in tests/serve.rs.
-struct Serve {
-    child: Child,
-    store: PathBuf,
-}
-
-impl Serve {
-    fn start(store: &Path) -> Serve {
-        Serve {
-            child: spawn_serve(store),
-            store: store.to_path_buf(),
-        }
-    }
-
-    /// SIGKILL, then a new server on the same store at once.
-    fn kill9_and_restart(&mut self) -> Duration {
-        let t = Instant::now();
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = spawn_serve(&self.store);
-        t.elapsed()
-    }
-}
-
-fn spawn_serve(store: &Path) -> Child {
-    let mut child = Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server says where it listens once both sockets are bound (warnings may come
-    // first); it exits, closing stderr, if it cannot start.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve did not start: {said}");
-        }
-        said.push_str(&line);
-        if line.contains("NBD on") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in err.lines() {});
-    child
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Destroys and undefines the test's domains however the test ends.
-struct VmGuard(Vec<String>);
-
-impl Drop for VmGuard {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            for args in [
-                vec!["-c", VIRSH_URI, "destroy", name],
-                vec!["-c", VIRSH_URI, "undefine", "--nvram", name],
-            ] {
-                let _ = Command::new("virsh")
-                    .args(&args)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-        }
-    }
-}
-
-/// A `docker-registry` on 127.0.0.1 at a free port, storing under the test's dir.
-struct Registry {
-    child: Child,
-    port: u16,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Registry {
-        let data = dir.join("registry");
-        std::fs::create_dir_all(&data).unwrap();
-        for _attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = data.join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                    data.join("data").display()
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(data.join("log")).unwrap();
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("docker-registry (run scripts/install.sh)");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Registry { child, port };
-                }
-                // Exited: most likely the port was taken meanwhile; try another.
-                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!(
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(data.join("log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Commands and checks.
-
-fn console(store: &Path, vm: &str) -> String {
-    String::from_utf8_lossy(&platter(store, &["vm", "console", vm]).stdout).into_owned()
-}
-
-fn has_line(text: &str, line: &str) -> bool {
-    text.lines().any(|l| l.trim() == line)
-}
-
-/// The tick numbers the guest printed, in order.
-fn ticks(text: &str) -> Vec<u32> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("PLATTER-TICK ")?.parse().ok())
-        .collect()
-}
-
-/// The VM's state from `platter vm list -o json`.
-fn state(store: &Path, vm: &str) -> String {
-    let list: serde_json::Value =
-        serde_json::from_str(&ok(store, &["-o", "json", "vm", "list"])).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == vm)
-        .map(|r| r["state"].as_str().unwrap().to_string())
-        .unwrap_or_else(|| panic!("vm {vm} not in vm list: {list}"))
-}
-
-/// Waits until the console shows every line of `lines`; fails early, with the console,
-/// if the guest reports an error or stops without showing them.
-fn wait_console(store: &Path, vm: &str, lines: &[&str]) -> String {
-    let deadline = Instant::now() + BOOT_DEADLINE;
-    loop {
-        let text = console(store, vm);
-        if lines.iter().all(|l| has_line(&text, l)) {
-            return text;
-        }
-        assert!(!text.contains("PLATTER-ERROR"), "vm {vm} failed:\n{text}");
-        if state(store, vm) == "shut-off" {
-            let text = console(store, vm);
-            assert!(
-                lines.iter().all(|l| has_line(&text, l)),
-                "vm {vm} stopped without printing {lines:?}:\n{text}"
-            );
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vm {vm}: no {lines:?} within {BOOT_DEADLINE:?}; console so far:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Waits until the guest has powered itself off (it does after `PLATTER-DONE`).
-fn wait_shut_off(store: &Path, vm: &str) {
-    let deadline = Instant::now() + BOOT_DEADLINE;
-    while state(store, vm) != "shut-off" {
-        assert!(
-            Instant::now() < deadline,
-            "vm {vm} still {} after {BOOT_DEADLINE:?}:\n{}",
-            state(store, vm),
-            console(store, vm)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Exports a volume (or snapshot) to a raw file in the test's dir.
-fn export(env: &Env, target: &str) -> PathBuf {
-    let file = env.path(&format!("{}.raw", target.replace('@', "_")));
-    env.ok(&["volume", "export", target, file.to_str().unwrap()]);
-    file
-}
-
-/// A file in an ext4 image, read with debugfs; `None` if it does not exist.
-fn ext4_cat(image: &Path, file: &str) -> Option<String> {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat {file}"))
-        .arg(image)
-        .output()
-        .expect("debugfs (e2fsprogs)");
-    assert!(out.status.success(), "debugfs on {}", image.display());
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("File not found") {
-        return None;
-    }
-    Some(String::from_utf8(out.stdout).unwrap())
-}
-
-/// Copies partition `n` (1-based, primary) of an MBR disk image into its own file.
-fn extract_partition(disk: &Path, n: usize, out: &Path) -> PathBuf {
-    let mut f = std::fs::File::open(disk).unwrap();
-    let mut mbr = [0u8; 512];
-    f.read_exact(&mut mbr).unwrap();
-    assert_eq!(&mbr[510..], &[0x55, 0xaa], "{}: no MBR", disk.display());
-    let entry = &mbr[446 + 16 * (n - 1)..446 + 16 * n];
-    let lba = u64::from(u32::from_le_bytes(entry[8..12].try_into().unwrap()));
-    let sectors = u64::from(u32::from_le_bytes(entry[12..16].try_into().unwrap()));
-    assert!(sectors > 0, "{}: no partition {n}", disk.display());
-    f.seek(SeekFrom::Start(lba * 512)).unwrap();
-    let mut part = std::fs::File::create(out).unwrap();
-    std::io::copy(&mut f.take(sectors * 512), &mut part).unwrap();
-    out.to_path_buf()
-}
-
-/// The `/log.txt` lines of an exported disk.
-fn log_lines(image: &Path) -> Vec<String> {
-    ext4_cat(image, "/log.txt")
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Every volume and snapshot (`NAME@SNAP`) of the store.
-fn volume_names(env: &Env) -> Vec<String> {
-    let list: serde_json::Value =
-        serde_json::from_str(&env.ok(&["-o", "json", "volume", "list"])).unwrap();
-    list.as_array()
-        .unwrap_or_else(|| panic!("volume list: {list}"))
-        .iter()
-        .filter_map(|v| Some(v["name"].as_str()?.to_string()))
-        .collect()
-}
 
 // ---------------------------------------------------------------------------------------
 // The tests.
@@ -807,4 +356,200 @@ fn vm_errors_name_the_vm_and_the_fix() {
         err.contains(private.to_str().unwrap()) && err.contains("0700"),
         "{err}"
     );
+}
+
+/// `--image` of an ISO: a read-only IDE CD-ROM of the cached image (no throw-away clone),
+/// which the guest finds as /dev/sr0 and reads; alone (no disk at all) and next to a
+/// `--volume`. A disk image with `--volume` is refused.
+#[test]
+fn an_iso_image_is_a_read_only_cdrom() {
+    let env = Env::new("iso");
+    let g = guest_files();
+    let _srv = Serve::start(&env.store);
+    let (alone, both) = (env.vm("iso"), env.vm("isovol"));
+    let _guard = VmGuard(vec![alone.clone(), both.clone()]);
+    let marker = format!("marker on the cd of {}", env.prefix);
+    let iso = make_iso(&env, "cd.iso", &marker);
+    let iso = iso.to_str().unwrap();
+    env.ok(&["import", g.disk.to_str().unwrap(), "root"]);
+    env.create_kernel_vm_with(
+        &alone,
+        &["--image", iso],
+        "platter.root=none platter.cdrom=/dev/sr0",
+        true,
+    );
+    env.create_kernel_vm_with(
+        &both,
+        &["--volume", "root", "--image", iso],
+        "platter.cdrom=/dev/sr0",
+        true,
+    );
+    let cd_line = format!("PLATTER-CDROM: {marker}");
+    wait_console(
+        &env.store,
+        &alone,
+        &["PLATTER-BOOTED", &cd_line, "PLATTER-DONE"],
+    );
+    wait_console(
+        &env.store,
+        &both,
+        &[
+            "PLATTER-BOOTED",
+            "PLATTER-READ: hello from platter",
+            &cd_line,
+            "PLATTER-DONE",
+        ],
+    );
+
+    // Both VMs use the one cached image, read-only, and nothing was cloned for them.
+    let volumes = volume_names(&env);
+    let base: Vec<&String> = volumes
+        .iter()
+        .filter(|v| v.starts_with("img-") && v.ends_with("@base"))
+        .collect();
+    assert_eq!(base.len(), 1, "{volumes:?}");
+    for vm in [&alone, &both] {
+        assert!(
+            !volumes.iter().any(|v| v.starts_with(vm.as_str())),
+            "a clone was made for {vm}: {volumes:?}"
+        );
+        let row = list_row(&env.store, vm);
+        assert_eq!(row["cdroms"], serde_json::json!([base[0]]), "{row}");
+    }
+    assert_eq!(list_row(&env.store, &alone)["disks"], serde_json::json!([]));
+    assert_eq!(
+        list_row(&env.store, &both)["disks"],
+        serde_json::json!(["root"])
+    );
+
+    // libvirt ≥ 9.2 has the CD-ROM as a <disk device='cdrom'>; older libvirt (Debian 12)
+    // gets it as an IDE CD (`ide-cd`) on the QEMU command line, for the reconnect delay.
+    for vm in [&alone, &both] {
+        let xml = domain_xml(vm);
+        let export = base[0].as_str();
+        if xml.contains("<qemu:commandline>") {
+            let args: Vec<&str> = xml.lines().filter(|l| l.contains("<qemu:arg")).collect();
+            let cd = args
+                .iter()
+                .position(|a| a.contains("ide-cd"))
+                .unwrap_or_else(|| panic!("no ide-cd in {xml}"));
+            assert!(args[cd].contains("bus&quot;:&quot;ide.1"), "{xml}");
+            let node = args
+                .iter()
+                .find(|a| a.contains(export) && a.contains("&quot;nbd&quot;"))
+                .unwrap_or_else(|| panic!("no NBD node for {export} in {xml}"));
+            assert!(node.contains("read-only&quot;:true"), "{node}");
+            assert_eq!(
+                args.iter().filter(|a| a.contains("virtio-blk")).count(),
+                usize::from(vm == &both),
+                "{xml}"
+            );
+        } else {
+            assert!(xml.contains("device='cdrom'"), "{xml}");
+            assert!(xml.contains(export) && xml.contains("<readonly/>"), "{xml}");
+        }
+    }
+
+    wait_shut_off(&env.store, &alone);
+    wait_shut_off(&env.store, &both);
+    // (The import's progress comes first on stderr; the error is the last line.)
+    let out = platter(
+        &env.store,
+        &[
+            "vm",
+            "create",
+            &env.vm("refused"),
+            "--volume",
+            "root",
+            "--image",
+            g.disk.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("not an ISO") && last.contains("refused"),
+        "{err}"
+    );
+    assert!(!env.ok(&["vm", "list"]).contains("refused"));
+    for vm in [&alone, &both] {
+        env.ok(&["vm", "delete", vm]);
+    }
+    // The cache and the volume outlive the VMs.
+    let volumes = volume_names(&env);
+    assert!(volumes.contains(base[0]) && volumes.contains(&"root".to_string()));
+}
+
+/// Every `vm` subcommand takes `--connect URI`; an unreachable URI is a one-line error
+/// naming it. A VM keeps the URI it was created with, later commands use it unless
+/// `--connect` overrides it.
+#[test]
+fn connect_on_every_subcommand_and_the_recorded_uri() {
+    let env = Env::new("uri");
+    let g = guest_files();
+    let _srv = Serve::start(&env.store);
+    let vm = env.vm("u");
+    let _guard = VmGuard(vec![vm.clone()]);
+    env.ok(&["import", g.disk.to_str().unwrap(), "root"]);
+    env.create_kernel_vm_with(
+        &vm,
+        &["--volume", "root", "--connect", VIRSH_URI],
+        "",
+        false,
+    );
+    assert_eq!(list_row(&env.store, &vm)["uri"], VIRSH_URI);
+    let record = env.store.join("vms").join(format!("{vm}.json"));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(saved["uri"], VIRSH_URI, "{saved}");
+
+    let bogus = "qemu:///system?socket=/nonexistent/platter/libvirt-sock";
+    let refused = |args: &[&str]| {
+        let err = fails(&env.store, args);
+        assert!(
+            err.contains(bogus) && err.contains("libvirtd -d"),
+            "{args:?}: {err}"
+        );
+    };
+    for args in [
+        vec!["vm", "start", &vm, "--connect", bogus],
+        vec!["vm", "stop", &vm, "--connect", bogus],
+        vec!["vm", "restart", &vm, "--connect", bogus],
+        vec!["vm", "delete", &vm, "--connect", bogus],
+        vec!["vm", "list", "--connect", bogus],
+        vec!["vm", "console", &vm, "--connect", bogus],
+        vec!["vm", "console", &vm, "--follow", "--connect", bogus],
+        vec![
+            "vm",
+            "create",
+            "other",
+            "--volume",
+            "root",
+            "--connect",
+            bogus,
+        ],
+    ] {
+        refused(&args);
+    }
+    // Nothing was touched by the refused commands.
+    assert_eq!(state(&env.store, &vm), "shut-off");
+
+    // The record's URI is what later commands use ...
+    let mut moved = saved.clone();
+    moved["uri"] = bogus.into();
+    std::fs::write(&record, serde_json::to_vec(&moved).unwrap()).unwrap();
+    refused(&["vm", "start", &vm]);
+    refused(&["vm", "stop", &vm]);
+    refused(&["vm", "list"]);
+    // ... unless --connect says otherwise.
+    env.ok(&["vm", "start", &vm, "--connect", VIRSH_URI]);
+    let rows = json(&env.store, &["vm", "list", "--connect", VIRSH_URI]);
+    assert_eq!(rows[0]["uri"], VIRSH_URI, "{rows}");
+    assert_ne!(rows[0]["state"], "undefined", "{rows}");
+    std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+    wait_console(&env.store, &vm, &["PLATTER-DONE"]);
+    env.ok(&["vm", "stop", &vm]);
+    env.ok(&["vm", "delete", &vm, "--connect", VIRSH_URI]);
+    assert!(!env.ok(&["vm", "list"]).contains(&vm));
 }

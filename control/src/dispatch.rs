@@ -1,7 +1,14 @@
 //! The one dispatcher: a [`Request`] in, a [`Response`] (or a typed error) out, with
 //! progress events along the way. Used in-process by the CLI when no server runs, and by
 //! the control server when one does.
+//!
+//! Besides its JSON, a request comes with a [`Context`]: a cancel flag (Ctrl-C in the
+//! CLI, or the client going away from the server) and where standard input is, for an
+//! import from `-`.
 
+use std::fs::File;
+
+use platter_importer::CancelFlag;
 use platter_snapshotter::{Store, StoreError};
 
 use crate::api::{Event, Request, Response};
@@ -34,9 +41,41 @@ pub enum ControlError {
     },
 }
 
+/// Where an import from `-` reads.
+#[derive(Debug, Default)]
+pub enum Stdin {
+    /// This process's own standard input (the CLI working in-process).
+    Own,
+    /// A file the client passed with the request (its stdin, over the control socket).
+    Passed(File),
+    /// None: an import from `-` is refused (a server never reads its own stdin).
+    #[default]
+    Absent,
+}
+
+/// What a request brings besides its JSON line.
+#[derive(Debug, Default)]
+pub struct Context {
+    /// Set to stop long work: an import or push then fails with `cancelled`, having
+    /// removed what it wrote. Quick requests ignore it.
+    pub cancel: CancelFlag,
+    pub stdin: Stdin,
+}
+
+impl Context {
+    /// The context of the CLI working on the store itself.
+    pub fn in_process(cancel: CancelFlag) -> Context {
+        Context {
+            cancel,
+            stdin: Stdin::Own,
+        }
+    }
+}
+
 pub fn handle(
     store: &Store,
     req: Request,
+    ctx: Context,
     events: &mut dyn FnMut(Event),
 ) -> Result<Response, ControlError> {
     Ok(match req {
@@ -67,7 +106,7 @@ pub fn handle(
             compression,
         } => {
             let vol = store.open_volume(&target)?;
-            let report = export(&vol, &path, format, compression, events)?;
+            let report = export(&vol, &path, format, compression, &ctx.cancel, events)?;
             Response::Exported {
                 target: target.to_string(),
                 path,
@@ -83,12 +122,12 @@ pub fn handle(
             source,
             name,
             params,
-        } => crate::transfer::import(store, &source, &name, &params, events)?,
+        } => crate::transfer::import(store, &source, &name, &params, ctx, events)?,
         Request::Push {
             target,
             dest,
             params,
-        } => crate::transfer::push(store, &target, &dest, &params, events)?,
+        } => crate::transfer::push(store, &target, &dest, &params, ctx.cancel, events)?,
         Request::VmPut { name, record } => {
             crate::vms::put(store.dir(), &name, &record)?;
             Response::Vm { record }

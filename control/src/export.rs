@@ -8,6 +8,7 @@ use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use platter_importer::CancelFlag;
 use platter_snapshotter::{BlockKind, StoreError, Volume};
 
 use crate::api::{Compression, Event, ExportFormat};
@@ -25,6 +26,9 @@ pub enum ExportError {
     Store { volume: String, source: StoreError },
     #[error("export to {path}: {detail}")]
     Format { path: PathBuf, detail: String },
+    /// Stopped by its cancel flag (Ctrl-C, or the client went away); nothing was left.
+    #[error("export cancelled")]
+    Cancelled,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,7 @@ pub fn export(
     path: &Path,
     format: ExportFormat,
     compression: Option<Compression>,
+    cancel: &CancelFlag,
     events: &mut dyn FnMut(Event),
 ) -> Result<ExportReport, ExportError> {
     let tmp = partial_path(path);
@@ -101,7 +106,7 @@ pub fn export(
                 crate::export_qcow2::sink(file.try_clone().map_err(io)?, &tmp, size, compression)?
             }
         };
-        let written = copy_data(vol, sink, events)?;
+        let written = copy_data(vol, sink, cancel, events)?;
         std::fs::rename(&tmp, path).map_err(|source| ExportError::Io {
             path: path.to_path_buf(),
             source,
@@ -124,6 +129,7 @@ pub fn export(
 fn copy_data(
     vol: &Volume,
     mut sink: Box<dyn Sink>,
+    cancel: &CancelFlag,
     events: &mut dyn FnMut(Event),
 ) -> Result<u64, ExportError> {
     let size = vol.size();
@@ -142,6 +148,9 @@ fn copy_data(
             }
             let mut at = e.offset;
             while at < e.offset + e.len {
+                if cancel.is_cancelled() {
+                    return Err(ExportError::Cancelled);
+                }
                 let n = (e.offset + e.len - at).min(CHUNK) as usize;
                 vol.read_at(&mut buf[..n], at).map_err(store_err)?;
                 put_nonzero(&mut *sink, at, &buf[..n])?;

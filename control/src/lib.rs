@@ -17,4 +17,4 @@ pub mod transfer;
 pub mod vms;
 
 pub use api::{Event, Reply, Request, Response};
-pub use dispatch::{handle, ControlError};
+pub use dispatch::{handle, Context, ControlError, Stdin};

@@ -6,14 +6,14 @@ use std::sync::mpsc;
 use platter_importer::push::{DiskFormat, LayerCompression};
 use platter_importer::sink::StoreSink;
 use platter_importer::{
-    Checksum, Credentials, ImportOptions, Platform, Progress, ProgressEvent, PushOptions,
-    RegistryOptions, TlsOptions,
+    CancelFlag, Checksum, Credentials, ImportOptions, Platform, Progress, ProgressEvent,
+    PushOptions, RegistryOptions, TlsOptions,
 };
 use platter_snapshotter::Store;
 use platter_types::{Name, VolumeRef};
 
 use crate::api::{Event, ImportParams, PushParams, RegistryParams, Response};
-use crate::dispatch::ControlError;
+use crate::dispatch::{Context, ControlError, Stdin};
 
 /// Bad parameters in an import or push request.
 #[derive(Debug, thiserror::Error)]
@@ -173,9 +173,26 @@ pub fn import(
     source: &str,
     name: &Name,
     params: &ImportParams,
+    ctx: Context,
     events: &mut dyn FnMut(Event),
 ) -> Result<Response, ControlError> {
-    let opts = import_options(params)?;
+    let mut opts = import_options(params)?;
+    opts.cancel = ctx.cancel;
+    if source == "-" {
+        match ctx.stdin {
+            Stdin::Own => {}
+            Stdin::Passed(f) => opts.stdin = Some(std::sync::Arc::new(f)),
+            Stdin::Absent => {
+                return Err(ParamError {
+                    what: "import from -",
+                    detail: "the client's standard input did not come with the request \
+                             (it is passed as SCM_RIGHTS ancillary data)"
+                        .into(),
+                }
+                .into())
+            }
+        }
+    }
     let sink = StoreSink::new(store, name)?;
     let (report, _) = with_events(events, |p| platter_importer::import(source, sink, &opts, p))?;
     let volume = store.inspect(&VolumeRef::volume(name.clone()))?.into();
@@ -190,9 +207,11 @@ pub fn push(
     target: &VolumeRef,
     dest: &str,
     params: &PushParams,
+    cancel: CancelFlag,
     events: &mut dyn FnMut(Event),
 ) -> Result<Response, ControlError> {
-    let opts = push_options(params)?;
+    let mut opts = push_options(params)?;
+    opts.cancel = cancel;
     let vol = store.open_volume(target)?;
     let report = with_events(events, |p| platter_importer::push(&vol, dest, &opts, p))?;
     Ok(Response::Pushed {

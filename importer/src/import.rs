@@ -135,7 +135,7 @@ fn import_inner<S: Sink>(
             Single {
                 name: "standard input".into(),
                 len: None,
-                first: Box::new(std::io::stdin()),
+                first: crate::source::stdin::open(opts),
                 random: None,
                 rehash: None,
                 workers: 2,

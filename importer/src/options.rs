@@ -149,8 +149,9 @@ impl Default for RegistryOptions {
 /// A disk format named by `--format` (None = detect by magic bytes).
 pub use platter_formats::Format;
 
-/// A flag the caller sets (e.g. on Ctrl-C) to stop an import or push; it then fails with
-/// `Cancelled` and leaves nothing behind.
+/// A flag the caller sets (e.g. on Ctrl-C, or when a control client goes away) to stop an
+/// import or push; it then fails with [`ImportError::Cancelled`](crate::ImportError) and
+/// leaves nothing behind (the sink is dropped unfinished, which removes what it wrote).
 #[derive(Debug, Clone, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
 
@@ -184,4 +185,7 @@ pub struct ImportOptions {
     /// the system temp dir). Spool files are unlinked at creation.
     pub temp_dir: Option<PathBuf>,
     pub cancel: CancelFlag,
+    /// What the source `-` reads: `None` is this process's standard input; a control
+    /// server sets the file its client passed in its place (the client's stdin).
+    pub stdin: Option<Arc<std::fs::File>>,
 }

@@ -8,7 +8,8 @@
 //! - [`libvirt`]: the [`Launcher`] (define, start, stop, restart, delete, list, state,
 //!   console log) over the `virt` crate;
 //! - [`cloudinit`]: NoCloud seed ISOs;
-//! - [`access`]: making the NBD socket and boot files usable by the `libvirt-qemu` user.
+//! - [`access`]: making the NBD socket and boot files usable by the `libvirt-qemu` user;
+//! - [`probe`]: whether a served volume is an ISO image (a CD-ROM) or a disk.
 //!
 //! The crate never starts libvirtd, serves disks or owns volumes: the caller (the CLI)
 //! runs `platter serve`, persists the [`VmRecord`] and deletes throw-away volumes.
@@ -20,6 +21,7 @@ pub mod cloudinit;
 pub mod domain;
 mod error;
 pub mod libvirt;
+pub mod probe;
 pub mod vm;
 mod xml;
 

@@ -159,7 +159,7 @@ impl Launcher {
 
     /// Defines (does not start) a VM whose disks are exports of the NBD server on
     /// `nbd_socket` and whose serial console is logged to `console_log`. Returns the
-    /// record to keep in the store. The socket must be usable by qemu's user: see
+    /// record to keep in the store, which names this connection's URI. The socket must be usable by qemu's user: see
     /// [`crate::access::prepare_nbd_socket`].
     pub fn create(&self, spec: &VmSpec, nbd_socket: &Path, console_log: &Path) -> Result<VmRecord> {
         spec.validate()
@@ -168,7 +168,7 @@ impl Launcher {
                 reason,
             })?;
         let accel = self.resolve_accel(spec.accel);
-        let record = VmRecord::new(
+        let mut record = VmRecord::new(
             spec,
             accel,
             NbdServer::Unix {
@@ -176,6 +176,7 @@ impl Launcher {
             },
             console_log.to_path_buf(),
         );
+        record.uri = Some(self.uri.clone());
         if self.qemu_runs_as_system_user() {
             check_record_access(&record)?;
         }

@@ -153,6 +153,10 @@ pub struct VmRecord {
     pub nbd: NbdServer,
     /// Where virtlogd writes the serial console (truncated at each start).
     pub console_log: PathBuf,
+    /// The libvirt URI the VM was defined through, used by later commands that are not
+    /// given one. Records written before it was kept have none: [`crate::DEFAULT_URI`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }
 
 impl VmRecord {
@@ -174,7 +178,15 @@ impl VmRecord {
             network: spec.network,
             nbd,
             console_log,
+            uri: None,
         }
+    }
+
+    /// The libvirt URI to reach this VM through: `over` (`--connect`) if given, else the
+    /// one it was created through, else [`crate::DEFAULT_URI`].
+    pub fn uri_or<'a>(&'a self, over: Option<&'a str>) -> &'a str {
+        over.or(self.uri.as_deref())
+            .unwrap_or(crate::libvirt::DEFAULT_URI)
     }
 
     /// The volumes to delete with this VM.
@@ -384,6 +396,65 @@ mod tests {
         assert_eq!(d.disks[3].source, DiskSource::File("/seed.iso".into()));
         assert_eq!(d.memory_kib, 512 * 1024);
         assert_eq!(d.os, Os::Bios);
+    }
+
+    #[test]
+    fn an_iso_alone_boots_as_a_cdrom_and_after_a_disk_otherwise() {
+        let iso = VmDisk {
+            media: Media::Cdrom,
+            ..disk("img-1@base")
+        };
+        let s = VmSpec::new(Name::new("vm1").unwrap(), vec![iso.clone()]);
+        let d = record(&s).domain(NbdAttach::Native);
+        assert_eq!(d.disks.len(), 1);
+        assert_eq!(d.disks[0].device, DiskDevice::Cdrom);
+        assert_eq!(d.disks[0].target.bus, Bus::Ide);
+        assert!(d.disks[0].read_only);
+        assert_eq!(d.disks[0].boot_order, Some(1));
+        let xml = d.to_xml().unwrap();
+        assert!(xml.contains("device='cdrom'"), "{xml}");
+        assert!(!xml.contains("bus='virtio'"), "{xml}");
+        // libvirt < 9.2: still an IDE CD-ROM, read-only, booting first.
+        let xml = record(&s)
+            .domain(NbdAttach::QemuCommandline)
+            .to_xml()
+            .unwrap();
+        assert!(xml.contains("ide-cd") && xml.contains("bootindex"), "{xml}");
+        assert!(xml.contains("read-only&quot;:true"), "{xml}");
+        assert!(!xml.contains("virtio-blk"), "{xml}");
+
+        // With a volume: the disk first (a blank one falls through to the CD), the CD second.
+        let s = VmSpec::new(Name::new("vm1").unwrap(), vec![disk("root"), iso]);
+        let d = record(&s).domain(NbdAttach::Native);
+        let devs: Vec<_> = d
+            .disks
+            .iter()
+            .map(|d| (d.device, d.target.dev.as_str(), d.boot_order))
+            .collect();
+        assert_eq!(
+            devs,
+            vec![
+                (DiskDevice::Disk, "vda", Some(1)),
+                (DiskDevice::Cdrom, "hdc", Some(2))
+            ]
+        );
+    }
+
+    #[test]
+    fn the_uri_is_kept_and_old_records_without_it_still_load() {
+        let s = VmSpec::new(Name::new("vm1").unwrap(), vec![disk("root")]);
+        let mut r = record(&s);
+        assert_eq!(r.uri_or(None), crate::DEFAULT_URI);
+        r.uri = Some("qemu+ssh://host/system".into());
+        assert_eq!(r.uri_or(None), "qemu+ssh://host/system");
+        assert_eq!(r.uri_or(Some("test:///default")), "test:///default");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["uri"], "qemu+ssh://host/system");
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("uri");
+        let back: VmRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(back.uri, None);
+        assert_eq!(serde_json::from_value::<VmRecord>(json).unwrap(), r);
     }
 
     #[test]

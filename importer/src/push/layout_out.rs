@@ -30,8 +30,30 @@ fn write_atomic(path: &Path, data: &[u8]) -> Result<(), ImportError> {
     fs::rename(&tmp, path).map_err(io_err(format!("renaming {}", tmp.display())))
 }
 
-/// Writes blobs, config, manifest and index into `dir`; tags the image `tag`.
+/// Writes blobs, config, manifest and index into `dir`; tags the image `tag`. A push
+/// that fails into a directory that was missing or empty leaves it as it was (an existing
+/// layout keeps everything it had: only complete blobs are ever named).
 pub(crate) fn push_dir(
+    dir: &Path,
+    tag: &str,
+    build: impl FnOnce(&mut dyn Write) -> Result<LayerInfo, ImportError>,
+    opts: &PushOptions,
+) -> Result<Built, ImportError> {
+    let existed = dir.exists();
+    let was_empty = existed && fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    let result = write_layout(dir, tag, build, opts);
+    if result.is_err() {
+        if !existed {
+            let _ = fs::remove_dir_all(dir);
+        } else if was_empty {
+            let _ = fs::remove_dir_all(dir.join("blobs"));
+            let _ = fs::remove_file(dir.join("oci-layout"));
+        }
+    }
+    result
+}
+
+fn write_layout(
     dir: &Path,
     tag: &str,
     build: impl FnOnce(&mut dyn Write) -> Result<LayerInfo, ImportError>,

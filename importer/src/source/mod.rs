@@ -7,6 +7,7 @@
 pub(crate) mod bridge;
 pub(crate) mod file;
 pub(crate) mod http;
+pub(crate) mod stdin;
 pub(crate) mod tls;
 
 use crate::error::ImportError;

@@ -1,0 +1,509 @@
+//! The harness the `platter vm` end-to-end tests share (vm_e2e.rs and
+//! vm_libvirtd_restart.rs): the test guest and libvirtd, a per-test store with its own
+//! `platter serve` and registry, a guard that removes the test's domains, and console and
+//! disk checks. Deadlines only bound waiting for a guest; nothing asserts on timing.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use platter_launcher::access::{check_qemu_can_reach, Need};
+
+use crate::common::*;
+
+/// Longest wait for a guest to reach a console marker (a boot takes ~5 s under TCG).
+pub const BOOT_DEADLINE: Duration = Duration::from_secs(90);
+pub const VIRSH_URI: &str = "qemu:///system";
+/// The kernel command line of direct kernel boots; options are appended.
+pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
+
+// ---------------------------------------------------------------------------------------
+// The test guest and libvirtd, prepared once per test binary.
+
+pub struct GuestFiles {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// 64M ext4, `/hello.txt` = `hello from platter`; for direct kernel boot.
+    pub disk: PathBuf,
+    /// MBR + syslinux + ext4 partition 2; boots from the BIOS.
+    pub boot: PathBuf,
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn guest_files() -> &'static GuestFiles {
+    static GUEST: OnceLock<GuestFiles> = OnceLock::new();
+    GUEST.get_or_init(|| {
+        ensure_libvirtd();
+        let root = repo_root();
+        let status = Command::new("bash")
+            .arg(root.join("testdata/build-bootable.sh"))
+            .status()
+            .expect("running testdata/build-bootable.sh");
+        assert!(status.success(), "testdata/build-bootable.sh failed");
+        let out = std::env::var_os("PLATTER_TESTDATA")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/testdata"));
+        let files = GuestFiles {
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initrd.gz"),
+            disk: out.join("disk.raw"),
+            boot: out.join("boot.raw"),
+        };
+        for f in [&files.kernel, &files.initrd, &files.disk, &files.boot] {
+            assert!(f.is_file(), "{} was not built", f.display());
+        }
+        files
+    })
+}
+
+/// Starts virtlogd and libvirtd when they are not running (there is no systemd here),
+/// as scripts/install.sh does, and waits until `qemu:///system` answers.
+pub fn ensure_libvirtd() {
+    let answers = || {
+        Command::new("virsh")
+            .args(["-c", VIRSH_URI, "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if answers() {
+        return;
+    }
+    for daemon in ["virtlogd", "libvirtd"] {
+        let running = Command::new("pgrep")
+            .args(["-x", daemon])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !running {
+            let _ = Command::new(daemon).arg("-d").status();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !answers() {
+        assert!(
+            Instant::now() < deadline,
+            "libvirtd does not answer on {VIRSH_URI}: run scripts/install.sh"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-test environment: temp dir, store, server, registry, VM guard.
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// A per-test prefix for libvirt domain names (libvirt's namespace is global).
+    pub prefix: String,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        let g = guest_files();
+        // tempfile makes 0700 directories; qemu (user libvirt-qemu) must traverse to the
+        // NBD socket, and /tmp, unlike $TMPDIR, is known to be traversable.
+        let dir = tempfile::Builder::new()
+            .prefix("platter-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        set_mode(dir.path(), 0o755);
+        let store = dir.path().join("store");
+        // Boot files go where qemu can read them: in place if it can, else a copy here.
+        let reachable = |p: &Path| {
+            if check_qemu_can_reach(p, Need::Read).is_ok() {
+                p.to_path_buf()
+            } else {
+                let copy = dir.path().join(p.file_name().unwrap());
+                std::fs::copy(p, &copy).unwrap();
+                set_mode(&copy, 0o644);
+                copy
+            }
+        };
+        Env {
+            kernel: reachable(&g.kernel),
+            initrd: reachable(&g.initrd),
+            store,
+            prefix: format!("e2e{}-{tag}", std::process::id()),
+            dir,
+        }
+    }
+
+    pub fn vm(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(&self.store, args)
+    }
+
+    /// `vm create NAME --volume VOL` with direct kernel boot and `extra` kernel options.
+    pub fn create_kernel_vm(&self, vm: &str, disk: (&str, &str), extra: &str, start: bool) {
+        self.create_kernel_vm_with(vm, &[disk.0, disk.1], extra, start);
+    }
+
+    /// `vm create NAME DISK_ARGS…` with direct kernel boot and `extra` kernel options.
+    pub fn create_kernel_vm_with(&self, vm: &str, disk_args: &[&str], extra: &str, start: bool) {
+        let cmdline = format!("{CMDLINE} {extra}");
+        let mut args = vec!["vm", "create", vm];
+        args.extend_from_slice(disk_args);
+        args.extend_from_slice(&[
+            "--kernel",
+            self.kernel.to_str().unwrap(),
+            "--initrd",
+            self.initrd.to_str().unwrap(),
+            "--cmdline",
+            cmdline.trim(),
+            "--memory",
+            "256M",
+        ]);
+        if start {
+            args.push("--start");
+        }
+        self.ok(&args);
+    }
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// `platter serve` on a store, started and waited for as in tests/serve.rs.
+pub struct Serve {
+    pub child: Child,
+    pub store: PathBuf,
+}
+
+impl Serve {
+    pub fn start(store: &Path) -> Serve {
+        Serve {
+            child: spawn_serve(store),
+            store: store.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL, then a new server on the same store at once.
+    pub fn kill9_and_restart(&mut self) -> Duration {
+        let t = Instant::now();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn_serve(&self.store);
+        t.elapsed()
+    }
+}
+
+pub fn spawn_serve(store: &Path) -> Child {
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The server says where it listens once both sockets are bound (warnings may come
+    // first); it exits, closing stderr, if it cannot start.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not start: {said}");
+        }
+        said.push_str(&line);
+        if line.contains("NBD on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in err.lines() {});
+    child
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Destroys and undefines the test's domains however the test ends.
+pub struct VmGuard(pub Vec<String>);
+
+impl Drop for VmGuard {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            for args in [
+                vec!["-c", VIRSH_URI, "destroy", name],
+                vec!["-c", VIRSH_URI, "undefine", "--nvram", name],
+            ] {
+                let _ = Command::new("virsh")
+                    .args(&args)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+    }
+}
+
+/// A `docker-registry` on 127.0.0.1 at a free port, storing under the test's dir.
+pub struct Registry {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Registry {
+    pub fn start(dir: &Path) -> Registry {
+        let data = dir.join("registry");
+        std::fs::create_dir_all(&data).unwrap();
+        for _attempt in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let config = data.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
+                    data.join("data").display()
+                ),
+            )
+            .unwrap();
+            let log = std::fs::File::create(data.join("log")).unwrap();
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("docker-registry (run scripts/install.sh)");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Registry { child, port };
+                }
+                // Exited: most likely the port was taken meanwhile; try another.
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!(
+            "docker-registry did not start: {}",
+            std::fs::read_to_string(data.join("log")).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands and checks.
+
+pub fn console(store: &Path, vm: &str) -> String {
+    String::from_utf8_lossy(&platter(store, &["vm", "console", vm]).stdout).into_owned()
+}
+
+pub fn has_line(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l.trim() == line)
+}
+
+/// The tick numbers the guest printed, in order.
+pub fn ticks(text: &str) -> Vec<u32> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("PLATTER-TICK ")?.parse().ok())
+        .collect()
+}
+
+/// The VM's state from `platter vm list -o json`.
+pub fn state(store: &Path, vm: &str) -> String {
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(store, &["-o", "json", "vm", "list"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == vm)
+        .map(|r| r["state"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("vm {vm} not in vm list: {list}"))
+}
+
+/// Waits until the console shows every line of `lines`; fails early, with the console,
+/// if the guest reports an error or stops without showing them.
+pub fn wait_console(store: &Path, vm: &str, lines: &[&str]) -> String {
+    let deadline = Instant::now() + BOOT_DEADLINE;
+    loop {
+        let text = console(store, vm);
+        if lines.iter().all(|l| has_line(&text, l)) {
+            return text;
+        }
+        assert!(!text.contains("PLATTER-ERROR"), "vm {vm} failed:\n{text}");
+        if state(store, vm) == "shut-off" {
+            let text = console(store, vm);
+            assert!(
+                lines.iter().all(|l| has_line(&text, l)),
+                "vm {vm} stopped without printing {lines:?}:\n{text}"
+            );
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "vm {vm}: no {lines:?} within {BOOT_DEADLINE:?}; console so far:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Waits until the guest has powered itself off (it does after `PLATTER-DONE`).
+pub fn wait_shut_off(store: &Path, vm: &str) {
+    let deadline = Instant::now() + BOOT_DEADLINE;
+    while state(store, vm) != "shut-off" {
+        assert!(
+            Instant::now() < deadline,
+            "vm {vm} still {} after {BOOT_DEADLINE:?}:\n{}",
+            state(store, vm),
+            console(store, vm)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Exports a volume (or snapshot) to a raw file in the test's dir.
+pub fn export(env: &Env, target: &str) -> PathBuf {
+    let file = env.path(&format!("{}.raw", target.replace('@', "_")));
+    env.ok(&["volume", "export", target, file.to_str().unwrap()]);
+    file
+}
+
+/// A file in an ext4 image, read with debugfs; `None` if it does not exist.
+pub fn ext4_cat(image: &Path, file: &str) -> Option<String> {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("cat {file}"))
+        .arg(image)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    assert!(out.status.success(), "debugfs on {}", image.display());
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("File not found") {
+        return None;
+    }
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// Copies partition `n` (1-based, primary) of an MBR disk image into its own file.
+pub fn extract_partition(disk: &Path, n: usize, out: &Path) -> PathBuf {
+    let mut f = std::fs::File::open(disk).unwrap();
+    let mut mbr = [0u8; 512];
+    f.read_exact(&mut mbr).unwrap();
+    assert_eq!(&mbr[510..], &[0x55, 0xaa], "{}: no MBR", disk.display());
+    let entry = &mbr[446 + 16 * (n - 1)..446 + 16 * n];
+    let lba = u64::from(u32::from_le_bytes(entry[8..12].try_into().unwrap()));
+    let sectors = u64::from(u32::from_le_bytes(entry[12..16].try_into().unwrap()));
+    assert!(sectors > 0, "{}: no partition {n}", disk.display());
+    f.seek(SeekFrom::Start(lba * 512)).unwrap();
+    let mut part = std::fs::File::create(out).unwrap();
+    std::io::copy(&mut f.take(sectors * 512), &mut part).unwrap();
+    out.to_path_buf()
+}
+
+/// The `/log.txt` lines of an exported disk.
+pub fn log_lines(image: &Path) -> Vec<String> {
+    ext4_cat(image, "/log.txt")
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every volume and snapshot (`NAME@SNAP`) of the store.
+pub fn volume_names(env: &Env) -> Vec<String> {
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["-o", "json", "volume", "list"])).unwrap();
+    list.as_array()
+        .unwrap_or_else(|| panic!("volume list: {list}"))
+        .iter()
+        .filter_map(|v| Some(v["name"].as_str()?.to_string()))
+        .collect()
+}
+
+/// An ISO 9660 image (Rock Ridge, made by genisoimage) holding `/hello.txt` = `hello`.
+pub fn make_iso(env: &Env, name: &str, hello: &str) -> PathBuf {
+    let root = env.path(&format!("{name}.d"));
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), format!("{hello}\n")).unwrap();
+    let iso = env.path(name);
+    let status = Command::new("genisoimage")
+        .args(["-quiet", "-r", "-V", "PLATTERTEST", "-o"])
+        .arg(&iso)
+        .arg(&root)
+        .status()
+        .expect("genisoimage (scripts/install.sh)");
+    assert!(status.success(), "genisoimage failed");
+    iso
+}
+
+/// The domain XML libvirt holds for `vm`.
+pub fn domain_xml(vm: &str) -> String {
+    let out = Command::new("virsh")
+        .args(["-c", VIRSH_URI, "dumpxml", vm])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "virsh dumpxml {vm}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `vm list -o json`'s row for `vm`.
+pub fn list_row(store: &Path, vm: &str) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(store, &["-o", "json", "vm", "list"])).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == vm)
+        .cloned()
+        .unwrap_or_else(|| panic!("vm {vm} not in vm list: {list}"))
+}
