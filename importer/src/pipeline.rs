@@ -1,6 +1,7 @@
 //! The streaming import pipeline: source stage (read, hash, count) -> decode stage
-//! (unwrap gz/xz/zstd/bz2/tar, detect, decode or spool) -> write stage (zero detection,
-//! sink). Stages are threads joined by bounded channels, so at most a few MiB are in
+//! (unwrap gz/xz/zstd/bz2/tar, detect, decode; a qcow2 stream in one pass through
+//! [`qcow2_stream`], other random-access formats through a spool) -> write stage (zero
+//! detection, sink). Stages are threads joined by bounded channels, so at most a few MiB are in
 //! flight whatever the image size.
 //!
 //! The pipeline never decides where data goes (the sink does) and never commits: the
@@ -21,6 +22,8 @@ use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+
+mod qcow2_stream;
 
 pub use crate::writer::WriteStats;
 pub(crate) use crate::writer::{run_writer, Out};
@@ -290,12 +293,19 @@ pub(crate) fn decode_stream(
             member: None,
         });
     }
-    ctx.progress.message(format!(
-        "{} is a {format} image inside a stream ({}): spooling it to a temporary file for random access",
-        ctx.what,
-        if wrappers.is_empty() { "not seekable".to_string() } else { chain(wrappers) }
-    ));
     let limit = spool_limit(&head, format, ctx.opts);
+    let inside = if wrappers.is_empty() {
+        "not seekable".to_string()
+    } else {
+        chain(wrappers)
+    };
+    if format == Format::Qcow2 {
+        return qcow2_stream::decode_qcow2(&mut p, ctx, wrappers, limit, &inside);
+    }
+    ctx.progress.message(format!(
+        "{} is a {format} image inside a stream ({inside}): spooling it to a temporary file for random access",
+        ctx.what,
+    ));
     let (file, _len) = spool(
         &mut p,
         ctx.opts.temp_dir.as_deref(),
@@ -452,7 +462,11 @@ pub(crate) fn decode_seekable(
 }
 
 /// The size the result gets: the image's own size, grown to `--size` if that is larger.
-fn final_size(virtual_size: u64, opts: &ImportOptions, what: &str) -> Result<u64, ImportError> {
+pub(crate) fn final_size(
+    virtual_size: u64,
+    opts: &ImportOptions,
+    what: &str,
+) -> Result<u64, ImportError> {
     match opts.size {
         Some(s) if s < virtual_size => Err(ImportError::TooLarge {
             what: format!("{what} (virtual size {virtual_size} bytes)"),

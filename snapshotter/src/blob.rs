@@ -124,6 +124,23 @@ impl Blob {
         Ok(())
     }
 
+    /// Writes block contents of an import in one piece: large folios make a bulk write
+    /// cheaper, and the import drops them from the cache when it commits
+    /// ([`Blob::drop_cached`]) before anyone writes into them in small pieces.
+    pub fn write_bulk(&self, buf: &[u8], offset: u64) -> Result<()> {
+        self.data
+            .write_all_at(buf, offset)
+            .map_err(StoreError::io("write blob", self.dir.join(DATA_FILE)))?;
+        self.written_end
+            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Drops this blob's clean cached pages (a hint; dirty pages stay).
+    pub fn drop_cached(&self) {
+        let _ = fadvise(&self.data, 0, 0, Advice::DontNeed);
+    }
+
     /// Starts (does not wait for) writeback of the data written since the last call, so a
     /// bulk writer's final flush has little left to do and the disk works while the
     /// writer produces more. Only the new range is named: pages written back earlier stay

@@ -778,6 +778,7 @@ impl Store {
             return Err(e);
         }
         let inner = self.load_writable(&mut meta, format!("import-{}", &id[..8]), &entry)?;
+        inner.bulk.store(true, std::sync::atomic::Ordering::Relaxed);
         meta.temps.insert(id.clone(), inner.clone());
         Ok(TempVolume {
             store: self.clone(),
@@ -850,6 +851,7 @@ impl TempVolume {
             .take()
             .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
         vol.flush()?;
+        vol.drop_cached();
         let mut meta = self.store.0.meta.lock();
         if meta.catalog.volumes.contains_key(name) {
             self.volume = Some(vol);

@@ -92,6 +92,9 @@ pub(crate) struct VolumeInner {
     dirty: AtomicBool,
     flush_lock: Mutex<()>,
     rmw: Vec<Mutex<()>>,
+    /// An import being written (see [`Blob::write_bulk`]); cleared never: a committed
+    /// import is reopened as a fresh volume.
+    pub(crate) bulk: AtomicBool,
 }
 
 /// A handle on a volume (read-write) or a snapshot (read-only). Cheap to clone; all
@@ -117,6 +120,7 @@ impl VolumeInner {
             dirty: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
             rmw: (0..RMW_STRIPES).map(|_| Mutex::new(())).collect(),
+            bulk: AtomicBool::new(false),
         })
     }
 
@@ -400,9 +404,15 @@ impl Volume {
         plan: Vec<(u64, u64, u64)>,
         fresh: Vec<Record>,
     ) -> Result<()> {
+        let bulk = self.0.bulk.load(Ordering::Relaxed);
         for (start, len, phys) in plan {
             let from = ((start - first) * BLOCK) as usize;
-            top.write_at(&data[from..from + (len * BLOCK) as usize], phys * BLOCK)?;
+            let piece = &data[from..from + (len * BLOCK) as usize];
+            if bulk {
+                top.write_bulk(piece, phys * BLOCK)?;
+            } else {
+                top.write_at(piece, phys * BLOCK)?;
+            }
         }
         // Data first, then dirty, then the records: see `VolumeInner::flush`.
         self.0.dirty.store(true, Ordering::Release);
@@ -458,6 +468,15 @@ impl Volume {
         match top {
             Some(top) if !self.0.read_only => top.start_writeback(),
             _ => Ok(()),
+        }
+    }
+
+    /// Drops the top layer's clean pages from the page cache (after a flush: all of
+    /// them), so that what a bulk import left cached as large folios does not slow down
+    /// later small writes. A hint.
+    pub(crate) fn drop_cached(&self) {
+        if let Some(top) = self.0.state.read().chain.last().cloned() {
+            top.drop_cached();
         }
     }
 

@@ -6,6 +6,7 @@
 //! - [`refcount`]: the writer's append-only host-cluster allocator and refcount blocks.
 //! - [`reader`]: [`Qcow2Image`], a [`crate::DiskImage`] over any [`crate::ReadAt`].
 //! - [`writer`]: [`Qcow2Writer`], a streaming qcow2 v3 writer.
+//! - [`stream`]: [`Qcow2Stream`], decodes an image from a forward-only byte stream.
 //!
 //! The format is described in QEMU's `docs/interop/qcow2.txt`. Nothing here trusts a
 //! number read from an image before bounding it, and nothing here follows a backing file
@@ -16,6 +17,7 @@ pub mod header;
 pub mod l2;
 pub mod reader;
 mod refcount;
+pub mod stream;
 pub mod writer;
 
 #[cfg(test)]
@@ -25,6 +27,9 @@ pub use compress::Compression;
 pub use header::{CompressionType, Header, HeaderExtensions};
 pub use l2::{ClusterMap, Geometry};
 pub use reader::{read_header, Qcow2Image};
+pub use stream::{
+    CompressedCluster, Qcow2Stream, StreamHandler, StreamInfo, StreamLimits, StreamStats,
+};
 pub use writer::{ClusterPreparer, PreparedCluster, Qcow2Writer, WriterOptions};
 
 /// The format name used in errors.

@@ -3,7 +3,10 @@
 //! The caller hands over allocated guest clusters in increasing order; the writer
 //! appends each one (compressed when asked and when that saves space), writes every L2
 //! table as soon as its range is complete, and at [`Qcow2Writer::finish`] writes the L1
-//! table, the last refcount blocks, the refcount table and the header. Memory stays at
+//! table, the last refcount blocks, the refcount table and the header. The L1 table's
+//! clusters are reserved right after the header and each L2 table's cluster when its
+//! range starts, so every table lies before the data it maps: the image can be decoded
+//! from a stream (a gzip'ed containerDisk) without a spool. Memory stays at
 //! one L2 table, a few refcount blocks and the L1 table, whatever the virtual size.
 //! Output goes through [`WriteAt`]: positional writes, no seeking.
 //!
@@ -45,8 +48,12 @@ pub struct Qcow2Writer<W: WriteAt = File> {
     alloc: HostAllocator,
     /// Active L1 table (entries for complete L2 tables are filled in as they are written).
     l1: Vec<u64>,
-    /// The L2 table being filled: its L1 index and entries.
-    l2: Option<(usize, Vec<u64>)>,
+    /// Where the L1 table goes: reserved right after the header, so that a reader of the
+    /// image as a stream meets every table before the data it maps.
+    l1_offset: u64,
+    /// The L2 table being filled: its L1 index, entries, and the host cluster reserved
+    /// for it when its range started (before any of its data).
+    l2: Option<(usize, Vec<u64>, u64)>,
     /// Smallest guest cluster index the next `write_cluster` may use.
     next_index: u64,
 }
@@ -195,6 +202,12 @@ impl<W: WriteAt> Qcow2Writer<W> {
             Compression::Zlib => Some(CompressionType::Zlib),
             Compression::Zstd => Some(CompressionType::Zstd),
         };
+        let mut alloc = HostAllocator::new(cluster_bits)?;
+        let l1_offset = if l1_entries == 0 {
+            0
+        } else {
+            alloc.alloc_clusters((l1_entries * 8).div_ceil(cs))?
+        };
         Ok(Qcow2Writer {
             out,
             cluster_bits,
@@ -203,8 +216,9 @@ impl<W: WriteAt> Qcow2Writer<W> {
                 virtual_size,
                 compression,
             },
-            alloc: HostAllocator::new(cluster_bits)?,
+            alloc,
             l1: vec![0; l1_entries as usize],
+            l1_offset,
             l2: None,
             next_index: 0,
         })
@@ -293,7 +307,7 @@ impl<W: WriteAt> Qcow2Writer<W> {
             }
         };
         let entries = 1usize << self.l2_bits();
-        if let Some((_, table)) = &mut self.l2 {
+        if let Some((_, table, _)) = &mut self.l2 {
             table[(index as usize) & (entries - 1)] = entry;
         }
         self.write_finished_blocks()
@@ -302,11 +316,14 @@ impl<W: WriteAt> Qcow2Writer<W> {
     /// Makes the L2 table covering `index` current, writing out the previous one.
     fn switch_l2(&mut self, index: u64) -> Result<(), FormatError> {
         let l1_index = (index >> self.l2_bits()) as usize;
-        if self.l2.as_ref().is_some_and(|(i, _)| *i != l1_index) {
+        if self.l2.as_ref().is_some_and(|(i, _, _)| *i != l1_index) {
             self.flush_l2()?;
         }
-        let entries = 1usize << self.l2_bits();
-        self.l2.get_or_insert_with(|| (l1_index, vec![0; entries]));
+        if self.l2.is_none() {
+            let host = self.alloc.alloc_clusters(1)?;
+            let entries = 1usize << self.l2_bits();
+            self.l2 = Some((l1_index, vec![0; entries], host));
+        }
         Ok(())
     }
 
@@ -329,11 +346,10 @@ impl<W: WriteAt> Qcow2Writer<W> {
     }
 
     fn flush_l2(&mut self) -> Result<(), FormatError> {
-        let Some((l1_index, table)) = self.l2.take() else {
+        let Some((l1_index, table, host)) = self.l2.take() else {
             return Ok(());
         };
         let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
-        let host = self.alloc.alloc_clusters(1)?;
         self.write(&bytes, host, || format!("L2 table {l1_index}"))?;
         self.l1[l1_index] = host | OFLAG_COPIED;
         self.write_finished_blocks()
@@ -361,14 +377,10 @@ impl<W: WriteAt> Qcow2Writer<W> {
     pub fn finish(mut self) -> Result<W, FormatError> {
         self.flush_l2()?;
         let l1_bytes: Vec<u8> = self.l1.iter().flat_map(|e| e.to_be_bytes()).collect();
-        let l1_offset = if l1_bytes.is_empty() {
-            0
-        } else {
-            let clusters = (l1_bytes.len() as u64).div_ceil(self.cluster_size());
-            let off = self.alloc.alloc_clusters(clusters)?;
-            self.write(&l1_bytes, off, || "L1 table".to_string())?;
-            off
-        };
+        let l1_offset = self.l1_offset;
+        if !l1_bytes.is_empty() {
+            self.write(&l1_bytes, l1_offset, || "L1 table".to_string())?;
+        }
         self.write_finished_blocks()?;
         let table = self.alloc.finish()?;
         self.write_finished_blocks()?;
