@@ -851,7 +851,7 @@ fn render(
         pt.row(vec![code(k), secs(&p), rss(&p), scratch(&p)]);
     }
     format!(
-        "## Import benchmarks\n\n{t}\n{pt}\nqcow2 {}; raw.gz {} (gzip -6), served by an HTTP server in the bench process on 127.0.0.1; the containerDisk was pushed by `platter push` (qcow2 disk.img, gzip layer) to `docker-registry` on 127.0.0.1, and the same qcow2 made by `qemu-img convert` was also packed by `umoci` (gzip layer) and copied there by `skopeo` (its peer row is the `skopeo copy` of the first, same data). A qcow2 in a layer is decoded as a stream in one pass; our scratch is what the importer reports writing to its unlinked temporary file, which only holds clusters that come before the L1/L2 tables mapping them (all of them in `platter push` output today, whose writer puts each L2 table after its data and the L1 table last; none in `qemu-img` output). Setup {setup_secs:.0} s, total {total_secs:.0} s.\n",
+        "## Import benchmarks\n\n{t}\n{pt}\nqcow2 {}; raw.gz {} (gzip -6), served by an HTTP server in the bench process on 127.0.0.1; the containerDisk was pushed by `platter push` (qcow2 disk.img, gzip layer) to `docker-registry` on 127.0.0.1, and the same qcow2 made by `qemu-img convert` was also packed by `umoci` (gzip layer) and copied there by `skopeo` (its peer row is the `skopeo copy` of the first, same data). A qcow2 in a layer is decoded as a stream in one pass; our scratch is what the importer reports writing to its unlinked temporary file, which only holds clusters that come before the L1/L2 tables mapping them (none in `platter push` or `qemu-img` output: both put the tables first). Setup {setup_secs:.0} s, total {total_secs:.0} s.\n",
         format_size(qcow2_len),
         format_size(gz_len),
     )

@@ -11,7 +11,7 @@ mod common;
 use common::*;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
@@ -86,47 +86,6 @@ fn serve_slowly(mut c: TcpStream, total: u64, stop: &AtomicBool) {
         }
         sent += n as u64;
         std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// `platter serve` on a store, stopped with SIGTERM when dropped.
-struct Serve {
-    child: Child,
-}
-
-impl Serve {
-    fn start(store: &Path) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("--store")
-            .arg(store)
-            .arg("serve")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        assert!(line.contains("NBD on"), "serve did not start: {line}");
-        std::thread::spawn(move || for _ in err.lines() {});
-        Serve { child }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = signal(&self.child, Signal::Term);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
     }
 }
 
@@ -259,19 +218,25 @@ fn store_with_keep(scratch: &Path) -> (PathBuf, Vec<u8>) {
     (st, bytes)
 }
 
+/// `platter import URL new`, interrupted with SIGINT once its temporary volume exists:
+/// the command says so and the store's blobs are `before` again when it has exited.
+fn ctrl_c_import(st: &Path, url: &str, before: &BTreeSet<String>) {
+    let (mut child, err) = spawn(st, &["import", url, "new"], Stdio::null());
+    // In flight: the temporary volume exists and data is arriving.
+    wait_for("the temporary volume", || blobs(st).len() > before.len());
+    signal(&child, Signal::Int).unwrap();
+    let status = wait_exit(&mut child);
+    assert_cancelled(status, &err.join().unwrap(), "import", 130);
+    assert_eq!(&blobs(st), before, "blobs left behind");
+}
+
 #[test]
 fn ctrl_c_in_process_removes_the_temporary_volume() {
     let dir = tempfile::tempdir().unwrap();
     let (st, keep) = store_with_keep(dir.path());
     let before = blobs(&st);
     let http = SlowHttp::start(1 << 30);
-    let (mut child, err) = spawn(&st, &["import", &http.url(), "new"], Stdio::null());
-    // In flight: the temporary volume exists and data is arriving.
-    wait_for("the temporary volume", || blobs(&st).len() > before.len());
-    signal(&child, Signal::Int).unwrap();
-    let status = wait_exit(&mut child);
-    assert_cancelled(status, &err.join().unwrap(), "import", 130);
-    assert_eq!(blobs(&st), before, "blobs left behind");
+    ctrl_c_import(&st, &http.url(), &before);
     assert_eq!(volume_names(&st), ["keep"]);
     assert_eq!(export_bytes(&st, "keep", dir.path()), keep);
     // The name is free: the same import from a file now succeeds.
@@ -428,12 +393,7 @@ fn a_server_cancels_the_import_of_a_client_that_goes_away() {
 
     // Ctrl-C: the client half-closes, the server cancels and replies, then the client
     // exits, so the store is clean by the time it has.
-    let (mut child, err) = spawn(&st, &["import", &http.url(), "new"], Stdio::null());
-    wait_for("the temporary volume", || blobs(&st).len() > before.len());
-    signal(&child, Signal::Int).unwrap();
-    let status = wait_exit(&mut child);
-    assert_cancelled(status, &err.join().unwrap(), "import", 130);
-    assert_eq!(blobs(&st), before, "blobs left behind");
+    ctrl_c_import(&st, &http.url(), &before);
     assert!(srv.alive());
     assert_eq!(volume_names(&st), ["keep"]);
 

@@ -5,73 +5,10 @@
 mod common;
 use common::*;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-
-struct Serve {
-    child: Child,
-    store: PathBuf,
-}
-
-impl Serve {
-    fn start(store: &Path) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("--store")
-            .arg(store)
-            .arg("serve")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The server says where it listens once both sockets are bound.
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        assert!(line.contains("NBD on"), "serve did not start: {line}");
-        std::thread::spawn(move || for _ in err.lines() {});
-        Serve {
-            child,
-            store: store.to_path_buf(),
-        }
-    }
-
-    fn uri(&self, export: &str) -> String {
-        format!(
-            "nbd+unix:///{export}?socket={}",
-            self.store.join("run/nbd.sock").display()
-        )
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = rustix_kill_term(self.child.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-    }
-}
-
-fn rustix_kill_term(pid: u32) -> std::io::Result<()> {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .map(|_| ())
-}
 
 fn tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd).args(args).output().unwrap();

@@ -8,6 +8,7 @@
 
 mod common;
 mod vm_support;
+use common::Serve;
 use vm_support::*;
 
 use std::path::Path;

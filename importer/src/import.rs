@@ -61,6 +61,7 @@ fn connect_registry(reference: &str, opts: &ImportOptions) -> Result<Registry, I
         Some(&opts.platform),
         crate::runtime::handle()?,
     )
+    .map(|r| r.with_cancel(opts.cancel.clone()))
 }
 
 /// The manifest digest a registry reference points at now (`docker://` sources only;
@@ -145,7 +146,10 @@ fn import_inner<S: Sink>(
             &t,
         )?,
         SourceSpec::Http(url) => {
-            let client = Arc::new(HttpClient::new(&opts.registry, crate::runtime::handle()?)?);
+            let client = Arc::new(
+                HttpClient::new(&opts.registry, crate::runtime::handle()?)?
+                    .with_cancel(opts.cancel.clone()),
+            );
             let (res, stream) = http::open(client.clone(), &url, Some(&t))?;
             let random = HttpReadAt::new(client.clone(), res.clone())
                 .and_then(|r| res.len.map(|l| (Arc::new(r) as Arc<dyn ReadAt>, l)));

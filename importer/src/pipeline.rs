@@ -714,7 +714,43 @@ mod tests {
     use super::*;
     use crate::progress::NoProgress;
 
-    use crate::sink::testing::VecSink;
+    /// Runs `decode_stream` over `img` and collects what reaches the write stage: the
+    /// guest bytes (sized by the last `Size`) and the offsets of the data chunks.
+    fn decode_collect(img: &[u8]) -> (Decoded, Vec<u8>, Vec<u64>) {
+        let opts = ImportOptions::default();
+        let p = NoProgress;
+        let t = Throttle::new(&p);
+        let (tx, rx) = out_channel();
+        let ctx = DecodeCtx {
+            opts: &opts,
+            progress: &t,
+            out: tx,
+            what: "test".into(),
+            workers: 1,
+        };
+        let h = std::thread::spawn(move || {
+            let (mut out, mut offsets) = (Vec::new(), Vec::new());
+            while let Ok(m) = rx.recv() {
+                match m {
+                    Out::Size(s) => out.resize(s as usize, 0),
+                    Out::Data { offset, buf } => {
+                        offsets.push(offset);
+                        let end = offset as usize + buf.len();
+                        if out.len() < end {
+                            out.resize(end, 0);
+                        }
+                        out[offset as usize..end].copy_from_slice(&buf);
+                    }
+                    Out::Zero { .. } => {}
+                }
+            }
+            (out, offsets)
+        });
+        let d = decode_stream(&mut &img[..], &ctx, &mut Vec::new()).unwrap();
+        drop(ctx);
+        let (out, offsets) = h.join().unwrap();
+        (d, out, offsets)
+    }
 
     #[test]
     fn raw_stream_with_vhd_footer_is_stripped() {
@@ -728,27 +764,9 @@ mod tests {
             .fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
         footer[64..68].copy_from_slice(&(!sum).to_be_bytes());
         img.extend_from_slice(&footer);
-        let opts = ImportOptions::default();
-        let p = NoProgress;
-        let t = Throttle::new(&p);
-        let (tx, rx) = out_channel();
-        let ctx = DecodeCtx {
-            opts: &opts,
-            progress: &t,
-            out: tx,
-            what: "test".into(),
-            workers: 1,
-        };
-        let h = std::thread::spawn(move || {
-            let mut sink = VecSink(Vec::new(), 0, 0);
-            run_writer(&mut sink, rx, &CancelFlag::new()).unwrap();
-            sink.0
-        });
-        let mut w = Vec::new();
-        let d = decode_stream(&mut &img[..], &ctx, &mut w).unwrap();
-        drop(ctx);
+        let (d, out, _) = decode_collect(&img);
         assert_eq!(d.virtual_size, 8192);
-        assert_eq!(h.join().unwrap(), vec![7u8; 8192]);
+        assert_eq!(out, vec![7u8; 8192]);
     }
 
     /// A long raw stream (no footer) arrives whole, and every chunk the decode stage sends
@@ -756,35 +774,7 @@ mod tests {
     #[test]
     fn long_raw_stream_keeps_chunks_block_aligned() {
         let img: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8 + 1).collect();
-        let opts = ImportOptions::default();
-        let p = NoProgress;
-        let t = Throttle::new(&p);
-        let (tx, rx) = out_channel();
-        let ctx = DecodeCtx {
-            opts: &opts,
-            progress: &t,
-            out: tx,
-            what: "test".into(),
-            workers: 1,
-        };
-        let h = std::thread::spawn(move || {
-            let mut out = vec![0u8; 0];
-            let mut offsets = Vec::new();
-            while let Ok(m) = rx.recv() {
-                if let Out::Data { offset, buf } = m {
-                    offsets.push(offset);
-                    let end = offset as usize + buf.len();
-                    if out.len() < end {
-                        out.resize(end, 0);
-                    }
-                    out[offset as usize..end].copy_from_slice(&buf);
-                }
-            }
-            (out, offsets)
-        });
-        let d = decode_stream(&mut &img[..], &ctx, &mut Vec::new()).unwrap();
-        drop(ctx);
-        let (out, offsets) = h.join().unwrap();
+        let (d, out, offsets) = decode_collect(&img);
         assert_eq!(d.virtual_size, img.len() as u64);
         assert!(out == img, "stream reassembled differently");
         assert!(offsets.len() > 3);

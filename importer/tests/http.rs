@@ -212,3 +212,45 @@ fn basic_auth() {
     import_file(&f.server.url("disk.qcow2"), &out, &opts).unwrap();
     assert_same(&out, &f.qcow, "qcow2");
 }
+
+/// A server that stops sending mid-body and never hangs up: a cancel is noticed while
+/// the download waits (not only after the read timeout, here far longer than the test).
+#[test]
+fn cancel_is_noticed_while_the_server_is_silent() {
+    let f = fixture();
+    f.server.set(Behaviour {
+        cut_after: Some(200_000),
+        fail_times: 1,
+        stall: Some(Duration::from_secs(900)),
+        no_ranges: true,
+        ..Default::default()
+    });
+    let out = f.dir.path().join("silent.raw");
+    let opts = ImportOptions {
+        registry: RegistryOptions {
+            read_timeout: Duration::from_secs(900),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cancel = opts.cancel.clone();
+    let url = f.server.url("disk.raw.gz");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out2 = out.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(import_file(&url, &out2, &opts));
+    });
+    // Let the download reach the silence, then cancel.
+    let partial = f.dir.path().join("silent.raw.partial");
+    while !partial.exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cancel.cancel();
+    // Only a guard against a hang: the server stays silent for 900 s.
+    let r = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the cancel was not noticed while the server was silent");
+    assert!(matches!(r, Err(ImportError::Cancelled)), "{r:?}");
+    assert!(!out.exists() && !partial.exists());
+}

@@ -115,12 +115,8 @@ impl Blob {
     /// in-place 4 KiB writes per second through NBD).
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
         for (i, piece) in buf.chunks(WRITE_PIECE).enumerate() {
-            self.data
-                .write_all_at(piece, offset + (i * WRITE_PIECE) as u64)
-                .map_err(StoreError::io("write blob", self.dir.join(DATA_FILE)))?;
+            self.write_bulk(piece, offset + (i * WRITE_PIECE) as u64)?;
         }
-        self.written_end
-            .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

@@ -383,7 +383,10 @@ impl Volume {
         if st.deleted {
             return Err(StoreError::Deleted(self.0.label.clone()));
         }
-        let depth = (st.chain.len() - 1) as u16;
+        let Some(depth) = st.chain.len().checked_sub(1) else {
+            return Err(StoreError::damaged(&self.0.label, "volume has no layers"));
+        };
+        let depth = depth as u16;
         let mut plan = Vec::new();
         for p in st.map.lookup(first, count) {
             match p.target {

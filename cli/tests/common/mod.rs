@@ -1,8 +1,10 @@
 //! Helpers shared by the CLI integration tests: run `platter` against a store.
 #![allow(dead_code)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_platter");
 
@@ -44,4 +46,93 @@ pub fn json(store: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = vec!["-o", "json"];
     a.extend_from_slice(args);
     serde_json::from_str(&ok(store, &a)).unwrap()
+}
+
+/// `platter serve` on a store: started and waited for until it listens, stopped with
+/// SIGTERM (then SIGKILL after 20 s) when dropped.
+pub struct Serve {
+    pub child: Child,
+    pub store: PathBuf,
+}
+
+impl Serve {
+    pub fn start(store: &Path) -> Serve {
+        Serve {
+            child: spawn_serve(store),
+            store: store.to_path_buf(),
+        }
+    }
+
+    /// The NBD URI of `export` on this server's unix socket.
+    pub fn uri(&self, export: &str) -> String {
+        format!(
+            "nbd+unix:///{export}?socket={}",
+            self.store.join("run/nbd.sock").display()
+        )
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL, and nothing else.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGKILL, then a new server on the same store at once.
+    pub fn kill9_and_restart(&mut self) -> Duration {
+        let t = Instant::now();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.child = spawn_serve(&self.store);
+        t.elapsed()
+    }
+}
+
+/// Starts `platter serve` and waits until it says where it listens (warnings may come
+/// first); it exits, closing stderr, if it cannot start.
+pub fn spawn_serve(store: &Path) -> Child {
+    let mut child = Command::new(BIN)
+        .arg("--store")
+        .arg(store)
+        .arg("serve")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap_or(0) == 0 {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve did not start: {said}");
+        }
+        said.push_str(&line);
+        if line.contains("NBD on") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in err.lines() {});
+    child
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -4,7 +4,7 @@
 //! disk checks. Deadlines only bound waiting for a guest; nothing asserts on timing.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -184,76 +184,6 @@ impl Env {
 pub fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// `platter serve` on a store, started and waited for as in tests/serve.rs.
-pub struct Serve {
-    pub child: Child,
-    pub store: PathBuf,
-}
-
-impl Serve {
-    pub fn start(store: &Path) -> Serve {
-        Serve {
-            child: spawn_serve(store),
-            store: store.to_path_buf(),
-        }
-    }
-
-    /// SIGKILL, then a new server on the same store at once.
-    pub fn kill9_and_restart(&mut self) -> Duration {
-        let t = Instant::now();
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-        self.child = spawn_serve(&self.store);
-        t.elapsed()
-    }
-}
-
-pub fn spawn_serve(store: &Path) -> Child {
-    let mut child = Command::new(BIN)
-        .arg("--store")
-        .arg(store)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The server says where it listens once both sockets are bound (warnings may come
-    // first); it exits, closing stderr, if it cannot start.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut said = String::new();
-    loop {
-        let mut line = String::new();
-        if err.read_line(&mut line).unwrap_or(0) == 0 {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("serve did not start: {said}");
-        }
-        said.push_str(&line);
-        if line.contains("NBD on") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in err.lines() {});
-    child
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Destroys and undefines the test's domains however the test ends.

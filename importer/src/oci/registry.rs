@@ -12,7 +12,7 @@ use crate::oci::manifest::{
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST,
 };
 use crate::oci::pull::BlobSource;
-use crate::options::{Credentials, Platform, RegistryOptions};
+use crate::options::{CancelFlag, Credentials, Platform, RegistryOptions};
 use crate::progress::Throttle;
 use crate::source::bridge::{self, BridgeReader, Item};
 use crate::source::tls::load_cert_dir;
@@ -39,6 +39,8 @@ pub(crate) struct Registry {
     pub(crate) handle: Handle,
     pub(crate) http: reqwest::Client,
     pub(crate) opts: RegistryOptions,
+    /// Set by a cancelled import: blob downloads waiting on a silent registry give up.
+    pub(crate) cancel: CancelFlag,
 }
 
 /// Whether `host[:port]` is loopback (where Docker allows plain HTTP without flags).
@@ -184,7 +186,14 @@ impl Registry {
             handle,
             http,
             opts: opts.clone(),
+            cancel: CancelFlag::new(),
         })
+    }
+
+    /// Blob streams stop waiting for a silent registry once `cancel` is set.
+    pub(crate) fn with_cancel(mut self, cancel: CancelFlag) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     /// Fetches the image manifest, resolving an index by `platform`. Returns it with its
@@ -317,7 +326,10 @@ impl BlobSource for Registry {
         self.handle.spawn(async move {
             pump_blob(client, reference, digest, display, retries, delay, tx).await;
         });
-        Ok(Box::new(BridgeReader::new(rx, Some(progress))))
+        Ok(Box::new(
+            BridgeReader::new(rx, Some(progress))
+                .with_cancel(self.handle.clone(), self.cancel.clone()),
+        ))
     }
 }
 

@@ -9,7 +9,7 @@
 use super::bridge::{self, BridgeReader, Item};
 use super::{redact_url, tls};
 use crate::error::ImportError;
-use crate::options::{Credentials, RegistryOptions};
+use crate::options::{CancelFlag, Credentials, RegistryOptions};
 use crate::progress::Throttle;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -36,6 +36,8 @@ pub(crate) struct HttpClient {
     creds: Option<Credentials>,
     opts: RegistryOptions,
     pub(crate) handle: Handle,
+    /// Set by a cancelled import: downloads waiting on a silent server give up.
+    cancel: CancelFlag,
 }
 
 fn net_err(url: &str, e: &reqwest::Error) -> ImportError {
@@ -91,7 +93,14 @@ impl HttpClient {
             creds: opts.creds.clone(),
             opts: opts.clone(),
             handle,
+            cancel: CancelFlag::new(),
         })
+    }
+
+    /// Streams of this client stop waiting for a silent server once `cancel` is set.
+    pub(crate) fn with_cancel(mut self, cancel: CancelFlag) -> Self {
+        self.cancel = cancel;
+        self
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -234,8 +243,9 @@ fn start_stream<'a>(
 ) -> HttpStream<'a> {
     let (tx, rx) = bridge::channel();
     let handle = client.handle.clone();
+    let cancel = client.cancel.clone();
     handle.spawn(pump(client, res, resp, 0, tx));
-    BridgeReader::new(rx, progress)
+    BridgeReader::new(rx, progress).with_cancel(handle, cancel)
 }
 
 /// A fresh download of the whole resource (for hashing beside Range decoding).
