@@ -122,6 +122,13 @@ fn poll_hwm(pid: u32, done: &AtomicBool) -> Option<u64> {
     best
 }
 
+/// Every contender starts with nothing dirty in the page cache: writeback left over
+/// from the one before (a deleted store, a peer's scratch) must not land in its time.
+/// Called once at the start of each contender, never between its timed steps.
+fn settle() -> Result<()> {
+    setup(&mut Command::new("sync")).map(|_| ())
+}
+
 /// Runs a setup command (not measured).
 fn setup(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -456,6 +463,7 @@ impl Bench {
         remove(&outfile);
         // The store is made beforehand, so its creation is not in the timing.
         drop(platter_snapshotter::Store::open(&store)?);
+        settle()?;
         let mut a = argv![
             &self.platter,
             "--store",
@@ -501,6 +509,7 @@ impl Bench {
     fn qemu_convert(&mut self, key: &'static str, qcow2: &Path, opts: &[&str]) -> Result<()> {
         let out = self.work.join("peer.raw");
         remove(&out);
+        settle()?;
         let mut a = argv!["qemu-img", "convert"];
         a.extend(opts.iter().map(OsString::from));
         a.extend(argv!["-O", "raw", qcow2, &out]);
@@ -523,6 +532,7 @@ impl Bench {
         let out = self.work.join("peer.raw");
         remove(&scratch);
         remove(&out);
+        settle()?;
         let script = format!(
             "set -e; curl -sf '{url}' | gunzip > '{s}'; qemu-img convert -W -O raw '{s}' '{o}'; sync '{o}'",
             s = scratch.display(),
@@ -549,6 +559,7 @@ impl Bench {
             remove(p);
         }
         fs::create_dir_all(&ext)?;
+        settle()?;
         let mut oci_ref = OsString::from("oci:");
         oci_ref.push(&oci);
         oci_ref.push(":v1");
@@ -788,7 +799,7 @@ fn render(
 ) -> String {
     let mut t = Table::new(
         &format!(
-            "Imports of a 2 GiB image (1 GiB random data in 64 MiB runs, 1 GiB holes), best of {runs}; every result fsynced inside the timing (ours by the importer, peers by `sync FILE`); sources warm in the page cache; ours = the `platter` release CLI"
+            "Imports of a 2 GiB image (1 GiB random data in 64 MiB runs, 1 GiB holes), best of {runs}; every result fsynced inside the timing (ours by the importer, peers by `sync FILE`); sources warm in the page cache; a global `sync` before each contender (untimed); ours = the `platter` release CLI"
         ),
         &[
             "import",

@@ -63,7 +63,7 @@ enum Cmd {
         #[arg(long, default_value = "target")]
         dir: std::path::PathBuf,
         /// Runs of every contender; the best is reported.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 3)]
         runs: usize,
     },
     /// VMs: `platter vm create --image` against pull-then-boot with `virsh create`.

@@ -120,9 +120,9 @@ impl Blob {
         Ok(())
     }
 
-    /// Writes block contents of an import in one piece: large folios make a bulk write
-    /// cheaper, and the import drops them from the cache when it commits
-    /// ([`Blob::drop_cached`]) before anyone writes into them in small pieces.
+    /// Writes block contents in one piece: large folios make a bulk write (an import)
+    /// cheaper. Imports are snapshotted and cloned far more often than rewritten in
+    /// place, and clones write to layers of their own.
     pub fn write_bulk(&self, buf: &[u8], offset: u64) -> Result<()> {
         self.data
             .write_all_at(buf, offset)
@@ -130,11 +130,6 @@ impl Blob {
         self.written_end
             .fetch_max(offset + buf.len() as u64, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Drops this blob's clean cached pages (a hint; dirty pages stay).
-    pub fn drop_cached(&self) {
-        let _ = fadvise(&self.data, 0, 0, Advice::DontNeed);
     }
 
     /// Starts (does not wait for) writeback of the data written since the last call, so a

@@ -851,7 +851,6 @@ impl TempVolume {
             .take()
             .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
         vol.flush()?;
-        vol.drop_cached();
         let mut meta = self.store.0.meta.lock();
         if meta.catalog.volumes.contains_key(name) {
             self.volume = Some(vol);

@@ -474,15 +474,6 @@ impl Volume {
         }
     }
 
-    /// Drops the top layer's clean pages from the page cache (after a flush: all of
-    /// them), so that what a bulk import left cached as large folios does not slow down
-    /// later small writes. A hint.
-    pub(crate) fn drop_cached(&self) {
-        if let Some(top) = self.0.state.read().chain.last().cloned() {
-            top.drop_cached();
-        }
-    }
-
     /// Discards a range: it reads as zero afterwards and its space goes back.
     pub fn trim(&self, offset: u64, len: u64) -> Result<()> {
         self.zero_range(offset, len, true)
