@@ -24,6 +24,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 mod qcow2_stream;
+mod vmdk_stream;
 
 pub use crate::writer::WriteStats;
 pub(crate) use crate::writer::{run_writer, Out};
@@ -301,6 +302,13 @@ pub(crate) fn decode_stream(
     };
     if format == Format::Qcow2 {
         return qcow2_stream::decode_qcow2(&mut p, ctx, wrappers, limit, &inside);
+    }
+    // A compressed streamOptimized vmdk is made to be read in order; other vmdks (and
+    // headers that do not parse: the random-access reader says why) are spooled.
+    if format == Format::Vmdk {
+        if let Ok(Some(h)) = vmdk_stream::stream_header(&head) {
+            return vmdk_stream::decode_vmdk(&mut p, h, ctx, wrappers, &inside);
+        }
     }
     ctx.progress.message(format!(
         "{} is a {format} image inside a stream ({inside}): spooling it to a temporary file for random access",
