@@ -615,7 +615,7 @@ fn check_len(p: &Path) -> Result<()> {
 }
 
 /// The path of the first layer blob of the only image in an OCI layout.
-fn layer_blob(oci: &Path) -> Result<PathBuf> {
+pub(crate) fn layer_blob(oci: &Path) -> Result<PathBuf> {
     let blob = |digest: &str| -> Result<PathBuf> {
         let hex = digest
             .strip_prefix("sha256:")

@@ -414,7 +414,7 @@ impl Bench {
         run(Command::new("skopeo")
             .args(["copy", "-q", "--src-tls-verify=false", registry_ref])
             .arg(format!("oci:{}:v1", dir.join("oci").display())))?;
-        let blob = layer_blob(&dir.join("oci"))?;
+        let blob = crate::import::layer_blob(&dir.join("oci"))?;
         run(Command::new("tar")
             .arg("-xzf")
             .arg(&blob)
@@ -538,25 +538,6 @@ fn peer_domain_xml(name: &str, accel: &str, qcow2: &Path, log: &Path) -> String 
         q = qcow2.display(),
         l = log.display()
     )
-}
-
-/// The path of the first layer blob of the only image in an OCI layout.
-fn layer_blob(oci: &Path) -> Result<PathBuf> {
-    let blob = |digest: &str| -> Result<PathBuf> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .with_context(|| format!("digest {digest}"))?;
-        Ok(oci.join("blobs/sha256").join(hex))
-    };
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(oci.join("index.json"))?)?;
-    let m = index["manifests"][0]["digest"]
-        .as_str()
-        .context("index.json has no manifest")?;
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(m)?)?)?;
-    let l = manifest["layers"][0]["digest"]
-        .as_str()
-        .context("manifest has no layer")?;
-    blob(l)
 }
 
 // ---------------------------------------------------------------------------------------

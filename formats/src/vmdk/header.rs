@@ -28,6 +28,8 @@ pub const MAX_GTES_PER_GT: u32 = 1 << 16;
 pub const MAX_CAPACITY_SECTORS: u64 = 1 << 40;
 
 pub const MARKER_EOS: u32 = 0;
+pub const MARKER_GT: u32 = 1;
+pub const MARKER_GD: u32 = 2;
 pub const MARKER_FOOTER: u32 = 3;
 
 /// The fields of a sparse extent header, checked for sane geometry.
@@ -43,6 +45,8 @@ pub struct SparseHeader {
     pub descriptor_size: u64,
     pub num_gtes_per_gt: u32,
     pub gd_offset: u64,
+    /// Sectors of header, descriptor and metadata before the first grain.
+    pub overhead: u64,
     pub compress_algorithm: u16,
 }
 
@@ -94,6 +98,7 @@ pub fn parse_sparse_header(buf: &[u8]) -> Result<SparseHeader, FormatError> {
         descriptor_size: le64(buf, 36),
         num_gtes_per_gt: le32(buf, 44),
         gd_offset: le64(buf, 56),
+        overhead: le64(buf, 64),
         compress_algorithm: le16(buf, 77),
     };
     if !(1..=3).contains(&h.version) {

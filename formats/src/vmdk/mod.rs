@@ -19,10 +19,13 @@ use crate::blockmap::{map_extent, read_pieces};
 use crate::fields::{le32, le64};
 use crate::readat::read_exact;
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
-use header::{FORMAT, GD_AT_END, SECTOR};
+use header::FORMAT;
 
 pub use descriptor::{parse_descriptor, Descriptor, ExtentLine, MAX_DESCRIPTOR_LEN};
-pub use header::{parse_footer, parse_sparse_header, SparseHeader};
+pub use header::{
+    parse_footer, parse_marker, parse_sparse_header, Marker, SparseHeader, GD_AT_END, MARKER_EOS,
+    MARKER_FOOTER, MARKER_GD, MARKER_GT, SECTOR,
+};
 
 /// GD bound: 16 Mi entries (64 MiB in memory).
 const MAX_GD_ENTRIES: u64 = 1 << 24;

@@ -14,15 +14,13 @@ use super::{final_size, DecodeCtx, Decoded, Out};
 use crate::error::{from_io, ImportError};
 use crate::stream::{check_cancel, read_full};
 use platter_formats::detect::Wrapper;
-use platter_formats::vmdk::{inflate_grain, parse_sparse_header};
+use platter_formats::vmdk::{
+    inflate_grain, parse_marker, parse_sparse_header, MARKER_EOS, MARKER_FOOTER, MARKER_GD,
+    MARKER_GT, SECTOR,
+};
 use platter_formats::{Format, FormatError};
 use std::io::Read;
 
-const SECTOR: u64 = 512;
-const MARKER_EOS: u32 = 0;
-const MARKER_GT: u32 = 1;
-const MARKER_GD: u32 = 2;
-const MARKER_FOOTER: u32 = 3;
 /// Bytes of a grain marker before its data.
 const GRAIN_MARKER_HEAD: usize = 12;
 /// Most sectors of header, descriptor and padding before the first marker.
@@ -46,14 +44,7 @@ pub(crate) fn stream_header(head: &[u8]) -> Result<Option<StreamHeader>, FormatE
     if !(h.has_markers() && h.compressed()) {
         return Ok(None);
     }
-    let overhead = head
-        .get(64..72)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(FormatError::Truncated {
-            what: "vmdk sparse header".into(),
-            offset: 64,
-        })?;
+    let overhead = h.overhead;
     if overhead == 0 || overhead > MAX_OVERHEAD_SECTORS {
         return Err(corrupt(format!("overHead of {overhead} sectors")));
     }
@@ -111,21 +102,11 @@ pub(crate) enum Record {
 }
 
 pub(crate) fn parse_record(sector: &[u8], h: &StreamHeader) -> Result<Record, FormatError> {
-    let le64 = |o: usize| {
-        sector
-            .get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let le32 = |o: usize| {
-        sector
-            .get(o..o + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-    };
-    let (Some(value), Some(size), Some(kind)) = (le64(0), le32(8), le32(12)) else {
+    if sector.len() < 16 {
         return Err(corrupt("short marker"));
-    };
+    }
+    let m = parse_marker(sector);
+    let (value, size, kind) = (m.value, m.size, m.kind);
     if size > 0 {
         let offset = value
             .checked_mul(SECTOR)
