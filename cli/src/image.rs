@@ -221,7 +221,8 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
     // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
     let volume = VolumeRef::volume(name.clone());
     if !exists(&volume) {
-        let imported = execute(
+        // Ctrl-C here cancels the import and waits until its temporary volume is gone.
+        let imported = execute_interruptible(
             dir,
             Request::Import {
                 source,
@@ -229,12 +230,13 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
                 params,
             },
             OutputFormat::Table,
+            "import",
         );
-        // Imports are atomic: if the volume exists now, a concurrent import made it.
-        if let Err(e) = imported {
-            if !exists(&volume) {
-                return Err(e.context(format!("importing image {image}")));
-            }
+        match imported {
+            Err(e) if e.is::<crate::interrupt::Interrupted>() => return Err(e),
+            // Imports are atomic: if the volume exists now, a concurrent import made it.
+            Err(e) if !exists(&volume) => return Err(e.context(format!("importing image {image}"))),
+            _ => {}
         }
     }
     let snapshot = execute(

@@ -383,6 +383,40 @@ fn ctrl_c_during_push_to_a_layout_leaves_it_as_it_was() {
     assert!(!fresh.exists(), "a half-made layout was left");
 }
 
+/// `vm create --image URL` imports the image into the cache first: Ctrl-C then cancels
+/// that import like `platter import`, and no VM, clone or cache entry is left.
+#[test]
+fn ctrl_c_during_the_image_import_of_vm_create_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (st, keep) = store_with_keep(dir.path());
+    let before = blobs(&st);
+    let srv = Serve::start(&st);
+    let http = SlowHttp::start(1 << 30);
+    let (mut child, err) = spawn(
+        &st,
+        &[
+            "vm",
+            "create",
+            "--connect",
+            "test:///default",
+            "--image",
+            &http.url(),
+            "vm1",
+        ],
+        Stdio::null(),
+    );
+    wait_for("the temporary volume", || blobs(&st).len() > before.len());
+    signal(&child, Signal::Int).unwrap();
+    let status = wait_exit(&mut child);
+    assert_cancelled(status, &err.join().unwrap(), "import", 130);
+    assert_eq!(blobs(&st), before, "blobs left behind");
+    assert_eq!(volume_names(&st), ["keep"]);
+    assert_eq!(export_bytes(&st, "keep", dir.path()), keep);
+    let list = ok(&st, &["vm", "list", "--connect", "test:///default"]);
+    assert!(!list.contains("vm1"), "{list}");
+    drop(srv);
+}
+
 #[test]
 fn a_server_cancels_the_import_of_a_client_that_goes_away() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ mod fields;
 pub mod qcow2;
 pub mod raw;
 pub mod readat;
+pub mod streammap;
 pub mod vdi;
 pub mod vhd;
 pub mod vhdx;

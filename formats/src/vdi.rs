@@ -6,12 +6,16 @@
 //! bounded before it sizes an allocation or a read, and every block map entry is checked
 //! against the file length at open. This module only reads through [`ReadAt`]; it never
 //! writes, opens paths, or trusts an offset it has not checked.
+//!
+//! An image that arrives as a stream is planned by the same loader (`stream_plan`, for
+//! [`crate::streammap`]): the header and block map come before the data blocks.
 
 use std::sync::Arc;
 
 use crate::blockmap::{guest_block_len, BlockMap};
 use crate::fields::{le32, le64};
 use crate::readat::read_exact;
+use crate::streammap::{blocks_plan, Plan, Prefix, UNKNOWN_LEN};
 use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 
 const FORMAT: &str = "vdi";
@@ -189,27 +193,7 @@ impl VdiImage {
                 offset: file_len,
             });
         }
-        let mut hbuf = [0u8; HEADER_LEN];
-        read_exact(FORMAT, &*src, &mut hbuf, 0, "header")?;
-        let header = parse_header(&hbuf)?;
-        // Only the entries covering the disk size matter; the rest may hold anything.
-        let needed = header.disk_size.div_ceil(u64::from(header.block_size));
-        let map_len = usize::try_from(needed * 4).map_err(|_| {
-            FormatError::corrupt(FORMAT, "block map does not fit in memory".to_string())
-        })?;
-        let mut raw = vec![0u8; map_len];
-        read_exact(
-            FORMAT,
-            &*src,
-            &mut raw,
-            header.offset_bmap.into(),
-            "block map",
-        )?;
-        let blocks = raw
-            .chunks_exact(4)
-            .enumerate()
-            .map(|(i, e)| check_entry(&header, i as u64, le32(e, 0), file_len))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (header, blocks) = load(&*src, file_len)?;
         let blocks = BlockMap::new(header.block_size.into(), header.disk_size, blocks);
         Ok(VdiImage {
             src,
@@ -222,6 +206,39 @@ impl VdiImage {
     pub fn header(&self) -> &VdiHeader {
         &self.header
     }
+}
+
+/// Reads and checks the header and the block map of a file of `file_len` bytes: per guest
+/// block, the file offset of its bytes or `None` when it reads as zero.
+fn load(src: &dyn ReadAt, file_len: u64) -> Result<(VdiHeader, Vec<Option<u64>>), FormatError> {
+    let mut hbuf = [0u8; HEADER_LEN];
+    read_exact(FORMAT, src, &mut hbuf, 0, "header")?;
+    let header = parse_header(&hbuf)?;
+    // Only the entries covering the disk size matter; the rest may hold anything.
+    let needed = header.disk_size.div_ceil(u64::from(header.block_size));
+    let map_len = usize::try_from(needed * 4).map_err(|_| {
+        FormatError::corrupt(FORMAT, "block map does not fit in memory".to_string())
+    })?;
+    let mut raw = vec![0u8; map_len];
+    read_exact(
+        FORMAT,
+        src,
+        &mut raw,
+        header.offset_bmap.into(),
+        "block map",
+    )?;
+    let blocks = raw
+        .chunks_exact(4)
+        .enumerate()
+        .map(|(i, e)| check_entry(&header, i as u64, le32(e, 0), file_len))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((header, blocks))
+}
+
+/// Plans an image arriving as a stream (see [`crate::streammap`]).
+pub(crate) fn stream_plan(src: &Prefix<'_>) -> Result<Plan, FormatError> {
+    let (h, blocks) = load(src, UNKNOWN_LEN)?;
+    blocks_plan(FORMAT, h.block_size.into(), h.disk_size, &blocks)
 }
 
 /// Validates one block map entry: in range of the image's blocks, data inside the file.
@@ -278,6 +295,10 @@ impl DiskImage for VdiImage {
 mod tests {
     use super::*;
     use crate::readat::MemImage;
+    use crate::streammap::plan;
+    use crate::streammap::testing::{
+        assert_rereading_refused, map_of, read_all, runs, stream_decode,
+    };
     use crate::ExtentKind;
     use proptest::prelude::*;
 
@@ -372,6 +393,45 @@ mod tests {
         ));
     }
 
+    fn streamed(bytes: &[u8]) -> Result<Option<Vec<u8>>, FormatError> {
+        stream_decode(Format::Vdi, bytes)
+    }
+
+    #[test]
+    fn stream_plan_matches_the_reader() {
+        for f in [sample(10_000), sample(12_288)] {
+            let want = read_all(&open(f.clone()).unwrap()).unwrap();
+            assert_eq!(streamed(&f).unwrap().unwrap(), want);
+        }
+        let f = sample(10_000);
+        assert_eq!(
+            plan(Format::Vdi, &f[..512]).unwrap(),
+            Plan::Need(0x200 + 12)
+        );
+        let m = map_of(Format::Vdi, &f[..0x20c]);
+        // Guest block 2 is stored first in the file.
+        assert_eq!(
+            runs(&m),
+            vec![(0x400, 8192, 10_000 - 8192), (0x1400, 0, 4096)]
+        );
+        assert_eq!(m.zeros, vec![(4096, 4096)]);
+
+        // Cut inside the last data block: truncated.
+        assert!(matches!(
+            streamed(&f[..f.len() - 10]),
+            Err(FormatError::Truncated { .. })
+        ));
+        // Two blocks on one data block: fine for the reader, not for a stream.
+        let mut g = f.clone();
+        g[0x200..0x204].copy_from_slice(&0u32.to_le_bytes());
+        assert!(open(g.clone()).is_ok());
+        assert_rereading_refused(Format::Vdi, &g);
+        // A differencing image is refused as by the reader.
+        let mut g = f.clone();
+        g[0x4c..0x50].copy_from_slice(&TYPE_DIFF.to_le_bytes());
+        assert!(matches!(streamed(&g), Err(FormatError::Unsupported { .. })));
+    }
+
     proptest! {
         #[test]
         fn parse_header_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -383,10 +443,17 @@ mod tests {
             let mut f = sample(10_000);
             f[pos] = val;
             f.truncate(len.max(1));
+            let stream = streamed(&f);
             if let Ok(img) = open(f) {
                 let mut buf = vec![0u8; img.virtual_size().min(1 << 16) as usize];
-                let _ = img.read_at(&mut buf, 0);
+                let read = img.read_at(&mut buf, 0);
                 let _ = img.map(0, u64::MAX);
+                // Where both decode the image, they agree.
+                if let (Ok(()), Ok(Some(s))) = (read, stream) {
+                    if img.virtual_size() <= 1 << 16 {
+                        prop_assert_eq!(s, buf);
+                    }
+                }
             }
         }
     }

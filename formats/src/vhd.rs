@@ -5,18 +5,23 @@
 //! Differencing disks need a parent and are refused. The virtual size is the footer's
 //! current size. Every offset from the file is bounded before use; BAT entries are
 //! checked against the file and the metadata at open. Reads only through [`ReadAt`].
+//!
+//! A dynamic disk that arrives as a stream is planned from the footer copy at offset 0,
+//! the dynamic header and the BAT by the same loader (`stream_plan`, for
+//! [`crate::streammap`]): each allocated block becomes one run, its bitmap first.
 
 use std::sync::{Arc, Mutex};
 
 use crate::blockmap::{guest_block_len, map_extent, read_stored, stored_kind};
 use crate::fields::{be32, be64};
 use crate::readat::read_exact;
+use crate::streammap::{MapBuilder, Plan, Prefix, UNKNOWN_LEN};
 use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 
 const FORMAT: &str = "vhd";
 pub const FOOTER_LEN: usize = 512;
 pub const DYN_HEADER_LEN: usize = 1024;
-const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = 512;
 const VERSION_1_0: u32 = 0x0001_0000;
 const TYPE_FIXED: u32 = 2;
 const TYPE_DYNAMIC: u32 = 3;
@@ -175,34 +180,81 @@ impl VhdImage {
         }
         let footer = parse_footer(&buf)?;
         let size = footer.current_size;
-        let dynamic = match footer.disk_type {
-            TYPE_FIXED => {
-                if size > file_len - FOOTER_LEN as u64 {
-                    return Err(FormatError::corrupt(
-                        FORMAT,
-                        format!(
-                            "fixed disk of {size} bytes does not fit in a {file_len}-byte file"
-                        ),
-                    ));
-                }
-                None
-            }
-            TYPE_DYNAMIC => Some(open_dynamic(&*src, &footer, file_len)?),
-            TYPE_DIFF => {
-                return Err(FormatError::unsupported(
+        let dynamic = if is_dynamic(&footer)? {
+            Some(open_dynamic(&*src, &footer, file_len)?)
+        } else {
+            if size > file_len - FOOTER_LEN as u64 {
+                return Err(FormatError::corrupt(
                     FORMAT,
-                    "differencing disk (needs its parent image)",
-                ))
+                    format!("fixed disk of {size} bytes does not fit in a {file_len}-byte file"),
+                ));
             }
-            other => {
-                return Err(FormatError::unsupported(
-                    FORMAT,
-                    format!("disk type {other}"),
-                ))
-            }
+            None
         };
         Ok(VhdImage { src, size, dynamic })
     }
+}
+
+/// True for a dynamic disk, false for a fixed one; other disk types are refused.
+fn is_dynamic(footer: &VhdFooter) -> Result<bool, FormatError> {
+    match footer.disk_type {
+        TYPE_FIXED => Ok(false),
+        TYPE_DYNAMIC => Ok(true),
+        TYPE_DIFF => Err(FormatError::unsupported(
+            FORMAT,
+            "differencing disk (needs its parent image)",
+        )),
+        other => Err(FormatError::unsupported(
+            FORMAT,
+            format!("disk type {other}"),
+        )),
+    }
+}
+
+/// Plans a dynamic disk arriving as a stream (see [`crate::streammap`]): the footer copy
+/// at offset 0 stands for the footer at the end, which a stream reaches last.
+pub(crate) fn stream_plan(src: &Prefix<'_>) -> Result<Plan, FormatError> {
+    let mut buf = [0u8; FOOTER_LEN];
+    read_exact(FORMAT, src, &mut buf, 0, "footer copy")?;
+    let footer = match parse_footer(&buf) {
+        Ok(f) => f,
+        // The reader would still find the footer at the end of the file.
+        Err(e) => {
+            return Ok(Plan::NotStreamable(format!(
+                "the footer copy at its start is not usable ({e})"
+            )))
+        }
+    };
+    if !is_dynamic(&footer)? {
+        return Ok(Plan::NotStreamable(
+            "a fixed disk keeps its footer at the end".into(),
+        ));
+    }
+    let d = open_dynamic(src, &footer, UNKNOWN_LEN)?;
+    let size = footer.current_size;
+    let bitmap_len = u32::try_from(d.bitmap_len)
+        .map_err(|_| FormatError::corrupt(FORMAT, "sector bitmap is too large"))?;
+    let mut map = MapBuilder::new(FORMAT, size);
+    for (block, entry) in (0u64..).zip(&d.bat) {
+        let guest = block * d.block_size;
+        let len = guest_block_len(block, d.block_size, size);
+        match entry {
+            Some(at) => map.masked(guest, len, *at, bitmap_len),
+            None => map.zero(guest, len),
+        }
+    }
+    map.finish()
+}
+
+/// Whether `sector` of a block is present in its sector `bitmap` (a clear bit, or a
+/// sector past the bitmap, reads as zero).
+pub(crate) fn sector_present(bitmap: &[u8], sector: u64) -> bool {
+    let byte = usize::try_from(sector / 8)
+        .ok()
+        .and_then(|i| bitmap.get(i))
+        .copied()
+        .unwrap_or(0);
+    byte & (0x80 >> (sector % 8)) != 0
 }
 
 fn open_dynamic(
@@ -356,10 +408,7 @@ impl Dynamic {
             });
         };
         let bm = self.bitmap(src, block, bitmap_at)?;
-        let present = |sector: u64| {
-            let byte = bm.get((sector / 8) as usize).copied().unwrap_or(0);
-            byte & (0x80 >> (sector % 8)) != 0
-        };
+        let present = |sector: u64| sector_present(&bm, sector);
         let first = (offset - block_start) / SECTOR;
         let state = present(first);
         let mut sector = first + 1;
@@ -417,6 +466,8 @@ impl DiskImage for VhdImage {
 mod tests {
     use super::*;
     use crate::readat::MemImage;
+    use crate::streammap::plan;
+    use crate::streammap::testing::{assert_rereading_refused, map_of, read_all, stream_decode};
     use crate::ExtentKind;
     use proptest::prelude::*;
 
@@ -551,6 +602,63 @@ mod tests {
         ));
     }
 
+    fn streamed(bytes: &[u8]) -> Result<Option<Vec<u8>>, FormatError> {
+        stream_decode(Format::Vhd, bytes)
+    }
+
+    #[test]
+    fn stream_plan_matches_the_reader() {
+        let f = dynamic_sample();
+        let want = read_all(&open(f.clone()).unwrap()).unwrap();
+        assert_eq!(streamed(&f).unwrap().unwrap(), want);
+        // Only what the tables need is read before the data: up to the end of the BAT
+        // entries that cover the disk.
+        assert_eq!(plan(Format::Vhd, &f[..1536]).unwrap(), Plan::Need(1548));
+        let m = map_of(Format::Vhd, &f[..1548]);
+        assert_eq!(m.runs.len(), 2);
+        assert_eq!((m.runs[0].host, m.runs[0].bitmap_len), (2048, 512));
+        assert_eq!(m.zeros, vec![(4096, 4096)]);
+
+        // Cut inside the last block's data: truncated.
+        let cut = &f[..f.len() - 512 - 100];
+        assert!(matches!(streamed(cut), Err(FormatError::Truncated { .. })));
+
+        // A damaged footer copy: the reader uses the footer at the end; a stream cannot.
+        let mut g = f.clone();
+        g[70] ^= 1;
+        assert_eq!(streamed(&g).unwrap(), None);
+
+        // The BAT after the data: the whole file is needed first, and the result matches.
+        let mut g = f[..f.len() - 512].to_vec();
+        let bat_at = g.len() as u64;
+        g.extend_from_slice(&f[1536..2048]);
+        g[1536..2048].fill(0);
+        g.extend_from_slice(&f[f.len() - 512..]);
+        g[512 + 16..512 + 24].copy_from_slice(&bat_at.to_be_bytes());
+        refresh_checksums(&mut g);
+        let want = read_all(&open(g.clone()).unwrap()).unwrap();
+        assert_eq!(
+            plan(Format::Vhd, &g[..2048]).unwrap(),
+            Plan::Need(bat_at + 12)
+        );
+        assert_eq!(streamed(&g).unwrap().unwrap(), want);
+
+        // Two blocks on the same file bytes: the reader reads them twice, a stream cannot.
+        let mut g = f.clone();
+        g[1540..1544].copy_from_slice(&4u32.to_be_bytes());
+        assert!(open(g.clone()).is_ok());
+        assert_rereading_refused(Format::Vhd, &g);
+
+        // A differencing disk is refused as by the reader.
+        let mut g = f.clone();
+        g[..512].copy_from_slice(&footer(3 * 4096, TYPE_DIFF, 512));
+        assert!(matches!(streamed(&g), Err(FormatError::Unsupported { .. })));
+        // A fixed disk with a footer copy at 0 is left to the reader.
+        let mut g = f.clone();
+        g[..512].copy_from_slice(&footer(3 * 4096, TYPE_FIXED, 512));
+        assert_eq!(streamed(&g).unwrap(), None);
+    }
+
     proptest! {
         #[test]
         fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
@@ -574,10 +682,17 @@ mod tests {
             if cut < 200 {
                 f.truncate(f.len() - cut);
             }
+            let stream = streamed(&f);
             if let Ok(img) = open(f) {
                 let mut buf = vec![0u8; img.virtual_size().min(1 << 16) as usize];
-                let _ = img.read_at(&mut buf, 0);
+                let read = img.read_at(&mut buf, 0);
                 let _ = img.map(0, u64::MAX);
+                // Where both decode the image, they agree.
+                if let (Ok(()), Ok(Some(s))) = (read, stream) {
+                    if img.virtual_size() <= 1 << 16 {
+                        prop_assert_eq!(s, buf);
+                    }
+                }
             }
         }
     }

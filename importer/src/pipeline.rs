@@ -1,8 +1,11 @@
 //! The streaming import pipeline: source stage (read, hash, count) -> decode stage
 //! (unwrap gz/xz/zstd/bz2/tar, detect, decode; a qcow2 stream in one pass through
-//! [`qcow2_stream`], other random-access formats through a spool) -> write stage (zero
-//! detection, sink). Stages are threads joined by bounded channels, so at most a few MiB are in
-//! flight whatever the image size.
+//! [`qcow2_stream`], a compressed streamOptimized vmdk through `vmdk_stream`, a dynamic
+//! vhd, vdi, vhdx or sparse vmdk whose tables come first through `map_stream`, which
+//! spools what cannot be decoded in one pass) -> write stage (zero detection, sink).
+//! Stages are threads joined by bounded channels, so at most a few MiB are in flight
+//! whatever the image size (plus the tables of a planned format, read ahead up to
+//! `map_stream::MAX_PREFIX`).
 //!
 //! The pipeline never decides where data goes (the sink does) and never commits: the
 //! caller finishes the sink only after every stage succeeded and every digest matched.
@@ -11,7 +14,6 @@ use crate::checksum::{Checksum, MultiHasher};
 use crate::error::{from_io, ImportError};
 use crate::options::{CancelFlag, ImportOptions};
 use crate::progress::Throttle;
-use crate::spool::spool;
 use crate::stream::{
     check_cancel, chunk_buf, read_full, recycle, Chunk, PeekReader, SubReadAt, CHUNK, ZERO_BLOCK,
 };
@@ -23,6 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
+mod map_stream;
 mod qcow2_stream;
 mod vmdk_stream;
 
@@ -237,7 +240,8 @@ pub(crate) fn declared_virtual_size(head: &[u8], format: Format) -> Option<u64> 
 }
 
 /// Decodes a sequential stream fully into the write stage: unwraps wrappers (tar members
-/// are chosen by [`is_disk_candidate`]), streams raw data, spools random-access formats.
+/// are chosen by [`is_disk_candidate`]), streams raw data, decodes random-access formats
+/// in one pass where their layout allows and spools the others.
 pub(crate) fn decode_stream(
     r: &mut dyn Read,
     ctx: &DecodeCtx<'_>,
@@ -303,34 +307,16 @@ pub(crate) fn decode_stream(
     if format == Format::Qcow2 {
         return qcow2_stream::decode_qcow2(&mut p, ctx, wrappers, limit, &inside);
     }
-    // A compressed streamOptimized vmdk is made to be read in order; other vmdks (and
-    // headers that do not parse: the random-access reader says why) are spooled.
+    // A compressed streamOptimized vmdk is made to be read in order; other vmdks go by
+    // their tables below (a header that does not parse is refused there as by the reader).
     if format == Format::Vmdk {
         if let Ok(Some(h)) = vmdk_stream::stream_header(&head) {
             return vmdk_stream::decode_vmdk(&mut p, h, ctx, wrappers, &inside);
         }
     }
-    ctx.progress.message(format!(
-        "{} is a {format} image inside a stream ({inside}): spooling it to a temporary file for random access",
-        ctx.what,
-    ));
-    let (file, _len) = spool(
-        &mut p,
-        ctx.opts.temp_dir.as_deref(),
-        limit,
-        &ctx.what,
-        &ctx.opts.cancel,
-    )?;
-    let img =
-        open_image(format, Arc::new(file)).map_err(|e| ImportError::format(ctx.what.clone(), e))?;
-    let size = decode_random(img.as_ref(), ctx)?;
-    Ok(Decoded {
-        format,
-        wrappers: wrappers.clone(),
-        virtual_size: size,
-        spooled: true,
-        member: None,
-    })
+    // The other formats pass in one pass too when their tables come before their data;
+    // what cannot is spooled from there, with a message saying why.
+    map_stream::decode_mapped(&mut p, format, ctx, wrappers, limit, &inside)
 }
 
 fn chain(w: &[Wrapper]) -> String {

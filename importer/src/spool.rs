@@ -1,6 +1,9 @@
-//! Spooling: when a format that needs random access (qcow2, vmdk sparse, vhd dynamic,
-//! vhdx, vdi) arrives as a stream (stdin, a compressed wrapper, a registry layer), its
-//! bytes are copied to an unlinked temporary file, then decoded from there.
+//! Spooling, the last resort for an image that needs random access and arrives as a
+//! stream (stdin, a compressed wrapper, a registry layer) but cannot be decoded in one
+//! pass (tables behind the data or past the read-ahead, a VHDX log to replay, ...): its
+//! bytes are copied to an unlinked temporary file, then decoded from there. The usual
+//! layouts of every format stream without it (`pipeline/qcow2_stream.rs`,
+//! `pipeline/vmdk_stream.rs`, `pipeline/map_stream.rs`).
 //!
 //! The spool is sparse (all-zero blocks are not written) and bounded by the image's
 //! declared size, so a compression bomb can fill neither memory nor disk. The file has no

@@ -11,31 +11,14 @@ use platter_importer::{ImportError, ImportOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Options whose temp dir does not exist: creating any temporary file fails.
-fn no_temp(d: &Path) -> ImportOptions {
-    ImportOptions {
-        temp_dir: Some(d.join("no-such-temp-dir")),
-        ..Default::default()
-    }
-}
-
 /// A 640 MiB sparse raw disk: the usual test pattern at the start plus data at 600 MiB,
 /// so 64 KiB-cluster images need two L2 tables. Returns the path and the data bytes.
 fn sparse_raw(d: &Path, seed: u64) -> (PathBuf, u64) {
-    let (raw, data) = make_raw(d, "disk.raw", 6 << 20, seed);
-    let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
-    f.set_len(640 << 20).unwrap();
-    f.write_all_at(&random_bytes(seed + 100, 1 << 20), 600 << 20)
-        .unwrap();
-    (raw, data + (1 << 20))
+    sparse_raw_at(d, seed, 640 << 20, 600 << 20)
 }
 
 fn convert(raw: &Path, out: &Path, opts: &[&str]) {
-    let mut args = vec!["convert", "-f", "raw", "-O", "qcow2"];
-    args.extend_from_slice(opts);
-    args.push(raw.to_str().unwrap());
-    args.push(out.to_str().unwrap());
-    run("qemu-img", &args);
+    common::convert(raw, out, "qcow2", opts);
 }
 
 /// gzip, zstd and containerDisk-layer (`disk/disk.img` in a tar, gzip'ed) forms of a

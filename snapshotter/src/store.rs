@@ -26,7 +26,7 @@ use crate::catalog::{
 use crate::error::{Result, StoreError};
 use crate::extent_map::ExtentMap;
 use crate::info::{GcReport, Kind, LayerInfo, VolumeInfo};
-use crate::journal::{JournalFile, Record, RecordKind};
+use crate::journal::{JournalFile, Record};
 use crate::volume::{Chain, DirSync, State, Volume, VolumeInner, BLOCK};
 
 /// Deepest layer chain a volume may have (snapshots add one layer each).
@@ -314,6 +314,7 @@ impl Store {
                     map,
                     size: e.size,
                     next_phys: 0,
+                    identity: false,
                     deleted: false,
                 };
                 let inner = VolumeInner::new(r.to_string(), state, None, self.0.dir_sync.clone());
@@ -357,14 +358,11 @@ impl Store {
         let (blob, journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, true)?;
         let depth = depth_of(&chain, &vol.top)?;
         let mut map = base.clone();
-        let mut next_phys = 0;
         for r in &records {
             check_record(r, vol.size, blob.dir())?;
-            if let RecordKind::Data { phys } = r.kind {
-                next_phys = next_phys.max(phys + r.len);
-            }
             map.set(r.start, r.len, r.target(depth));
         }
+        let (next_phys, identity) = crate::volume::placement(&records);
         let mut chain: Vec<Arc<Blob>> = chain.as_ref().clone();
         chain.push(Arc::new(blob));
         Ok((
@@ -374,6 +372,7 @@ impl Store {
                 base,
                 size: vol.size,
                 next_phys,
+                identity,
                 deleted: false,
             },
             journal,

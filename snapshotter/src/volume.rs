@@ -57,8 +57,14 @@ pub(crate) struct State {
     /// The merged index of the chain below the top (what a trim falls back to).
     pub base: ExtentMap,
     pub size: u64,
-    /// Next free physical block in the top layer's data file.
+    /// Next free physical block in the top layer's data file (append placement).
     pub next_phys: u64,
+    /// Where the top layer puts a block it does not hold yet: at its own guest block
+    /// number (true), so its data file is a sparse image of the volume and a range
+    /// rewritten piecemeal still reads back in one piece, or at `next_phys` (false: a
+    /// layer written by an older build, whose blocks may sit anywhere). See
+    /// [`placement`].
+    pub identity: bool,
     pub deleted: bool,
 }
 
@@ -78,6 +84,48 @@ impl DirSync {
             }
         }
         Ok(())
+    }
+}
+
+/// Under identity placement, blocks below this (8 TiB) sit at their own offset; blocks
+/// past it are appended after it, since ext4 files end at 16 TiB.
+const IDENTITY_BLOCKS: u64 = 1 << 31;
+
+/// How a top layer places new blocks, from the records it already holds: identity
+/// placement if every stored block sits where it would put it, which holds for every
+/// layer this build made (and for an empty one); else appending after the last stored
+/// block (a layer from an older build). Returns `(next_phys, identity)`.
+pub(crate) fn placement(records: &[Record]) -> (u64, bool) {
+    let mut next = 0;
+    let mut identity = true;
+    for r in records {
+        if let RecordKind::Data { phys } = r.kind {
+            next = next.max(phys + r.len);
+            identity &= phys == r.start || phys >= IDENTITY_BLOCKS;
+        }
+    }
+    (next, identity)
+}
+
+/// Adds blocks `start..start+len` at `phys` to a write plan, joining them to the last
+/// run when both continue it (blocks the layer held and blocks it takes over usually do,
+/// under identity placement), so that they go out as one write.
+fn push_run(plan: &mut Vec<(u64, u64, u64)>, start: u64, len: u64, phys: u64) {
+    if let Some(last) = plan.last_mut() {
+        if last.0 + last.1 == start && last.2 + last.1 == phys {
+            last.1 += len;
+            return;
+        }
+    }
+    plan.push((start, len, phys));
+}
+
+/// Where the top layer puts the run `start..start+len` it does not hold yet.
+fn place(st: &State, start: u64, len: u64) -> u64 {
+    match st.identity {
+        true if start + len <= IDENTITY_BLOCKS => start,
+        true => st.next_phys.max(IDENTITY_BLOCKS),
+        false => st.next_phys,
     }
 }
 
@@ -195,6 +243,7 @@ impl Quiesced<'_> {
         st.chain = Arc::new(chain);
         st.base = st.map.clone();
         st.next_phys = 0;
+        st.identity = true;
         *self.vol.journal.lock() = Some(journal);
     }
 
@@ -347,14 +396,14 @@ impl Volume {
             for p in st.map.lookup(first, count) {
                 match p.target {
                     Some(Target::Data { depth: d, phys }) if d == depth => {
-                        plan.push((p.start, p.len, phys))
+                        push_run(&mut plan, p.start, p.len, phys)
                     }
                     _ => {
-                        let phys = st.next_phys;
-                        st.next_phys += p.len;
+                        let phys = place(&st, p.start, p.len);
+                        st.next_phys = st.next_phys.max(phys + p.len);
                         st.map
                             .set(p.start, p.len, Some(Target::Data { depth, phys }));
-                        plan.push((p.start, p.len, phys));
+                        push_run(&mut plan, p.start, p.len, phys);
                         fresh.push(Record {
                             start: p.start,
                             len: p.len,
@@ -629,5 +678,33 @@ impl std::fmt::Debug for Volume {
             .field("label", &self.0.label)
             .field("read_only", &self.0.read_only)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(start: u64, len: u64, phys: u64) -> Record {
+        Record {
+            start,
+            len,
+            kind: RecordKind::Data { phys },
+        }
+    }
+
+    #[test]
+    fn placement_keeps_identity_only_where_every_block_has_it() {
+        assert_eq!(placement(&[]), (0, true));
+        assert_eq!(placement(&[data(5, 3, 5), data(1, 1, 1)]), (8, true));
+        // A layer from an older build appended its blocks: keep appending after them.
+        assert_eq!(placement(&[data(5, 3, 0), data(1, 1, 3)]), (4, false));
+        assert_eq!(placement(&[data(5, 3, 5), data(9, 1, 2)]), (8, false));
+        // Blocks past 8 TiB are appended after it, and that is still identity placement.
+        let far = (1u64 << 32) - 1;
+        assert_eq!(
+            placement(&[data(far, 1, IDENTITY_BLOCKS), data(2, 1, 2)]),
+            (IDENTITY_BLOCKS + 1, true)
+        );
     }
 }

@@ -6,6 +6,11 @@
 //! Read-only: an image whose log still needs replaying, and differencing images, are
 //! refused. Every region, item and BAT entry is checked against the file and the
 //! metadata before use. Reads only through [`ReadAt`].
+//!
+//! An image that arrives as a stream is planned by the same loader (`stream_plan`, for
+//! [`crate::streammap`]): the header section, log, metadata and BAT regions come before
+//! the payload blocks. What this reader refuses as unsupported (a log to replay, a
+//! differencing image) is left to it: such a stream is not streamable.
 
 mod crc;
 mod log;
@@ -16,6 +21,7 @@ use std::sync::Arc;
 use crate::blockmap::{guest_block_len, BlockMap};
 use crate::fields::le64;
 use crate::readat::read_exact;
+use crate::streammap::{blocks_plan, Plan, Prefix, UNKNOWN_LEN};
 use crate::{DiskImage, Extent, Format, FormatError, ReadAt};
 use meta::{Header, Params, Region, Regions, FORMAT, MIB};
 
@@ -57,29 +63,7 @@ impl VhdxImage {
         let file_len = src
             .len()
             .map_err(|e| FormatError::io("reading VHDX file length", e))?;
-        let mut magic = [0u8; 8];
-        read_exact(FORMAT, &*src, &mut magic, 0, "file identifier")?;
-        if &magic != b"vhdxfile" {
-            return Err(FormatError::BadMagic { format: FORMAT });
-        }
-        let header = read_header(&*src)?;
-        check_log(&*src, &header, file_len)?;
-        let regions = read_regions(&*src, file_len)?;
-        let params = read_params(&*src, regions.metadata)?;
-        let log = Region {
-            offset: header.log_offset,
-            length: header.log_length.into(),
-        };
-        let reserved = [
-            Region {
-                offset: 0,
-                length: HEADER_SECTION_END,
-            },
-            regions.bat,
-            regions.metadata,
-            log,
-        ];
-        let blocks = read_bat(&*src, &params, regions.bat, &reserved, file_len)?;
+        let (params, blocks) = load(&*src, file_len)?;
         let blocks = BlockMap::new(params.block_size.into(), params.virtual_size, blocks);
         Ok(VhdxImage {
             src,
@@ -96,6 +80,45 @@ impl VhdxImage {
     /// Logical sector size in bytes (512 or 4096).
     pub fn logical_sector_size(&self) -> u32 {
         self.params.logical_sector_size
+    }
+}
+
+/// Reads and checks everything in front of the payload of a file of `file_len` bytes:
+/// the geometry, and per payload block the file offset of its data or `None` when it
+/// reads as zero.
+fn load(src: &dyn ReadAt, file_len: u64) -> Result<(Params, Vec<Option<u64>>), FormatError> {
+    let mut magic = [0u8; 8];
+    read_exact(FORMAT, src, &mut magic, 0, "file identifier")?;
+    if &magic != b"vhdxfile" {
+        return Err(FormatError::BadMagic { format: FORMAT });
+    }
+    let header = read_header(src)?;
+    check_log(src, &header, file_len)?;
+    let regions = read_regions(src, file_len)?;
+    let params = read_params(src, regions.metadata)?;
+    let log = Region {
+        offset: header.log_offset,
+        length: header.log_length.into(),
+    };
+    let reserved = [
+        Region {
+            offset: 0,
+            length: HEADER_SECTION_END,
+        },
+        regions.bat,
+        regions.metadata,
+        log,
+    ];
+    let blocks = read_bat(src, &params, regions.bat, &reserved, file_len)?;
+    Ok((params, blocks))
+}
+
+/// Plans an image arriving as a stream (see [`crate::streammap`]).
+pub(crate) fn stream_plan(src: &Prefix<'_>) -> Result<Plan, FormatError> {
+    match load(src, UNKNOWN_LEN) {
+        Ok((p, blocks)) => blocks_plan(FORMAT, p.block_size.into(), p.virtual_size, &blocks),
+        Err(e @ FormatError::Unsupported { .. }) => Ok(Plan::NotStreamable(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 

@@ -137,11 +137,15 @@ fn pending_log_is_refused() {
     put(&mut f, at + 72, &(5 * MIB).to_le_bytes());
     seal(&mut f, at, HEADER_LEN);
     f.resize(f.len() + MIB as usize, 0);
+    // An empty log streams.
+    assert!(streamed(&f).unwrap().is_some());
     let log = 5 * MIB as usize;
     put(&mut f, log, b"loge");
     put(&mut f, log + 8, &4096u32.to_le_bytes());
     put(&mut f, log + 32, &[5u8; 16]);
     seal(&mut f, log, 4096);
+    // A stream cannot replay it: left to the reader, which refuses it.
+    assert_eq!(streamed(&f).unwrap(), None);
     match open(f) {
         Err(FormatError::Unsupported { what, .. }) => assert!(what.contains("log replay needed")),
         other => panic!("expected log refusal, got {:?}", other.err()),
@@ -203,6 +207,57 @@ fn hostile_images_are_refused() {
     ));
 }
 
+fn streamed(bytes: &[u8]) -> Result<Option<Vec<u8>>, FormatError> {
+    crate::streammap::testing::stream_decode(Format::Vhdx, bytes)
+}
+
+#[test]
+fn stream_plan_matches_the_reader() {
+    use crate::streammap::testing::{assert_rereading_refused, map_of, read_all, runs};
+    use crate::streammap::{plan, Plan};
+    let f = sample();
+    let want = read_all(&open(f.clone()).unwrap()).unwrap();
+    assert!(streamed(&f).unwrap().unwrap() == want);
+    // Everything up to the end of the BAT entries is read before the data.
+    let m = map_of(Format::Vhdx, &f[..BAT_AT + 32]);
+    assert_eq!(
+        runs(&m),
+        vec![(3 * MIB, 0, MIB), (4 * MIB, 3 * MIB, MIB / 2)]
+    );
+    assert_eq!(m.zeros, vec![(MIB, 2 * MIB)]);
+    assert!(matches!(
+        plan(Format::Vhdx, &f[..BAT_AT + 31]).unwrap(),
+        Plan::Need(_)
+    ));
+
+    // Cut in the last block: truncated.
+    assert!(matches!(
+        streamed(&f[..4 * MIB as usize + 100]),
+        Err(FormatError::Truncated { .. })
+    ));
+    // Two blocks on one payload block.
+    let mut g = f.clone();
+    put(
+        &mut g,
+        BAT_AT + 24,
+        &((3u64 << 20) | PAYLOAD_FULLY_PRESENT).to_le_bytes(),
+    );
+    assert!(open(g.clone()).is_ok());
+    assert_rereading_refused(Format::Vhdx, &g);
+    // A differencing image is not streamable (the reader says why).
+    let mut g = f.clone();
+    metadata(&mut g, 3 * MIB + MIB / 2, 2);
+    assert_eq!(streamed(&g).unwrap(), None);
+    // Corrupt tables are refused as by the reader.
+    let mut g = f.clone();
+    put(
+        &mut g,
+        BAT_AT,
+        &((2u64 << 20) | PAYLOAD_FULLY_PRESENT).to_le_bytes(),
+    );
+    assert!(matches!(streamed(&g), Err(FormatError::Corrupt { .. })));
+}
+
 fn interesting_offset(region: u8, delta: u16) -> usize {
     let d = usize::from(delta);
     match region % 4 {
@@ -222,10 +277,17 @@ proptest! {
         f[at] = val;
         region_table(&mut f, REGION2_AT as usize);
         seal(&mut f, REGION1_AT as usize, REGION_TABLE_LEN);
+        let stream = streamed(&f);
         if let Ok(img) = open(f) {
-            let mut buf = vec![0u8; img.virtual_size().min(1 << 16) as usize];
-            let _ = img.read_at(&mut buf, 0);
+            let mut buf = vec![0u8; img.virtual_size().min(1 << 23) as usize];
+            let read = img.read_at(&mut buf, 0);
             let _ = img.map(0, u64::MAX);
+            // Where both decode the image, they agree.
+            if let (Ok(()), Ok(Some(s))) = (read, stream) {
+                if img.virtual_size() <= 1 << 23 {
+                    prop_assert!(s == buf);
+                }
+            }
         }
     }
 }

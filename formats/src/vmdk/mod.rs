@@ -8,6 +8,11 @@
 //! need a parent: both are refused naming what was found. The redundant GD is ignored.
 //! Every offset read from the file is checked against the file length before it is
 //! used; nothing here writes or opens paths. Reads only through [`ReadAt`].
+//!
+//! A monolithicSparse image that arrives as a stream is planned by the same loaders
+//! (`stream_plan`, for [`crate::streammap`]): header, descriptor, grain directory and
+//! every grain table come before the grains. Compressed grains (read in one pass by the
+//! importer's marker walk) and a directory behind a footer are not planned.
 
 mod descriptor;
 mod header;
@@ -18,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use crate::blockmap::{map_extent, read_pieces};
 use crate::fields::{le32, le64};
 use crate::readat::read_exact;
+use crate::streammap::{MapBuilder, Plan, Prefix, UNKNOWN_LEN};
 use crate::{DiskImage, Extent, ExtentKind, Format, FormatError, ReadAt};
 use header::FORMAT;
 
@@ -266,14 +272,116 @@ fn read_gd(
         .collect()
 }
 
+/// Reads the grain table at file offset `at`.
+fn read_gt(src: &dyn ReadAt, h: &SparseHeader, at: u64) -> Result<Vec<u32>, FormatError> {
+    let mut raw = vec![0u8; h.num_gtes_per_gt as usize * 4];
+    read_exact(FORMAT, src, &mut raw, at, "grain table")?;
+    Ok(raw.chunks_exact(4).map(|e| le32(e, 0)).collect())
+}
+
+/// What grain table entry `entry` of grain `grain_index` says, for a grain whose guest
+/// bytes end at `end` (the grain end, or the disk end) in a file of `file_len` bytes
+/// whose header and descriptor end at `meta_end`. Pure.
+fn classify_grain(
+    h: &SparseHeader,
+    meta_end: u64,
+    file_len: u64,
+    grain_index: u64,
+    entry: u32,
+    end: u64,
+) -> Result<Grain, FormatError> {
+    let sector = u64::from(entry);
+    match sector {
+        0 => return Ok(Grain::Unallocated),
+        1 if h.zero_grains() => return Ok(Grain::Zero),
+        _ => {}
+    }
+    let at = sector * SECTOR;
+    // Uncompressed grains need the guest-visible bytes in the file; compressed ones are
+    // bounded when their marker is read.
+    let need = if h.compressed() {
+        1
+    } else {
+        end - grain_index * h.grain_size * SECTOR
+    };
+    if at < meta_end {
+        return Err(corrupt(format!(
+            "grain {grain_index} at sector {sector} is inside the header"
+        )));
+    }
+    if at + need > file_len {
+        return Err(corrupt(format!(
+            "grain {grain_index} at sector {sector} is past the end of the file ({file_len})"
+        )));
+    }
+    Ok(if h.compressed() {
+        Grain::Compressed(at)
+    } else {
+        Grain::Plain(at)
+    })
+}
+
+/// Plans a monolithicSparse image arriving as a stream (see [`crate::streammap`]).
+pub(crate) fn stream_plan(src: &Prefix<'_>) -> Result<Plan, FormatError> {
+    let mut first = [0u8; SECTOR as usize];
+    read_exact(FORMAT, src, &mut first, 0, "header")?;
+    if !first.starts_with(b"KDMV") {
+        return Err(refuse_text_descriptor(src, &first, UNKNOWN_LEN));
+    }
+    let h = parse_sparse_header(&first)?;
+    if h.gd_offset == GD_AT_END {
+        return Ok(Plan::NotStreamable(
+            "its grain directory is behind a footer at the end of the file".into(),
+        ));
+    }
+    if h.compressed() {
+        return Ok(Plan::NotStreamable(
+            "its grains are compressed without grain markers".into(),
+        ));
+    }
+    read_descriptor(src, &h, UNKNOWN_LEN)?;
+    let meta_end = meta_end(&h);
+    let gd = read_gd(src, &h, meta_end, UNKNOWN_LEN)?;
+    let gt_len = u64::from(h.num_gtes_per_gt) * 4;
+    // Every table at once, rather than one more round per table.
+    if let Some(end) = gd.iter().flatten().map(|at| at + gt_len).max() {
+        src.require(end, "VMDK grain tables")?;
+    }
+    let size = h.capacity * SECTOR;
+    let grain_bytes = h.grain_size * SECTOR;
+    let per_gt = u64::from(h.num_gtes_per_gt);
+    let mut map = MapBuilder::new(FORMAT, size);
+    for (gd_index, gt_at) in (0u64..).zip(&gd) {
+        let start = gd_index * h.gt_coverage();
+        let Some(gt_at) = gt_at else {
+            map.zero(start, (start + h.gt_coverage()).min(size) - start);
+            continue;
+        };
+        for (i, entry) in (0u64..).zip(read_gt(src, &h, *gt_at)?) {
+            let grain_index = gd_index * per_gt + i;
+            let guest = grain_index * grain_bytes;
+            if guest >= size {
+                break;
+            }
+            let end = (guest + grain_bytes).min(size);
+            match classify_grain(&h, meta_end, UNKNOWN_LEN, grain_index, entry, end)? {
+                Grain::Plain(at) => map.data(guest, end - guest, at),
+                Grain::Unallocated | Grain::Zero => map.zero(guest, end - guest),
+                Grain::Compressed(_) => {
+                    return Ok(Plan::NotStreamable("its grains are compressed".into()))
+                }
+            }
+        }
+    }
+    map.finish()
+}
+
 impl VmdkImage {
     fn grain_table(&self, gd_index: usize, at: u64) -> Result<Arc<Vec<u32>>, FormatError> {
         if let Some(gt) = self.gts.lock().ok().and_then(|c| c.get(&gd_index).cloned()) {
             return Ok(gt);
         }
-        let mut raw = vec![0u8; self.header.num_gtes_per_gt as usize * 4];
-        read_exact(FORMAT, &*self.src, &mut raw, at, "grain table")?;
-        let gt: Arc<Vec<u32>> = Arc::new(raw.chunks_exact(4).map(|e| le32(e, 0)).collect());
+        let gt = Arc::new(read_gt(&*self.src, &self.header, at)?);
         if let Ok(mut cache) = self.gts.lock() {
             if cache.len() >= MAX_CACHED_GTS {
                 cache.clear();
@@ -296,37 +404,15 @@ impl VmdkImage {
         let grain_index = offset / self.grain_bytes;
         let in_gt = (grain_index % u64::from(self.header.num_gtes_per_gt)) as usize;
         let end = ((grain_index + 1) * self.grain_bytes).min(self.size);
-        let entry = u64::from(gt.get(in_gt).copied().unwrap_or(0));
-        let grain = match entry {
-            0 => Grain::Unallocated,
-            1 if self.header.zero_grains() => Grain::Zero,
-            sector => {
-                let at = sector * SECTOR;
-                // Uncompressed grains need the guest-visible bytes in the file; compressed
-                // ones are bounded when their marker is read.
-                let need = if self.header.compressed() {
-                    1
-                } else {
-                    end - grain_index * self.grain_bytes
-                };
-                if at < self.meta_end {
-                    return Err(corrupt(format!(
-                        "grain {grain_index} at sector {sector} is inside the header"
-                    )));
-                }
-                if at + need > self.file_len {
-                    return Err(corrupt(format!(
-                        "grain {grain_index} at sector {sector} is past the end of the file ({})",
-                        self.file_len
-                    )));
-                }
-                if self.header.compressed() {
-                    Grain::Compressed(at)
-                } else {
-                    Grain::Plain(at)
-                }
-            }
-        };
+        let entry = gt.get(in_gt).copied().unwrap_or(0);
+        let grain = classify_grain(
+            &self.header,
+            self.meta_end,
+            self.file_len,
+            grain_index,
+            entry,
+            end,
+        )?;
         Ok((grain, end))
     }
 

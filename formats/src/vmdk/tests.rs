@@ -265,6 +265,49 @@ fn hostile_files_are_refused() {
     ));
 }
 
+fn streamed(bytes: &[u8]) -> Result<Option<Vec<u8>>, FormatError> {
+    crate::streammap::testing::stream_decode(Format::Vmdk, bytes)
+}
+
+#[test]
+fn monolithic_sparse_stream_plan_matches_the_reader() {
+    use crate::streammap::testing::{assert_rereading_refused, map_of, runs};
+    use crate::streammap::{plan, Plan};
+    let f = sparse_sample();
+    assert!(streamed(&f).unwrap().unwrap() == expected());
+    // Header, descriptor, directory, then every grain table in one request.
+    assert_eq!(plan(Format::Vmdk, &[]).unwrap(), Plan::Need(512));
+    assert_eq!(plan(Format::Vmdk, &f[..512]).unwrap(), Plan::Need(1536));
+    assert_eq!(plan(Format::Vmdk, &f[..1536]).unwrap(), Plan::Need(1540));
+    assert_eq!(plan(Format::Vmdk, &f[..1540]).unwrap(), Plan::Need(4096));
+    let m = map_of(Format::Vmdk, &f[..4096]);
+    let g = GRAIN as u64;
+    assert_eq!(runs(&m), vec![(4096, 0, g), (4096 + g, 3 * g, g / 2)]);
+    assert_eq!(m.zeros, vec![(g, 2 * g)]);
+
+    // Cut in the last grain: truncated.
+    assert!(matches!(
+        streamed(&f[..f.len() - 100]),
+        Err(FormatError::Truncated { .. })
+    ));
+    // Grain 3 on grain 0's bytes: the reader reads them twice, a stream cannot.
+    let mut d = f.clone();
+    d[2048 + 12..2048 + 16].copy_from_slice(&8u32.to_le_bytes());
+    assert!(open(d.clone()).is_ok());
+    assert_rereading_refused(Format::Vmdk, &d);
+    // A GT entry into the header: the reader's error.
+    let mut d = f.clone();
+    d[2048..2052].copy_from_slice(&2u32.to_le_bytes());
+    let e = streamed(&d).unwrap_err().to_string();
+    assert!(e.contains("inside the header"), "{e}");
+    // A directory behind the footer, or compressed grains: left to other paths.
+    assert_eq!(streamed(&stream_sample()).unwrap(), None);
+    // Other create types are refused as by the reader.
+    let mut d = f.clone();
+    d[512..1536].copy_from_slice(&descriptor("monolithicFlat", CAPACITY));
+    assert!(matches!(streamed(&d), Err(FormatError::Unsupported { .. })));
+}
+
 #[test]
 fn inflate_bounds_the_output() {
     let z = zlib(&[7u8; 1000]);
@@ -284,10 +327,17 @@ proptest! {
         if cut < 150 {
             f.truncate(f.len() - cut * 7);
         }
+        let stream = streamed(&f);
         if let Ok(img) = open(f) {
             let mut buf = vec![0u8; img.virtual_size().min(1 << 18) as usize];
-            let _ = img.read_at(&mut buf, 0);
+            let read = img.read_at(&mut buf, 0);
             let _ = img.map(0, u64::MAX);
+            // Where both decode the image, they agree.
+            if let (Ok(()), Ok(Some(s))) = (read, stream) {
+                if img.virtual_size() <= 1 << 18 {
+                    prop_assert!(s == buf);
+                }
+            }
         }
     }
 }

@@ -7,7 +7,8 @@
 //! stream does not need; the end-of-stream marker ends it. Grains that were never written
 //! have no marker and read as zero.
 //!
-//! Only images with markers and compressed grains take this path (the rest are spooled).
+//! Only images with markers and compressed grains take this path (monolithicSparse ones
+//! go through `map_stream.rs`).
 //! Nothing here trusts a length from the stream before bounding it.
 
 use super::{final_size, DecodeCtx, Decoded, Out};

@@ -48,6 +48,34 @@ pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
+/// Options whose temp dir does not exist: creating any temporary file (a spool) fails.
+pub fn no_temp(d: &Path) -> ImportOptions {
+    ImportOptions {
+        temp_dir: Some(d.join("no-such-temp-dir")),
+        ..Default::default()
+    }
+}
+
+/// `qemu-img convert` of a raw file to `fmt`, with extra arguments (`-o ...`, `-c`).
+pub fn convert(raw: &Path, out: &Path, fmt: &str, opts: &[&str]) {
+    let mut args = vec!["convert", "-f", "raw", "-O", fmt];
+    args.extend_from_slice(opts);
+    args.push(raw.to_str().unwrap());
+    args.push(out.to_str().unwrap());
+    run("qemu-img", &args);
+}
+
+/// `disk.raw` in `dir`: [`make_raw`]'s 6 MiB pattern grown (sparsely) to `size` bytes,
+/// with 1 MiB of random data at `far`. Returns the path and the data bytes.
+pub fn sparse_raw_at(dir: &Path, seed: u64, size: u64, far: u64) -> (PathBuf, u64) {
+    let (raw, data) = make_raw(dir, "disk.raw", 6 << 20, seed);
+    let f = std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    f.set_len(size).unwrap();
+    f.write_all_at(&random_bytes(seed + 100, 1 << 20), far)
+        .unwrap();
+    (raw, data + (1 << 20))
+}
+
 /// A raw test disk of `size` bytes: random data runs, holes, an explicitly written zero
 /// run and an unaligned tail. Returns the path and the number of non-zero data bytes.
 pub fn make_raw(dir: &Path, name: &str, size: u64, seed: u64) -> (PathBuf, u64) {
