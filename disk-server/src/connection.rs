@@ -24,6 +24,7 @@ use crate::iopool::Job;
 use crate::metrics::{ExportMetrics, OpKind};
 use crate::negotiate::{Negotiated, BASE_ALLOCATION_ID};
 use crate::out_queue::{BufPool, OutQueue, IOV};
+use crate::poll::PollBudget;
 use crate::proto::consts::*;
 use crate::proto::{self, parse_request, put_error, ChunkTarget, HeaderStyle};
 use crate::server::{ConnError, Shared, SplitStream};
@@ -86,6 +87,8 @@ struct Conn {
     partial: Option<PartialWrite>,
     /// Payload buffers kept for reuse (fresh ones cost a page fault per 4 KiB).
     payload_spare: BufPool,
+    /// Requests parsed since the connection last went idle.
+    parsed: usize,
 }
 
 /// A checked write headed for the IO threads, waiting for the rest of its payload.
@@ -128,11 +131,13 @@ pub(crate) async fn transmit<S: SplitStream>(
         disc: false,
         partial: None,
         payload_spare: BufPool::default(),
+        parsed: 0,
         shared: shared.clone(),
     };
     tracing::debug!(export = %n.name, header = ?c.session.header, reply = ?c.session.reply, "transmission");
     let mut need_flush = false;
     let mut read_max = READ_CHUNK;
+    let mut poll = PollBudget::new();
     let result: Result<(), ConnError> = async {
         loop {
             let stop = if c.disc {
@@ -159,6 +164,29 @@ pub(crate) async fn transmit<S: SplitStream>(
             if c.closing && c.inflight == 0 && c.out.is_empty() && !need_flush {
                 return Ok(());
             }
+            // Nothing to do but wait for the client: poll before sleeping if it sends one
+            // request at a time (see `poll`).
+            let idle = reading
+                && S::POLLS
+                && c.partial.is_none()
+                && c.inflight == 0
+                && c.out.is_empty()
+                && !need_flush;
+            let budget = if idle {
+                poll.idle(std::mem::take(&mut c.parsed))
+            } else {
+                std::time::Duration::ZERO
+            };
+            let idle_since = idle.then(Instant::now);
+            if !budget.is_zero() {
+                if let Some(n) = spin::<S>(&mut rd, &mut inbuf, read_max, budget)? {
+                    c.closing |= n == 0;
+                    if let Some(t) = idle_since {
+                        poll.waited(t.elapsed());
+                    }
+                    continue;
+                }
+            }
             tokio::select! {
                 biased;
                 Some(done) = done_rx.recv(), if c.inflight > 0 => c.complete(done),
@@ -175,6 +203,9 @@ pub(crate) async fn transmit<S: SplitStream>(
                 r = read_more(&mut rd, &mut inbuf, read_max, &mut c.partial), if reading => {
                     if r? == 0 {
                         c.closing = true;
+                    }
+                    if let Some(t) = idle_since {
+                        poll.waited(t.elapsed());
                     }
                 }
                 _ = shared.shutdown.cancelled(), if !c.closing => c.closing = true,
@@ -229,6 +260,7 @@ impl Conn {
             let Some(req) = parse_request(inbuf, self.session.header, MAX_PAYLOAD_LEN)? else {
                 return Ok(Stop::Need(header_len(self.session.header)));
             };
+            self.parsed += 1;
             if req.command == CMD_WRITE && self.offloads_write(u64::from(req.payload_len)) {
                 if let Ok(op) = validate(&req, &self.session) {
                     if self.start_write(&req, op, inbuf) {
@@ -439,6 +471,37 @@ async fn read_more<R: tokio::io::AsyncRead + Unpin>(
             rd.read_buf(&mut BufMut::limit(&mut p.buf, left)).await
         }
         None => rd.read_buf(&mut BufMut::limit(inbuf, max)).await,
+    }
+}
+
+/// Asks the socket for the client's next bytes without waiting, again and again for at
+/// most `budget`: `Some(n)` when it read (0 at end of stream), `None` when nothing came.
+fn spin<S: SplitStream>(
+    rd: &mut S::R,
+    inbuf: &mut BytesMut,
+    max: usize,
+    budget: std::time::Duration,
+) -> std::io::Result<Option<usize>> {
+    let deadline = Instant::now() + budget;
+    let mut chunk = [0u8; 4096];
+    let want = max.clamp(1, chunk.len());
+    loop {
+        match S::try_read(rd, chunk.get_mut(..want).unwrap_or(&mut [])) {
+            Ok(n) => {
+                inbuf.extend_from_slice(chunk.get(..n).unwrap_or(&[]));
+                return Ok(Some(n));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        std::thread::yield_now();
     }
 }
 

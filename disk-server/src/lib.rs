@@ -18,6 +18,7 @@ pub mod memdev;
 pub mod metrics;
 mod negotiate;
 mod out_queue;
+mod poll;
 pub mod proto;
 pub mod server;
 pub mod store_exports;

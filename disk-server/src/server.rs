@@ -230,14 +230,27 @@ pub(crate) trait SplitStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Whether written bytes may sit in a buffer until `flush` (TLS records).
     const NEEDS_FLUSH: bool;
     fn split_io(self) -> (Self::R, Self::W);
+    /// Whether [`SplitStream::try_read`] can see bytes without waiting (TLS records need
+    /// the async path).
+    const POLLS: bool = false;
+    /// Reads what the socket holds now, without waiting (`WouldBlock` when it holds
+    /// nothing). Asks the socket itself: tokio's readiness is only refreshed when its
+    /// driver runs, which a polling task keeps from happening.
+    fn try_read(_r: &mut Self::R, _buf: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl SplitStream for TcpStream {
     type R = tokio::net::tcp::OwnedReadHalf;
     type W = tokio::net::tcp::OwnedWriteHalf;
     const NEEDS_FLUSH: bool = false;
+    const POLLS: bool = true;
     fn split_io(self) -> (Self::R, Self::W) {
         self.into_split()
+    }
+    fn try_read(r: &mut Self::R, buf: &mut [u8]) -> std::io::Result<usize> {
+        recv_now(r.as_ref(), buf)
     }
 }
 
@@ -245,9 +258,18 @@ impl SplitStream for UnixStream {
     type R = tokio::net::unix::OwnedReadHalf;
     type W = tokio::net::unix::OwnedWriteHalf;
     const NEEDS_FLUSH: bool = false;
+    const POLLS: bool = true;
     fn split_io(self) -> (Self::R, Self::W) {
         self.into_split()
     }
+    fn try_read(r: &mut Self::R, buf: &mut [u8]) -> std::io::Result<usize> {
+        recv_now(r.as_ref(), buf)
+    }
+}
+
+/// One non-blocking `recv` on a socket, whatever tokio believes about its readiness.
+fn recv_now(fd: &impl std::os::fd::AsFd, buf: &mut [u8]) -> std::io::Result<usize> {
+    rustix::net::recv(fd, buf, rustix::net::RecvFlags::DONTWAIT).map_err(Into::into)
 }
 
 type Tls<S> = tokio_rustls::server::TlsStream<S>;

@@ -1,15 +1,21 @@
 //! containerDisks against the real Debian docker-registry (plain, and with htpasswd auth
 //! and TLS from a throw-away CA), skopeo and umoci: push/pull round trips, the KubeVirt
-//! layer layout, interop both ways, OCI layouts, and tampered layouts.
+//! layer layout, interop both ways, OCI layouts, tampered layouts, and the default qcow2
+//! push streaming without any temporary file.
 
 mod common;
 
 use common::*;
-use platter_importer::push::{push, DiskFormat, LayerCompression, PushOptions};
-use platter_importer::{
-    Credentials, ImportError, ImportOptions, NoProgress, RegistryOptions, TlsOptions,
+use platter_importer::push::{
+    push, DiskFormat, LayerCompression, PushExtent, PushOptions, PushVolume,
 };
+use platter_importer::{
+    import, Credentials, FileSink, ImportError, ImportOptions, ImportReport, NoProgress,
+    ProgressEvent, RegistryOptions, TlsOptions,
+};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 fn disk(dir: &Path) -> std::path::PathBuf {
     make_raw(dir, "vol.raw", 3 << 20, 21).0
@@ -424,4 +430,180 @@ fn only_layer_for_tag(layout: &Path, tag: &str) -> std::path::PathBuf {
             .unwrap()
             .replace("sha256:", ""),
     )
+}
+
+/// Imports `source` into `out` with no temp dir; returns the report and the messages.
+fn import_noting(source: &str, out: &Path, d: &Path) -> (ImportReport, Vec<String>) {
+    let msgs = Mutex::new(Vec::new());
+    let progress = |e: ProgressEvent| {
+        if let ProgressEvent::Message { text } = e {
+            msgs.lock().unwrap().push(text);
+        }
+    };
+    let sink = FileSink::create(out).unwrap();
+    let (r, _) = import(source, sink, &no_temp(d), &progress)
+        .unwrap_or_else(|e| panic!("import {source}: {e}"));
+    (r, msgs.into_inner().unwrap())
+}
+
+/// Asserts an import of a pushed qcow2 streamed: no spool, nothing kept for later.
+fn assert_streamed(r: &ImportReport, msgs: &[String]) {
+    assert_eq!(r.format, "qcow2");
+    assert!(!r.spooled, "{msgs:?}");
+    assert!(
+        msgs.iter().any(|m| m.contains("without a spool file")),
+        "{msgs:?}"
+    );
+    assert!(
+        !msgs.iter().any(|m| m.contains("came before the tables")),
+        "{msgs:?}"
+    );
+}
+
+/// Extracts `disk/disk.img` from the gzip layer of `tag` in an OCI layout; checks the
+/// tar entry's size against `disk_bytes` and runs `qemu-img check` on it.
+fn layout_disk_img(d: &Path, lay: &Path, tag: &str, disk_bytes: u64) -> std::path::PathBuf {
+    let blob = only_layer_for_tag(lay, tag);
+    let plain = d.join(format!("{tag}.tar"));
+    sh(&format!(
+        "gzip -dc {} > {}",
+        blob.display(),
+        plain.display()
+    ));
+    let listing = tar_listing(&plain);
+    assert_eq!(
+        listing[1],
+        format!("-r--r--r-- 107/107 {disk_bytes} disk/disk.img"),
+        "{listing:?}"
+    );
+    let img = d.join(format!("{tag}.img"));
+    sh(&format!(
+        "tar -xOf {} disk/disk.img > {}",
+        plain.display(),
+        img.display()
+    ));
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), disk_bytes);
+    let check = run("qemu-img", &["check", "-f", "qcow2", img.to_str().unwrap()]);
+    assert!(check.contains("No errors were found"), "{check}");
+    assert!(!check.contains("leaked"), "{check}");
+    img
+}
+
+#[test]
+fn default_qcow2_push_streams_without_a_temp_file() {
+    let reg = Registry::start_plain();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Data runs, holes, allocated zeros; not a whole number of clusters.
+    let (src, _) = make_raw(d, "vol.raw", (5 << 20) + 4608, 31);
+    let vol = FileVolume::open(&src);
+    // Making any temporary file in this directory fails.
+    let opts = PushOptions {
+        temp_dir: Some(d.join("no-such-temp-dir")),
+        ..Default::default()
+    };
+    assert_eq!(opts.disk_format, DiskFormat::Qcow2);
+    // The control: the staged mode (compressed clusters) does need the temp dir.
+    let staged = PushOptions {
+        qcow2_compressed_clusters: true,
+        ..opts.clone()
+    };
+    let lay = d.join("lay");
+    let e = push(
+        &vol,
+        &format!("oci:{}:staged", lay.display()),
+        &staged,
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("temporary file"), "{e}");
+
+    // To a registry, then pulled back through the streaming decoder.
+    let dest = format!("docker://{}", reg.reference("stream:qcow2"));
+    let rep = push(&vol, &dest, &opts, &NoProgress).unwrap();
+    assert_eq!(rep.disk_format, "qcow2");
+    let out = d.join("pulled.raw");
+    let (r, msgs) = import_noting(&dest, &out, d);
+    assert_streamed(&r, &msgs);
+    assert_same(&out, &src, "raw");
+
+    // To an OCI layout: the same layer, byte for byte; disk.img is a clean qcow2.
+    let rep2 = push(
+        &vol,
+        &format!("oci:{}:v1", lay.display()),
+        &opts,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(rep2.layer_digest, rep.layer_digest);
+    let img = layout_disk_img(d, &lay, "v1", rep2.disk_bytes);
+    assert_same(&src, &img, "qcow2");
+    let out = d.join("layout.raw");
+    let (r, msgs) = import_noting(&format!("oci:{}:v1", lay.display()), &out, d);
+    assert_streamed(&r, &msgs);
+    assert_same(&out, &src, "raw");
+}
+
+/// Plans from one file's allocation and reads another's bytes: a volume written between
+/// push's two passes.
+struct Changed {
+    before: FileVolume,
+    after: FileVolume,
+}
+
+impl PushVolume for Changed {
+    fn size(&self) -> u64 {
+        self.before.size()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.after.read_at(buf, offset)
+    }
+    fn block_status(&self, offset: u64, len: u64) -> std::io::Result<Vec<PushExtent>> {
+        self.before.block_status(offset, len)
+    }
+}
+
+#[test]
+fn qcow2_push_of_a_volume_changed_between_passes_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = 4 << 20;
+    let (before, _) = make_raw(d, "before.raw", size, 41);
+    let (after, _) = make_raw(d, "after.raw", size, 42);
+    // Different seeds give different data, and the hole pattern shifted by a few runs.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&after)
+        .unwrap();
+    f.write_all_at(&vec![0u8; 1 << 20], 0).unwrap(); // planned clusters now holes
+    f.write_all_at(&random_bytes(43, 300_000), 3 << 20).unwrap(); // maybe unplanned
+    let vol = Changed {
+        before: FileVolume::open(&before),
+        after: FileVolume::open(&after),
+    };
+    let lay = d.join("lay");
+    let rep = push(
+        &vol,
+        &format!("oci:{}:v1", lay.display()),
+        &PushOptions {
+            temp_dir: Some(d.join("no-such-temp-dir")),
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap();
+    let img = layout_disk_img(d, &lay, "v1", rep.disk_bytes);
+    // What it must hold: the new bytes of the clusters planned from the old map.
+    let (old, new) = (read(&before), read(&after));
+    let mut want = vec![0u8; size as usize];
+    for (i, c) in old.chunks(64 << 10).enumerate() {
+        if c.iter().any(|&b| b != 0) {
+            let r = i * (64 << 10)..(i * (64 << 10) + c.len());
+            want[r.clone()].copy_from_slice(&new[r]);
+        }
+    }
+    let expect = d.join("expect.raw");
+    std::fs::write(&expect, &want).unwrap();
+    assert_same(&expect, &img, "qcow2");
+    assert_ne!(want, new, "the test should drop some new data");
 }

@@ -6,6 +6,8 @@
 //! - [`refcount`]: the writer's append-only host-cluster allocator and refcount blocks.
 //! - [`reader`]: [`Qcow2Image`], a [`crate::DiskImage`] over any [`crate::ReadAt`].
 //! - [`writer`]: [`Qcow2Writer`], a streaming qcow2 v3 writer.
+//! - [`seq`]: [`SeqPlan`]/[`SeqLayout`], a qcow2 laid out up front (exact length) and
+//!   emitted in file order, for streaming into a tar without a temporary file.
 //! - [`stream`]: [`Qcow2Stream`], decodes an image from a forward-only byte stream.
 //!
 //! The format is described in QEMU's `docs/interop/qcow2.txt`. Nothing here trusts a
@@ -17,6 +19,7 @@ pub mod header;
 pub mod l2;
 pub mod reader;
 mod refcount;
+pub mod seq;
 pub mod stream;
 pub mod writer;
 
@@ -27,6 +30,7 @@ pub use compress::Compression;
 pub use header::{CompressionType, Header, HeaderExtensions};
 pub use l2::{ClusterMap, Geometry};
 pub use reader::{read_header, Qcow2Image};
+pub use seq::{Piece, Pieces, SeqLayout, SeqPlan};
 pub use stream::{
     CompressedCluster, Qcow2Stream, StreamHandler, StreamInfo, StreamLimits, StreamStats,
 };

@@ -20,6 +20,16 @@ use std::collections::BTreeMap;
 pub const REFCOUNT_ORDER: u32 = 4;
 const SECTOR: u64 = 512;
 
+/// log2 of the host clusters one refcount block (a cluster of 16-bit counts) covers.
+pub fn window_bits(cluster_bits: u32) -> u32 {
+    cluster_bits + 3 - REFCOUNT_ORDER
+}
+
+/// A refcount block as stored: big-endian 16-bit counts.
+pub fn encode_counts(counts: &[u16]) -> Vec<u8> {
+    counts.iter().flat_map(|c| c.to_be_bytes()).collect()
+}
+
 /// Append-only allocator of host clusters and packed compressed ranges.
 #[derive(Debug, Clone)]
 pub struct HostAllocator {
@@ -60,7 +70,7 @@ impl HostAllocator {
     pub fn new(cluster_bits: u32) -> Result<Self, FormatError> {
         let mut a = HostAllocator {
             cluster_bits,
-            window_bits: cluster_bits + 3 - REFCOUNT_ORDER,
+            window_bits: window_bits(cluster_bits),
             next_cluster: 0,
             compressed_tail: None,
             blocks: Vec::new(),
@@ -226,8 +236,8 @@ impl HostAllocator {
         let Some(&block) = self.blocks.get(window as usize) else {
             return;
         };
-        let bytes = counts.iter().flat_map(|c| c.to_be_bytes()).collect();
-        self.finished.push((block << self.cluster_bits, bytes));
+        self.finished
+            .push((block << self.cluster_bits, encode_counts(&counts)));
     }
 }
 

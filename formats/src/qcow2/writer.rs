@@ -172,31 +172,11 @@ impl<W: WriteAt> Qcow2Writer<W> {
     /// qcow2 images in whole sectors.
     pub fn new(out: W, virtual_size: u64, opts: WriterOptions) -> Result<Self, FormatError> {
         let cs = opts.cluster_size;
-        let cluster_bits = cs.trailing_zeros();
-        if !cs.is_power_of_two() || !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
-            return Err(invalid(format!(
-                "cluster size {cs} is not a power of two from 512 to 2 MiB"
-            )));
-        }
-        if virtual_size > MAX_VIRTUAL_SIZE {
-            return Err(FormatError::TooLarge {
-                format: FORMAT,
-                what: "virtual size".into(),
-                value: virtual_size,
-                limit: MAX_VIRTUAL_SIZE,
-            });
-        }
-        let virtual_size = virtual_size.next_multiple_of(SECTOR);
-        let l2_span = 1u64 << (2 * cluster_bits - 3);
-        let l1_entries = virtual_size.div_ceil(l2_span);
-        if l1_entries * 8 > MAX_L1_BYTES {
-            return Err(FormatError::TooLarge {
-                format: FORMAT,
-                what: format!("L1 table for a {virtual_size}-byte image with {cs}-byte clusters"),
-                value: l1_entries * 8,
-                limit: MAX_L1_BYTES,
-            });
-        }
+        let ImageGeometry {
+            cluster_bits,
+            virtual_size,
+            l1_entries,
+        } = ImageGeometry::new(virtual_size, cs)?;
         let compression = match opts.compression {
             Compression::None => None,
             Compression::Zlib => Some(CompressionType::Zlib),
@@ -349,7 +329,7 @@ impl<W: WriteAt> Qcow2Writer<W> {
         let Some((l1_index, table, host)) = self.l2.take() else {
             return Ok(());
         };
-        let bytes: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        let bytes = encode_entries(&table);
         self.write(&bytes, host, || format!("L2 table {l1_index}"))?;
         self.l1[l1_index] = host | OFLAG_COPIED;
         self.write_finished_blocks()
@@ -376,7 +356,7 @@ impl<W: WriteAt> Qcow2Writer<W> {
     /// Writes the remaining metadata and the header; returns the output. Does not fsync.
     pub fn finish(mut self) -> Result<W, FormatError> {
         self.flush_l2()?;
-        let l1_bytes: Vec<u8> = self.l1.iter().flat_map(|e| e.to_be_bytes()).collect();
+        let l1_bytes = encode_entries(&self.l1);
         let l1_offset = self.l1_offset;
         if !l1_bytes.is_empty() {
             self.write(&l1_bytes, l1_offset, || "L1 table".to_string())?;
@@ -385,43 +365,115 @@ impl<W: WriteAt> Qcow2Writer<W> {
         let table = self.alloc.finish()?;
         self.write_finished_blocks()?;
         self.write(&table.bytes, table.offset, || "refcount table".to_string())?;
-        let header = self.header(l1_offset, table.offset, table.clusters);
-        // The zeroed end-of-extensions marker after the header is part of the write.
-        let mut head = header.encode();
-        head.extend_from_slice(&[0u8; 8]);
-        self.write(&head, 0, || "header".to_string())?;
+        let header = image_header(&HeaderPlacement {
+            cluster_bits: self.cluster_bits,
+            virtual_size: self.preparer.virtual_size,
+            l1_entries: self.l1.len() as u64,
+            l1_offset,
+            refcount_offset: table.offset,
+            refcount_clusters: table.clusters,
+            zstd: self.preparer.compression == Some(CompressionType::Zstd),
+        });
+        self.write(&header, 0, || "header".to_string())?;
         let end = self.alloc.end();
         self.out
             .set_len(end)
             .map_err(|e| FormatError::io(format!("setting qcow2 image length to {end}"), e))?;
         Ok(self.out)
     }
+}
 
-    fn header(&self, l1_offset: u64, refcount_offset: u64, refcount_clusters: u32) -> Header {
-        let zstd = self.preparer.compression == Some(CompressionType::Zstd);
-        Header {
-            version: 3,
-            backing_file_offset: 0,
-            backing_file_size: 0,
-            cluster_bits: self.cluster_bits,
-            size: self.preparer.virtual_size,
-            crypt_method: 0,
-            l1_size: self.l1.len() as u32,
-            l1_table_offset: l1_offset,
-            refcount_table_offset: refcount_offset,
-            refcount_table_clusters: refcount_clusters,
-            nb_snapshots: 0,
-            snapshots_offset: 0,
-            incompatible_features: if zstd { INCOMPAT_COMPRESSION } else { 0 },
-            compatible_features: 0,
-            autoclear_features: 0,
-            refcount_order: REFCOUNT_ORDER,
-            header_length: if zstd {
-                V3_HEADER_LEN_WITH_COMPRESSION as u32
-            } else {
-                V3_HEADER_LEN as u32
-            },
-            compression_type: u8::from(zstd),
+/// Validated image dimensions shared by [`Qcow2Writer`] and [`super::seq`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ImageGeometry {
+    pub cluster_bits: u32,
+    /// The requested size rounded up to a multiple of 512.
+    pub virtual_size: u64,
+    pub l1_entries: u64,
+}
+
+impl ImageGeometry {
+    /// Checks the cluster size (a power of two from 512 to 2 MiB), the virtual size and
+    /// the L1 table size against QEMU's limits.
+    pub fn new(virtual_size: u64, cs: u64) -> Result<ImageGeometry, FormatError> {
+        let cluster_bits = cs.trailing_zeros();
+        if !cs.is_power_of_two() || !(MIN_CLUSTER_BITS..=MAX_CLUSTER_BITS).contains(&cluster_bits) {
+            return Err(invalid(format!(
+                "cluster size {cs} is not a power of two from 512 to 2 MiB"
+            )));
         }
+        if virtual_size > MAX_VIRTUAL_SIZE {
+            return Err(FormatError::TooLarge {
+                format: FORMAT,
+                what: "virtual size".into(),
+                value: virtual_size,
+                limit: MAX_VIRTUAL_SIZE,
+            });
+        }
+        let virtual_size = virtual_size.next_multiple_of(SECTOR);
+        let l2_span = 1u64 << (2 * cluster_bits - 3);
+        let l1_entries = virtual_size.div_ceil(l2_span);
+        if l1_entries * 8 > MAX_L1_BYTES {
+            return Err(FormatError::TooLarge {
+                format: FORMAT,
+                what: format!("L1 table for a {virtual_size}-byte image with {cs}-byte clusters"),
+                value: l1_entries * 8,
+                limit: MAX_L1_BYTES,
+            });
+        }
+        Ok(ImageGeometry {
+            cluster_bits,
+            virtual_size,
+            l1_entries,
+        })
     }
+}
+
+/// Where the tables of a finished image are, for [`image_header`].
+pub(super) struct HeaderPlacement {
+    pub cluster_bits: u32,
+    pub virtual_size: u64,
+    pub l1_entries: u64,
+    pub l1_offset: u64,
+    pub refcount_offset: u64,
+    pub refcount_clusters: u32,
+    pub zstd: bool,
+}
+
+/// The encoded v3 header of an image without backing file or snapshots, 16-bit
+/// refcounts, followed by the zeroed end-of-extensions marker.
+pub(super) fn image_header(p: &HeaderPlacement) -> Vec<u8> {
+    let header = Header {
+        version: 3,
+        backing_file_offset: 0,
+        backing_file_size: 0,
+        cluster_bits: p.cluster_bits,
+        size: p.virtual_size,
+        crypt_method: 0,
+        // ImageGeometry bounded the L1 table to MAX_L1_BYTES.
+        l1_size: p.l1_entries as u32,
+        l1_table_offset: p.l1_offset,
+        refcount_table_offset: p.refcount_offset,
+        refcount_table_clusters: p.refcount_clusters,
+        nb_snapshots: 0,
+        snapshots_offset: 0,
+        incompatible_features: if p.zstd { INCOMPAT_COMPRESSION } else { 0 },
+        compatible_features: 0,
+        autoclear_features: 0,
+        refcount_order: REFCOUNT_ORDER,
+        header_length: if p.zstd {
+            V3_HEADER_LEN_WITH_COMPRESSION as u32
+        } else {
+            V3_HEADER_LEN as u32
+        },
+        compression_type: u8::from(p.zstd),
+    };
+    let mut head = header.encode();
+    head.extend_from_slice(&[0u8; 8]);
+    head
+}
+
+/// L1/L2 table entries (and refcount table entries) as stored: big-endian u64s.
+pub(super) fn encode_entries(entries: &[u64]) -> Vec<u8> {
+    entries.iter().flat_map(|e| e.to_be_bytes()).collect()
 }

@@ -3,18 +3,28 @@
 //! gzip, zstd or nothing, hashed twice on the way (the uncompressed `diff_id` and the
 //! compressed layer digest).
 //!
-//! The tar is generated while it is consumed (uploaded or written), never staged whole;
-//! only a qcow2 disk.img needs its own temporary file first, because qcow2 metadata is
-//! written after the data. Zero ranges of the volume are not read.
+//! The tar is generated while it is consumed (uploaded or written), never staged. A raw
+//! disk.img is the volume read in order. A qcow2 disk.img (the default) takes two passes
+//! over the volume: [`plan_qcow2`] walks its allocation map (block status only, no data
+//! read) and lays the image out with [`SeqPlan`], which gives the exact size the tar
+//! header needs; [`produce_tar`] then emits the image in file order, reading each
+//! planned cluster from the volume as it goes. A cluster overlapping any data extent is
+//! stored whole, even if it reads as zeros: checking would cost a second read of every
+//! data byte. Only clusters planned in the first pass are stored, so a volume written
+//! between the passes still gives a valid image (a planned cluster that became a hole
+//! reads as zeros). The one exception is qcow2 with compressed clusters
+//! (`PushOptions::qcow2_compressed_clusters`): their sizes are unknown until compressed,
+//! so that disk.img is written to an unlinked temporary file first by [`write_qcow2`].
+//! Zero ranges of the volume are never read.
 
-use super::{DiskFormat, LayerCompression, PushExtent, PushVolume};
+use super::{LayerCompression, PushExtent, PushVolume};
 use crate::checksum::{ChecksumAlgo, Hasher};
 use crate::error::ImportError;
 use crate::options::CancelFlag;
 use crate::progress::Throttle;
 use crate::stream::{check_cancel, CHUNK};
 use crate::tar::header::{build_header, padding, EntryKind, NewHeader, BLOCK};
-use platter_formats::qcow2::{Compression, Qcow2Writer, WriterOptions};
+use platter_formats::qcow2::{Compression, Piece, Qcow2Writer, SeqLayout, SeqPlan, WriterOptions};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -24,6 +34,19 @@ use std::path::Path;
 pub const KUBEVIRT_UID: u32 = 107;
 /// The containerDisk file name.
 pub const DISK_PATH: &str = "disk/disk.img";
+
+/// Cluster size of the qcow2 disk.img (QEMU's default).
+const QCOW2_CLUSTER: u64 = 64 << 10;
+
+/// What becomes `disk/disk.img`.
+pub(crate) enum DiskBody {
+    /// The volume's bytes.
+    Raw,
+    /// A qcow2 laid out by [`plan_qcow2`], streamed from the volume.
+    Qcow2(SeqLayout),
+    /// A qcow2 with compressed clusters staged by [`write_qcow2`]: the file and its length.
+    Staged(File, u64),
+}
 
 /// Digests and sizes of a finished layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,22 +165,79 @@ fn vol_err(what: &str, e: io::Error) -> ImportError {
     ImportError::io(format!("reading volume for {what}"), e)
 }
 
-/// Writes a qcow2 of the volume into `tmp` (skipping zero ranges); returns its length.
+/// Pass one of a streamed qcow2: every cluster overlapping a data extent of the volume
+/// becomes a data cluster of the layout. Reads the allocation map only.
+pub(crate) fn plan_qcow2(
+    vol: &dyn PushVolume,
+    cancel: &CancelFlag,
+) -> Result<SeqLayout, ImportError> {
+    let fmt_err = |e| ImportError::format("laying out the qcow2 disk.img", e);
+    let mut plan = SeqPlan::new(vol.size(), QCOW2_CLUSTER).map_err(fmt_err)?;
+    for_each_data(vol, |ext| {
+        check_cancel(cancel)?;
+        plan.add_bytes(ext.offset, ext.len).map_err(fmt_err)?;
+        Ok(ext.offset + ext.len)
+    })?;
+    plan.layout().map_err(fmt_err)
+}
+
+/// Pass two: the image of `layout` in file order into `sink`, data clusters read from
+/// the volume in chunks of about 1 MiB. Returns the bytes produced.
+fn stream_qcow2(
+    vol: &dyn PushVolume,
+    layout: &SeqLayout,
+    sink: &mut impl FnMut(Vec<u8>) -> Result<(), ImportError>,
+    progress: &Throttle<'_>,
+    cancel: &CancelFlag,
+) -> Result<u64, ImportError> {
+    let cs = layout.cluster_size();
+    let per_chunk = (CHUNK as u64 / cs).max(1);
+    // Bytes past the volume's end (the last cluster's tail, or a volume that shrank
+    // since pass one) are zeros.
+    let size = vol.size();
+    let mut pos = 0u64;
+    for piece in layout.pieces() {
+        check_cancel(cancel)?;
+        match piece {
+            Piece::Meta(bytes) => {
+                pos += bytes.len() as u64;
+                sink(bytes)?;
+            }
+            Piece::Data { first, count } => {
+                let end = first + count;
+                let mut at = first;
+                while at < end {
+                    check_cancel(cancel)?;
+                    let n = (end - at).min(per_chunk);
+                    let start = at * cs;
+                    let mut buf = vec![0u8; (n * cs) as usize];
+                    let readable = size.saturating_sub(start).min(n * cs) as usize;
+                    vol.read_at(&mut buf[..readable], start)
+                        .map_err(|e| vol_err("qcow2", e))?;
+                    pos += buf.len() as u64;
+                    sink(buf)?;
+                    progress.bytes(pos);
+                    at += n;
+                }
+            }
+        }
+    }
+    Ok(pos)
+}
+
+/// Writes a qcow2 with zlib-compressed clusters of the volume into `tmp` (skipping zero
+/// ranges); returns its length. Only for compressed clusters: their size is unknown until
+/// they are compressed, so the tar header cannot be written before the image.
 pub(crate) fn write_qcow2(
     vol: &dyn PushVolume,
     tmp: File,
-    compress: bool,
     progress: &Throttle<'_>,
     cancel: &CancelFlag,
 ) -> Result<(File, u64), ImportError> {
     let size = vol.size();
     let opts = WriterOptions {
-        cluster_size: 64 << 10,
-        compression: if compress {
-            Compression::Zlib
-        } else {
-            Compression::None
-        },
+        cluster_size: QCOW2_CLUSTER,
+        compression: Compression::Zlib,
     };
     let cs = opts.cluster_size;
     let fmt_err = |e| ImportError::format("writing qcow2 disk.img", e);
@@ -241,15 +321,15 @@ fn for_each_data(
 /// Produces the layer's tar stream into `sink` (chunks of about 1 MiB).
 pub(crate) fn produce_tar(
     vol: &dyn PushVolume,
-    format: DiskFormat,
-    qcow2: Option<(&File, u64)>,
+    body: &DiskBody,
     mut sink: impl FnMut(Vec<u8>) -> Result<(), ImportError>,
     progress: &Throttle<'_>,
     cancel: &CancelFlag,
 ) -> Result<u64, ImportError> {
-    let disk_bytes = match (format, qcow2) {
-        (DiskFormat::Qcow2, Some((_, len))) => len,
-        _ => vol.size(),
+    let disk_bytes = match body {
+        DiskBody::Raw => vol.size(),
+        DiskBody::Qcow2(layout) => layout.file_len(),
+        DiskBody::Staged(_, len) => *len,
     };
     let hdr = |name, kind, size, mode| {
         build_header(&NewHeader {
@@ -270,8 +350,21 @@ pub(crate) fn produce_tar(
     head.extend_from_slice(&hdr("disk/", EntryKind::Directory, 0, 0o555)?);
     head.extend_from_slice(&hdr(DISK_PATH, EntryKind::Regular, disk_bytes, 0o444)?);
     sink(head)?;
-    match (format, qcow2) {
-        (DiskFormat::Qcow2, Some((file, len))) => {
+    match body {
+        DiskBody::Qcow2(layout) => {
+            progress.started(Some(disk_bytes));
+            let produced = stream_qcow2(vol, layout, &mut sink, progress, cancel)?;
+            if produced != disk_bytes {
+                return Err(ImportError::Sink {
+                    target: "layer tar".into(),
+                    detail: format!(
+                        "qcow2 disk.img came to {produced} bytes, planned {disk_bytes}"
+                    ),
+                });
+            }
+        }
+        DiskBody::Staged(file, len) => {
+            let len = *len;
             progress.started(Some(len));
             let mut pos = 0u64;
             while pos < len {
@@ -285,7 +378,7 @@ pub(crate) fn produce_tar(
                 progress.bytes(pos);
             }
         }
-        _ => {
+        DiskBody::Raw => {
             let size = vol.size();
             progress.started(Some(size));
             let mut pos = 0u64;
@@ -331,7 +424,7 @@ pub(crate) fn produce_tar(
     Ok(disk_bytes)
 }
 
-/// A temporary file for the qcow2 disk.img.
+/// A temporary file for a qcow2 disk.img with compressed clusters.
 pub(crate) fn qcow2_temp(dir: Option<&Path>) -> Result<File, ImportError> {
     match dir {
         Some(d) => tempfile::tempfile_in(d),

@@ -4,14 +4,19 @@
 //! to a registry (`docker://HOST/REPO:TAG`) or an OCI layout (`oci:DIR:TAG`,
 //! `oci-archive:FILE:TAG`).
 //!
-//! The layer is generated, compressed, hashed and uploaded in one pass (a qcow2 disk.img
-//! is first written to an unlinked temporary file). Push never modifies the volume.
+//! The layer is generated, compressed, hashed and uploaded in one pass, never staged on
+//! disk: a qcow2 disk.img is laid out first from the volume's allocation map (its exact
+//! size goes in the tar header) and then streamed from the volume (see `layer`). Only
+//! qcow2 with compressed clusters is first written to an unlinked temporary file, as
+//! its size is unknown until every cluster is compressed. Push never modifies the volume.
 
 mod layer;
 mod layout_out;
 mod upload;
 
 pub use layer::{LayerInfo, DISK_PATH, KUBEVIRT_UID};
+
+use layer::DiskBody;
 
 use crate::error::ImportError;
 use crate::oci::manifest::{
@@ -23,7 +28,6 @@ use crate::options::{CancelFlag, Platform, RegistryOptions};
 use crate::progress::{Progress, Throttle};
 use crate::source::SourceSpec;
 use serde::Serialize;
-use std::fs::File;
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::sync_channel;
@@ -89,7 +93,8 @@ pub struct PushOptions {
     pub qcow2_compressed_clusters: bool,
     pub registry: RegistryOptions,
     pub platform: Platform,
-    /// Where the temporary qcow2 goes (default: the system temp dir).
+    /// Where the temporary qcow2 with compressed clusters goes (default: the system temp
+    /// dir). Nothing else in a push uses a temporary file.
     pub temp_dir: Option<PathBuf>,
     pub cancel: CancelFlag,
 }
@@ -164,26 +169,25 @@ fn push_inner(
 ) -> Result<PushReport, ImportError> {
     let t = Throttle::new(progress);
     let d = parse_dest(dest)?;
-    let qcow2 = match opts.disk_format {
-        DiskFormat::Qcow2 => {
-            t.message("writing disk.img as qcow2");
+    let body = match opts.disk_format {
+        DiskFormat::Qcow2 if opts.qcow2_compressed_clusters => {
+            t.message("writing disk.img as qcow2 with compressed clusters to a temporary file");
             let tmp = layer::qcow2_temp(opts.temp_dir.as_deref())?;
-            Some(layer::write_qcow2(
-                vol,
-                tmp,
-                opts.qcow2_compressed_clusters,
-                &t,
-                &opts.cancel,
-            )?)
+            let (file, len) = layer::write_qcow2(vol, tmp, &t, &opts.cancel)?;
+            DiskBody::Staged(file, len)
         }
-        DiskFormat::Raw => None,
+        DiskFormat::Qcow2 => {
+            t.message("laying out disk.img as qcow2 from the volume's allocation");
+            DiskBody::Qcow2(layer::plan_qcow2(vol, &opts.cancel)?)
+        }
+        DiskFormat::Raw => DiskBody::Raw,
     };
     t.message(format!("building the containerDisk layer for {dest}"));
     let (layer, manifest_digest, config_digest) = match d {
         Dest::Registry(r) => {
             let reg = Registry::connect(&r, &opts.registry, None, crate::runtime::handle()?)?;
             let mut up = upload::BlobUpload::start(&reg)?;
-            let layer = match build_layer(vol, opts, qcow2.as_ref(), &t, &mut up) {
+            let layer = match build_layer(vol, opts, &body, &t, &mut up) {
                 Ok(l) => l,
                 Err(e) => return Err(up.failure(&reg).unwrap_or(e)),
             };
@@ -194,18 +198,12 @@ fn push_inner(
             let md = upload::push_manifest(&reg, manifest)?;
             (layer, md, cdesc.digest)
         }
-        Dest::Dir(dir, tag) => layout_out::push_dir(
-            &dir,
-            &tag,
-            |w| build_layer(vol, opts, qcow2.as_ref(), &t, w),
-            opts,
-        )?,
-        Dest::Archive(file, tag) => layout_out::push_archive(
-            &file,
-            &tag,
-            |w| build_layer(vol, opts, qcow2.as_ref(), &t, w),
-            opts,
-        )?,
+        Dest::Dir(dir, tag) => {
+            layout_out::push_dir(&dir, &tag, |w| build_layer(vol, opts, &body, &t, w), opts)?
+        }
+        Dest::Archive(file, tag) => {
+            layout_out::push_archive(&file, &tag, |w| build_layer(vol, opts, &body, &t, w), opts)?
+        }
     };
     t.finished();
     Ok(PushReport {
@@ -253,7 +251,7 @@ pub(crate) const MANIFEST_MEDIA_TYPE: &str = OCI_MANIFEST;
 fn build_layer(
     vol: &dyn PushVolume,
     opts: &PushOptions,
-    qcow2: Option<&(File, u64)>,
+    body: &DiskBody,
     t: &Throttle<'_>,
     out: &mut dyn Write,
 ) -> Result<LayerInfo, ImportError> {
@@ -262,8 +260,7 @@ fn build_layer(
         let producer = s.spawn(move || {
             layer::produce_tar(
                 vol,
-                opts.disk_format,
-                qcow2.map(|(f, l)| (f, *l)),
+                body,
                 |chunk| {
                     tx.send(chunk)
                         .map_err(|_| ImportError::Aborted("layer writer stopped"))
