@@ -221,8 +221,18 @@ fn store_with_keep(scratch: &Path) -> (PathBuf, Vec<u8>) {
 /// `platter import URL new`, interrupted with SIGINT once its temporary volume exists:
 /// the command says so and the store's blobs are `before` again when it has exited.
 fn ctrl_c_import(st: &Path, url: &str, before: &BTreeSet<String>) {
-    let (mut child, err) = spawn(st, &["import", url, "new"], Stdio::null());
-    // In flight: the temporary volume exists and data is arriving.
+    let (child, err) = spawn(st, &["import", url, "new"], Stdio::null());
+    ctrl_c_once_importing(st, child, err, before);
+}
+
+/// Sends SIGINT to `child` once its import's temporary volume exists: the command says
+/// it cancelled the import, and the store's blobs are `before` again when it has exited.
+fn ctrl_c_once_importing(
+    st: &Path,
+    mut child: Child,
+    err: std::thread::JoinHandle<String>,
+    before: &BTreeSet<String>,
+) {
     wait_for("the temporary volume", || blobs(st).len() > before.len());
     signal(&child, Signal::Int).unwrap();
     let status = wait_exit(&mut child);
@@ -392,7 +402,7 @@ fn ctrl_c_during_the_image_import_of_vm_create_leaves_nothing() {
     let before = blobs(&st);
     let srv = Serve::start(&st);
     let http = SlowHttp::start(1 << 30);
-    let (mut child, err) = spawn(
+    let (child, err) = spawn(
         &st,
         &[
             "vm",
@@ -405,11 +415,7 @@ fn ctrl_c_during_the_image_import_of_vm_create_leaves_nothing() {
         ],
         Stdio::null(),
     );
-    wait_for("the temporary volume", || blobs(&st).len() > before.len());
-    signal(&child, Signal::Int).unwrap();
-    let status = wait_exit(&mut child);
-    assert_cancelled(status, &err.join().unwrap(), "import", 130);
-    assert_eq!(blobs(&st), before, "blobs left behind");
+    ctrl_c_once_importing(&st, child, err, &before);
     assert_eq!(volume_names(&st), ["keep"]);
     assert_eq!(export_bytes(&st, "keep", dir.path()), keep);
     let list = ok(&st, &["vm", "list", "--connect", "test:///default"]);
@@ -553,11 +559,7 @@ fn ctrl_c_stops_a_stdin_import_whose_writer_went_silent() {
     pipe.write_all(&data).unwrap();
     pipe.flush().unwrap();
     // The pipe stays open and silent: only the cancellation can end the import.
-    wait_for("the temporary volume", || blobs(&st).len() > before.len());
-    signal(&child, Signal::Int).unwrap();
-    let status = wait_exit(&mut child);
-    assert_cancelled(status, &err.join().unwrap(), "import", 130);
-    assert_eq!(blobs(&st), before, "blobs left behind");
+    ctrl_c_once_importing(&st, child, err, &before);
     assert_eq!(volume_names(&st), ["keep"]);
     assert!(srv.alive());
     drop(pipe);
