@@ -515,5 +515,10 @@ fn render(labels: &[String], results: &[Vec<(f64, f64)>], tcp: &[(String, f64, f
             format!("{:.2} GiB/s", bw / (1u64 << 30) as f64),
         ]);
     }
-    format!("{t}\n{tt}")
+    format!("{t}\n{DEPTH_NOTE}\n\n{tt}")
 }
+
+/// What the depth column compares on the write rows.
+const DEPTH_NOTE: &str = "Depth 16 / depth 1 on the write rows: the depth-16 volume's first \
+write to a block is a copy-on-write into its fresh top layer (a new 4 KiB page-cache folio), \
+the depth-1 volume overwrites its own blocks in place; the read rows compare the chain itself.";
