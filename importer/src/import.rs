@@ -159,16 +159,16 @@ fn import_inner<S: Sink>(
                     redact_url(&url)
                 ));
             }
-            let res2 = res.clone();
             run_single(
                 Single {
                     name: redact_url(&url),
                     len: res.len,
                     first: Box::new(stream),
                     random,
-                    rehash: Some(Box::new(move || {
-                        Ok(Box::new(http::stream_from_start(client, &res2)?) as _)
-                    })),
+                    // A second download could be another object than the Range reads
+                    // decode, so a checksummed import streams this one: the bytes hashed
+                    // are the bytes decoded.
+                    rehash: None,
                     workers: 4,
                 },
                 &mut sink,
@@ -272,7 +272,8 @@ struct Single<'a> {
     len: Option<u64>,
     first: Box<dyn Read + Send + 'a>,
     random: Option<(Arc<dyn ReadAt>, u64)>,
-    /// A fresh stream from offset 0 for hashing beside random-access decoding.
+    /// A fresh stream from offset 0 of the same object, for hashing beside random-access
+    /// decoding; without one, a checksummed import streams `first`.
     rehash: Option<Reopen<'a>>,
     workers: usize,
 }
@@ -286,7 +287,10 @@ fn run_single<S: Sink>(
     t: &Throttle<'_>,
 ) -> Result<Core, ImportError> {
     let mut random = None;
-    if let Some((ra, len)) = &src.random {
+    // Random access skips bytes, so a checksum is then computed over a second read of the
+    // source; a source that cannot give one of the same object streams instead.
+    let random_ok = opts.checksum.is_none() || src.rehash.is_some();
+    if let (true, Some((ra, len))) = (random_ok, &src.random) {
         let mut head = vec![0u8; (*len).min(DETECT_HEAD_LEN as u64) as usize];
         ra.read_exact_at(&mut head, 0)
             .map_err(|e| from_io(format!("reading {}", src.name), e))?;

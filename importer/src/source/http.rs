@@ -3,8 +3,12 @@
 //! qcow2/vmdk/vhd over HTTP need no scratch copy).
 //!
 //! Requests retry transient failures (connection errors, 5xx, 408, 429) with exponential
-//! backoff; other statuses fail at once with the URL and status. Resumes check the
-//! resource did not change (ETag / Last-Modified). Credentials never appear in messages.
+//! backoff; other statuses fail at once with the URL and status. Resumes and Range reads
+//! check the resource did not change (ETag / Last-Modified, If-Range). A `--checksum` is
+//! computed over the one streamed download the image is decoded from (the import never
+//! hashes a second download). Redirects are followed, proxies come from the environment
+//! (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`, upper or lower case).
+//! Credentials never appear in messages.
 
 use super::bridge::{self, BridgeReader, Item};
 use super::{redact_url, tls};
@@ -68,6 +72,15 @@ fn status_err(url: &str, status: StatusCode) -> ImportError {
         status: status.as_u16(),
         detail,
     }
+}
+
+/// Says in a transient error that the retries are spent, so it does not read as a first try.
+fn gave_up(mut err: ImportError, attempts: u32) -> ImportError {
+    if let ImportError::HttpStatus { detail, .. } | ImportError::Network { detail, .. } = &mut err {
+        let sep = if detail.is_empty() { "" } else { " " };
+        detail.push_str(&format!("{sep}(gave up after {attempts} attempts)"));
+    }
+    err
 }
 
 fn transient(status: StatusCode) -> bool {
@@ -142,7 +155,7 @@ impl HttpClient {
                 Err(e) => net_err(url, &e),
             };
             if attempt >= self.opts.retries {
-                return Err(err);
+                return Err(gave_up(err, attempt + 1));
             }
             tokio::time::sleep(self.backoff(attempt)).await;
             attempt += 1;
@@ -248,15 +261,6 @@ fn start_stream<'a>(
     BridgeReader::new(rx, progress).with_cancel(handle, cancel)
 }
 
-/// A fresh download of the whole resource (for hashing beside Range decoding).
-pub(crate) fn stream_from_start(
-    client: Arc<HttpClient>,
-    res: &HttpResource,
-) -> Result<HttpStream<'static>, ImportError> {
-    let resp = client.handle.block_on(client.get(&res.url, None, None))?;
-    Ok(start_stream(client, res.clone(), resp, None))
-}
-
 /// Moves body chunks into the channel; on an interruption re-requests from the current
 /// offset (Range + If-Range), up to `retries` times without progress.
 async fn pump(
@@ -307,7 +311,7 @@ async fn pump(
         };
         failures += 1;
         if failures > client.opts.retries {
-            let _ = tx.send(Item::Failed(err)).await;
+            let _ = tx.send(Item::Failed(gave_up(err, failures))).await;
             return;
         }
         let note = format!(
@@ -319,6 +323,9 @@ async fn pump(
             return;
         }
         tokio::time::sleep(client.backoff(failures - 1)).await;
+        if tx.is_closed() {
+            return; // the import ended during the backoff: nothing would read a resume
+        }
         let next = if res.ranges {
             client
                 .get(&res.url, Some((pos, None)), res.validator.as_deref())
@@ -326,6 +333,18 @@ async fn pump(
         } else {
             client.get(&res.url, None, None).await
         };
+        // If-Range asks the server to refuse a changed object, but one that ignores it
+        // (or a server without ranges, restarted from 0) would splice two objects.
+        if let (Ok(r), Some(v)) = (&next, &res.validator) {
+            if validator(r.headers()).is_some_and(|now| now != *v) {
+                let _ = tx
+                    .send(Item::Failed(ImportError::SourceChanged {
+                        url: redact_url(&res.url),
+                    }))
+                    .await;
+                return;
+            }
+        }
         match next {
             Ok(r) if r.status() == StatusCode::PARTIAL_CONTENT => match content_range(&r) {
                 Some((s, _, _)) if s == pos => resp = r,

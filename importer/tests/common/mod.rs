@@ -1,6 +1,6 @@
 //! Shared helpers for the importer's integration tests: test images made by the real
-//! qemu-img, byte comparison with `qemu-img compare`, a hand-written HTTP server with
-//! failure modes, and a docker-registry started on a random loopback port.
+//! qemu-img, byte comparison with `qemu-img compare`, a hand-written HTTP(S) server with
+//! failure modes, a throw-away CA, and a docker-registry started on a random loopback port.
 #![allow(dead_code)]
 
 use platter_importer::push::{PushExtent, PushVolume};
@@ -11,9 +11,9 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Runs a command, panicking with its stderr on failure.
 pub fn run(cmd: &str, args: &[&str]) -> String {
@@ -163,6 +163,14 @@ pub fn assert_nothing_left(dir: &Path, base: &str) {
 // ---------------------------------------------------------------------------------------
 // HTTP server
 
+/// From request number `after` on (counting from 0), the server serves `body` in place of
+/// every file, with an ETag of its own: a resource that changes between requests.
+#[derive(Clone)]
+pub struct Change {
+    pub after: usize,
+    pub body: Vec<u8>,
+}
+
 /// How the test server misbehaves.
 #[derive(Clone, Default)]
 pub struct Behaviour {
@@ -171,95 +179,214 @@ pub struct Behaviour {
     pub fail_times: usize,
     /// Stall (sleep) this long instead of cutting.
     pub stall: Option<Duration>,
-    /// Always answer with this status.
+    /// Answer with this status: always, or only the first `status_times` requests.
     pub status: Option<u16>,
+    pub status_times: Option<usize>,
+    /// Close the first `hangup_times` connections after reading the request, unanswered.
+    pub hangup_times: usize,
     /// Require basic auth with these credentials.
     pub basic_auth: Option<(String, String)>,
+    /// Require `Authorization: Bearer TOKEN`.
+    pub bearer: Option<String>,
     /// Ignore Range headers (answer 200 with the whole body).
     pub no_ranges: bool,
     /// Sleep between 64 KiB chunks.
     pub slow: Option<Duration>,
+    pub change: Option<Change>,
 }
 
-/// A small HTTP/1.1 file server on 127.0.0.1 with failure modes.
+/// One request as the server read it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    /// `GET /path HTTP/1.1`.
+    pub line: String,
+    pub range: Option<String>,
+}
+
+#[derive(Default)]
+struct ServerState {
+    files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Path → (status, Location).
+    redirects: Mutex<HashMap<String, (u16, String)>>,
+    behaviour: Mutex<Behaviour>,
+    seen: Mutex<Vec<Seen>>,
+    cuts: AtomicUsize,
+    statuses: AtomicUsize,
+    hangups: AtomicUsize,
+    /// Body bytes written, over all responses.
+    bytes_sent: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A small HTTP/1.1 file server on 127.0.0.1 (plain, or HTTPS from a throw-away CA) with
+/// failure modes, redirects and auth, that records every request.
 pub struct HttpServer {
     pub port: u16,
-    pub files: Arc<Mutex<HashMap<String, Vec<u8>>>>,
-    pub behaviour: Arc<Mutex<Behaviour>>,
-    /// Every request's Range header (None when absent).
-    pub ranges: Arc<Mutex<Vec<Option<String>>>>,
-    failures: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
+    /// With TLS: the directory holding the CA certificate (what `--cert-dir` takes).
+    pub ca_dir: Option<PathBuf>,
+    state: Arc<ServerState>,
+    _tls_dir: Option<tempfile::TempDir>,
+}
+
+/// A connection the server answers on: plain TCP or TLS over it.
+trait Conn: Read + Write {
+    /// Closes the socket at once (a cut mid-body).
+    fn hang_up(&mut self) -> std::io::Result<()>;
+}
+
+impl Conn for TcpStream {
+    fn hang_up(&mut self) -> std::io::Result<()> {
+        self.shutdown(std::net::Shutdown::Both)
+    }
+}
+
+impl Conn for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn hang_up(&mut self) -> std::io::Result<()> {
+        self.sock.shutdown(std::net::Shutdown::Both)
+    }
 }
 
 impl HttpServer {
+    /// Plain HTTP.
     pub fn start() -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let s = HttpServer {
-            port,
-            files: Arc::default(),
-            behaviour: Arc::default(),
-            ranges: Arc::default(),
-            failures: Arc::default(),
-            stop: Arc::default(),
-        };
-        let (files, beh, ranges, failures, stop) = (
-            s.files.clone(),
-            s.behaviour.clone(),
-            s.ranges.clone(),
-            s.failures.clone(),
-            s.stop.clone(),
-        );
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (files, beh, ranges, failures) =
-                    (files.clone(), beh.clone(), ranges.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let _ = serve(conn, &files, &beh, &ranges, &failures);
-                });
-            }
-        });
+        HttpServer::start_with(None)
+    }
+
+    /// HTTPS with a certificate for 127.0.0.1 from a throw-away CA (see `ca_dir`).
+    pub fn start_tls() -> HttpServer {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = tempfile::tempdir().unwrap();
+        let ca = throwaway_ca(dir.path());
+        let certs = CertificateDer::pem_file_iter(&ca.server_cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&ca.server_key).unwrap();
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let mut s = HttpServer::start_with(Some(Arc::new(config)));
+        s.ca_dir = Some(ca.ca_dir);
+        s._tls_dir = Some(dir);
         s
     }
 
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> HttpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(ServerState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (st, tls) = (st.clone(), tls.clone());
+                std::thread::spawn(move || {
+                    let _ = match tls {
+                        Some(cfg) => rustls::ServerConnection::new(cfg)
+                            .map_err(std::io::Error::other)
+                            .and_then(|c| serve(rustls::StreamOwned::new(c, conn), &st)),
+                        None => serve(conn, &st),
+                    };
+                });
+            }
+        });
+        HttpServer {
+            port,
+            ca_dir: None,
+            state,
+            _tls_dir: None,
+        }
+    }
+
     pub fn url(&self, name: &str) -> String {
-        format!("http://127.0.0.1:{}/{name}", self.port)
+        let scheme = if self.ca_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
     }
 
     pub fn add(&self, name: &str, data: Vec<u8>) {
-        self.files.lock().unwrap().insert(name.to_string(), data);
+        self.state
+            .files
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), data);
     }
 
+    /// Answers requests for `name` with `status` and `Location: location` (as given:
+    /// absolute or relative).
+    pub fn redirect(&self, name: &str, status: u16, location: &str) {
+        self.state
+            .redirects
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), (status, location.to_string()));
+    }
+
+    /// Sets the behaviour and forgets the requests seen so far.
     pub fn set(&self, b: Behaviour) {
-        *self.behaviour.lock().unwrap() = b;
-        self.failures.store(0, Ordering::SeqCst);
-        self.ranges.lock().unwrap().clear();
+        let s = &self.state;
+        *s.behaviour.lock().unwrap() = b;
+        for c in [&s.cuts, &s.statuses, &s.hangups] {
+            c.store(0, Ordering::SeqCst);
+        }
+        s.bytes_sent.store(0, Ordering::SeqCst);
+        s.seen.lock().unwrap().clear();
+    }
+
+    /// Every request since the last [`set`](Self::set), in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// Every request's Range header (None when absent).
+    pub fn ranges(&self) -> Vec<Option<String>> {
+        self.seen().into_iter().map(|s| s.range).collect()
+    }
+
+    /// Body bytes sent since the last [`set`](Self::set).
+    pub fn bytes_sent(&self) -> u64 {
+        self.state.bytes_sent.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.state.stop.store(true, Ordering::Relaxed);
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-fn serve(
-    conn: TcpStream,
-    files: &Mutex<HashMap<String, Vec<u8>>>,
-    beh: &Mutex<Behaviour>,
-    ranges: &Mutex<Vec<Option<String>>>,
-    failures: &AtomicUsize,
-) -> std::io::Result<()> {
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut w = conn;
+/// A strong ETag from the whole content, so any change shows.
+fn etag_of(data: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    format!("\"{}-{:016x}\"", data.len(), h.finish())
+}
+
+/// Takes one of `limit` failures from `counter`; false once they are used up.
+fn take(counter: &AtomicUsize, limit: usize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+            (n < limit).then_some(n + 1)
+        })
+        .is_ok()
+}
+
+fn serve<C: Conn>(conn: C, st: &ServerState) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn);
     let mut line = String::new();
     reader.read_line(&mut line)?;
+    let line = line.trim_end().to_string();
     let path = line
         .split_whitespace()
         .nth(1)
@@ -278,19 +405,34 @@ fn serve(
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let b = beh.lock().unwrap().clone();
-    ranges.lock().unwrap().push(headers.get("range").cloned());
-    let respond =
-        |w: &mut TcpStream, status: &str, extra: &str, body: &[u8]| -> std::io::Result<()> {
-            write!(
-                w,
-                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-                body.len()
-            )?;
-            w.write_all(body)
-        };
+    // GET requests have no body: nothing is buffered past the head.
+    let mut w = reader.into_inner();
+    let b = st.behaviour.lock().unwrap().clone();
+    let index = {
+        let mut seen = st.seen.lock().unwrap();
+        seen.push(Seen {
+            at: Instant::now(),
+            line: line.clone(),
+            range: headers.get("range").cloned(),
+        });
+        seen.len() - 1
+    };
+    let respond = |w: &mut C, status: &str, extra: &str, body: &[u8]| -> std::io::Result<()> {
+        write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        )?;
+        w.write_all(body)?;
+        w.flush()
+    };
+    if take(&st.hangups, b.hangup_times) {
+        return w.hang_up();
+    }
     if let Some(s) = b.status {
-        return respond(&mut w, &format!("{s} Test"), "", b"test failure\n");
+        if take(&st.statuses, b.status_times.unwrap_or(usize::MAX)) {
+            return respond(&mut w, &format!("{s} Test"), "", b"test failure\n");
+        }
     }
     if let Some((u, p)) = &b.basic_auth {
         use base64::Engine;
@@ -307,14 +449,35 @@ fn serve(
             );
         }
     }
-    let Some(data) = files.lock().unwrap().get(&path).cloned() else {
-        return respond(&mut w, "404 Not Found", "", b"no such file\n");
+    if let Some(t) = &b.bearer {
+        if headers.get("authorization") != Some(&format!("Bearer {t}")) {
+            return respond(
+                &mut w,
+                "401 Unauthorized",
+                "WWW-Authenticate: Bearer realm=\"t\"\r\n",
+                b"",
+            );
+        }
+    }
+    let redirect = st.redirects.lock().unwrap().get(&path).cloned();
+    if let Some((status, location)) = redirect {
+        return respond(
+            &mut w,
+            &format!("{status} Redirect"),
+            &format!("Location: {location}\r\n"),
+            b"",
+        );
+    }
+    let data = match &b.change {
+        Some(c) if index >= c.after && st.files.lock().unwrap().contains_key(&path) => {
+            c.body.clone()
+        }
+        _ => match st.files.lock().unwrap().get(&path).cloned() {
+            Some(d) => d,
+            None => return respond(&mut w, "404 Not Found", "", b"no such file\n"),
+        },
     };
-    let etag = format!(
-        "\"{}-{}\"",
-        data.len(),
-        data.iter().take(64).map(|&x| x as u64).sum::<u64>()
-    );
+    let etag = etag_of(&data);
     let mut start = 0u64;
     let mut end = data.len() as u64; // exclusive
     let mut partial = false;
@@ -354,10 +517,7 @@ fn serve(
         body.len()
     )?;
     let cut = match b.cut_after {
-        Some(n) if failures.load(Ordering::SeqCst) < b.fail_times && (body.len() as u64) > n => {
-            failures.fetch_add(1, Ordering::SeqCst);
-            Some(n as usize)
-        }
+        Some(n) if (body.len() as u64) > n && take(&st.cuts, b.fail_times) => Some(n as usize),
         _ => None,
     };
     let mut sent = 0usize;
@@ -365,20 +525,54 @@ fn serve(
         if let Some(c) = cut {
             if sent + chunk.len() > c {
                 w.write_all(&chunk[..c - sent])?;
+                st.bytes_sent.fetch_add((c - sent) as u64, Ordering::SeqCst);
                 w.flush()?;
                 if let Some(d) = b.stall {
                     std::thread::sleep(d);
                 }
-                return w.shutdown(std::net::Shutdown::Both);
+                return w.hang_up();
             }
         }
         w.write_all(chunk)?;
         sent += chunk.len();
+        st.bytes_sent
+            .fetch_add(chunk.len() as u64, Ordering::SeqCst);
         if let Some(d) = b.slow {
             std::thread::sleep(d);
         }
     }
     w.flush()
+}
+
+// ---------------------------------------------------------------------------------------
+// A throw-away CA
+
+/// A CA made for one test, and a server certificate from it for 127.0.0.1 (and
+/// `localhost`).
+pub struct TestCa {
+    /// Holds only `ca.crt`: what `--cert-dir` takes.
+    pub ca_dir: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Makes a [`TestCa`] in `dir` with the `openssl` command.
+pub fn throwaway_ca(dir: &Path) -> TestCa {
+    let script = format!(
+        "cd {d} && \
+         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=platter-test-ca 2>/dev/null && \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && \
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext && \
+         openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null && \
+         mkdir certs && cp ca.crt certs/",
+        d = dir.display()
+    );
+    sh(&script);
+    TestCa {
+        ca_dir: dir.join("certs"),
+        server_cert: dir.join("srv.crt"),
+        server_key: dir.join("srv.key"),
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,32 +618,24 @@ impl Registry {
         let port = free_port();
         let mut extra = String::new();
         let mut ca = None;
+        let mut tls = String::new();
         if secure {
-            let script = format!(
-                "cd {d} && \
-                 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=platter-test-ca 2>/dev/null && \
-                 openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 2>/dev/null && \
-                 printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\n' > ext && \
-                 openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile ext 2>/dev/null && \
-                 mkdir certs && cp ca.crt certs/ && \
-                 htpasswd -Bbn user secret > htpasswd",
-                d = d.display()
-            );
-            sh(&script);
+            let tca = throwaway_ca(d);
+            sh(&format!(
+                "htpasswd -Bbn user secret > {}",
+                d.join("htpasswd").display()
+            ));
             extra = format!(
                 "auth:\n  htpasswd:\n    realm: platter\n    path: {d}/htpasswd\n",
                 d = d.display()
             );
-            ca = Some(d.join("certs"));
+            tls = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                tca.server_cert.display(),
+                tca.server_key.display()
+            );
+            ca = Some(tca.ca_dir);
         }
-        let tls = if secure {
-            format!(
-                "  tls:\n    certificate: {d}/srv.crt\n    key: {d}/srv.key\n",
-                d = d.display()
-            )
-        } else {
-            String::new()
-        };
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}",
             d = d.display()
