@@ -144,6 +144,9 @@ pub struct ImportArgs {
     /// Disk size when the source does not say (and the bound for decompressed data).
     #[arg(long, value_parser = parse_size)]
     pub size: Option<u64>,
+    /// The backing image (raw or qcow2) of a qcow2 overlay: the import is the merged disk.
+    #[arg(long, value_name = "FILE")]
+    pub backing: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -43,18 +43,24 @@ fn absolutize(reference: &str) -> Result<String> {
     Ok(std::path::absolute(reference)?.display().to_string())
 }
 
-fn import_params(a: &ImportArgs) -> ImportParams {
-    ImportParams {
+fn import_params(a: &ImportArgs) -> Result<ImportParams> {
+    Ok(ImportParams {
         format: Some(a.format.clone()),
         checksum: a.checksum.clone(),
         size: a.size,
         registry: a.registry.params(),
-    }
+        // Absolute, so a server in another directory finds it.
+        backing: a
+            .backing
+            .as_ref()
+            .map(|b| std::path::absolute(b).with_context(|| format!("--backing {}", b.display())))
+            .transpose()?,
+    })
 }
 
 pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
     let source = absolutize(&a.source)?;
-    let params = import_params(&a);
+    let params = import_params(&a)?;
     let report = match (&a.name, &a.to_file, &a.to_device) {
         (Some(name), _, _) => {
             match execute_interruptible(
@@ -189,6 +195,7 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         checksum: None,
         size: None,
         registry: registry.params(),
+        backing: None,
     };
     let opts = platter_control::transfer::import_options(&params)?;
     let key = match platter_importer::resolve_digest(&source, &opts)

@@ -159,6 +159,9 @@ pub struct ImportParams {
     pub size: Option<u64>,
     #[serde(default)]
     pub registry: RegistryParams,
+    /// `--backing FILE`: the backing image of a qcow2 overlay (absolute path).
+    #[serde(default)]
+    pub backing: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +178,19 @@ pub struct PushParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    Progress { done: u64, total: u64 },
-    Message { text: String },
+    /// Bytes done in the current phase; `total` is null when the size is not known (a
+    /// stream), so a client shows a spinner instead of a bar. A new phase (another
+    /// total, or `done` going back) starts a new bar.
+    Progress {
+        done: u64,
+        #[serde(default)]
+        total: Option<u64>,
+    },
+    Message {
+        text: String,
+    },
+    /// The work completed; the response follows.
+    Finished,
 }
 
 /// One line from the server.

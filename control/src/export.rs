@@ -161,7 +161,7 @@ fn copy_data(
         pos += span;
         events(Event::Progress {
             done: pos,
-            total: size,
+            total: Some(size),
         });
     }
     sink.finish()?;

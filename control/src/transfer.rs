@@ -75,6 +75,7 @@ pub fn import_options(p: &ImportParams) -> Result<ImportOptions, ParamError> {
         size: p.size,
         registry,
         platform,
+        backing: p.backing.clone(),
         ..ImportOptions::default()
     })
 }
@@ -114,14 +115,17 @@ pub fn push_options(p: &PushParams) -> Result<PushOptions, ParamError> {
 /// Forwards importer progress (from any thread) into a channel.
 pub struct ChannelProgress(
     pub std::sync::Mutex<mpsc::Sender<Event>>,
+    /// The current phase's total, [`UNKNOWN_TOTAL`] for a stream of unknown length.
     std::sync::atomic::AtomicU64,
 );
+
+const UNKNOWN_TOTAL: u64 = u64::MAX;
 
 impl ChannelProgress {
     pub fn new(tx: mpsc::Sender<Event>) -> Self {
         ChannelProgress(
             std::sync::Mutex::new(tx),
-            std::sync::atomic::AtomicU64::new(0),
+            std::sync::atomic::AtomicU64::new(UNKNOWN_TOTAL),
         )
     }
 }
@@ -131,15 +135,18 @@ impl Progress for ChannelProgress {
         use std::sync::atomic::Ordering;
         let ev = match e {
             ProgressEvent::Started { total } => {
-                self.1.store(total.unwrap_or(0), Ordering::Relaxed);
+                self.1
+                    .store(total.unwrap_or(UNKNOWN_TOTAL), Ordering::Relaxed);
                 return;
             }
             ProgressEvent::Bytes { done } => Event::Progress {
                 done,
-                total: self.1.load(Ordering::Relaxed).max(done),
+                total: Some(self.1.load(Ordering::Relaxed))
+                    .filter(|&t| t != UNKNOWN_TOTAL)
+                    .map(|t| t.max(done)),
             },
             ProgressEvent::Message { text } => Event::Message { text },
-            ProgressEvent::Finished => return,
+            ProgressEvent::Finished => Event::Finished,
         };
         if let Ok(tx) = self.0.lock() {
             let _ = tx.send(ev);

@@ -58,6 +58,10 @@ pub enum ImportError {
         source: TarError,
     },
 
+    /// A qcow2 overlay imported without its backing image.
+    #[error("{what}: the qcow2 image has a backing file {backing:?}; give that image with --backing FILE to import the merged disk")]
+    NeedsBacking { what: String, backing: String },
+
     #[error("{what}: {source}")]
     Format {
         what: String,
@@ -113,9 +117,15 @@ impl ImportError {
     }
 
     pub(crate) fn format(what: impl Into<String>, source: FormatError) -> ImportError {
-        ImportError::Format {
-            what: what.into(),
-            source,
+        match source {
+            FormatError::BackingFile { path } => ImportError::NeedsBacking {
+                what: what.into(),
+                backing: path,
+            },
+            source => ImportError::Format {
+                what: what.into(),
+                source,
+            },
         }
     }
 

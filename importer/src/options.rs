@@ -185,6 +185,10 @@ pub struct ImportOptions {
     /// the system temp dir). Spool files are unlinked at creation.
     pub temp_dir: Option<PathBuf>,
     pub cancel: CancelFlag,
+    /// `--backing`: the image a qcow2 overlay's unallocated clusters read from (raw or
+    /// qcow2, itself without a backing file), so the import yields the merged disk. An
+    /// overlay imported without it is refused, naming its backing file.
+    pub backing: Option<PathBuf>,
     /// What the source `-` reads: `None` is this process's standard input; a control
     /// server sets the file its client passed in its place (the client's stdin).
     pub stdin: Option<Arc<std::fs::File>>,

@@ -89,6 +89,93 @@ pub(crate) fn open_image(
     })
 }
 
+/// `--backing` is for qcow2 overlays only; anything else given one is refused before
+/// any data is written.
+fn check_backing_format(format: Format, ctx: &DecodeCtx<'_>) -> Result<(), ImportError> {
+    match &ctx.opts.backing {
+        Some(b) if format != Format::Qcow2 => Err(ImportError::Unsupported {
+            what: ctx.what.clone(),
+            detail: format!(
+                "--backing {} is for qcow2 overlays, and this is a {format} image",
+                b.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Opens the image to import: with `--backing`, a qcow2 overlay whose unallocated
+/// clusters read from that image (so the result is the merged disk); without it,
+/// [`open_image`], which refuses an overlay by the name of its backing file.
+pub(crate) fn open_for_import(
+    format: Format,
+    src: Arc<dyn ReadAt>,
+    ctx: &DecodeCtx<'_>,
+) -> Result<Box<dyn DiskImage>, ImportError> {
+    use platter_formats::qcow2::{read_header, Qcow2Image};
+    let fmt_err = |e| ImportError::format(ctx.what.clone(), e);
+    let Some(path) = ctx
+        .opts
+        .backing
+        .as_deref()
+        .filter(|_| format == Format::Qcow2)
+    else {
+        return open_image(format, src).map_err(fmt_err);
+    };
+    let (header, ext) = read_header(&*src).map_err(fmt_err)?;
+    if !header.has_backing_file() {
+        return Err(ImportError::Unsupported {
+            what: ctx.what.clone(),
+            detail: format!(
+                "--backing {} was given, but the qcow2 image has no backing file",
+                path.display()
+            ),
+        });
+    }
+    let named = ext.backing_file.unwrap_or_default();
+    let backing = open_backing(path, ext.backing_format.as_deref(), &named)?;
+    ctx.progress.message(format!(
+        "{}: qcow2 overlay of {named:?}; unallocated clusters read from {} ({} image)",
+        ctx.what,
+        path.display(),
+        backing.format()
+    ));
+    Ok(Box::new(
+        Qcow2Image::open_with_backing(src, backing).map_err(fmt_err)?,
+    ))
+}
+
+/// Opens `--backing FILE` read-only: in the format the overlay names for it, else the
+/// one its magic bytes say. A backing image with a backing file of its own is refused
+/// (one level is supported; `qemu-img convert` flattens a longer chain).
+fn open_backing(
+    path: &std::path::Path,
+    named_format: Option<&str>,
+    named: &str,
+) -> Result<Box<dyn DiskImage>, ImportError> {
+    let what = format!("backing image {}", path.display());
+    let (f, len) = crate::source::file::open(path)?;
+    let src: Arc<dyn ReadAt> = Arc::new(f);
+    let format = match named_format.and_then(|n| n.parse::<Format>().ok()) {
+        Some(f) => f,
+        None => {
+            let mut head = vec![0u8; len.min(DETECT_HEAD_LEN as u64) as usize];
+            src.read_exact_at(&mut head, 0)
+                .map_err(|e| from_io(format!("reading {what}"), e))?;
+            detect(&head, Some(len))
+        }
+    };
+    open_image(format, src).map_err(|e| match e {
+        FormatError::BackingFile { path: inner } => ImportError::Unsupported {
+            what: what.clone(),
+            detail: format!(
+                "it has a backing file {inner:?} of its own; only one level is supported (flatten {named:?} with qemu-img convert first)"
+            ),
+        },
+        e => ImportError::format(what.clone(), e),
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Source stage
 
@@ -287,6 +374,7 @@ pub(crate) fn decode_stream(
         Some(f) => f,
         None => detect(&head, None),
     };
+    check_backing_format(format, ctx)?;
     if !needs_random_access(format) {
         let strip = ctx.opts.format.is_none();
         let size = stream_raw(&mut p, ctx, strip)?;
@@ -304,6 +392,30 @@ pub(crate) fn decode_stream(
     } else {
         chain(wrappers)
     };
+    if format == Format::Qcow2 && ctx.opts.backing.is_some() {
+        // Unallocated clusters read from the backing image, which the one-pass decoder
+        // cannot merge in: the overlay (usually small) is read by offset instead.
+        ctx.progress.message(format!(
+            "{} is a qcow2 overlay inside a stream ({inside}): spooling it to a temporary file to merge it with its backing image",
+            ctx.what
+        ));
+        let (file, _) = crate::spool::spool(
+            &mut p,
+            ctx.opts.temp_dir.as_deref(),
+            limit,
+            &ctx.what,
+            &ctx.opts.cancel,
+        )?;
+        let img = open_for_import(format, Arc::new(file), ctx)?;
+        let size = decode_random(img.as_ref(), ctx)?;
+        return Ok(Decoded {
+            format,
+            wrappers: wrappers.clone(),
+            virtual_size: size,
+            spooled: true,
+            member: None,
+        });
+    }
     if format == Format::Qcow2 {
         return qcow2_stream::decode_qcow2(&mut p, ctx, wrappers, limit, &inside);
     }
@@ -437,12 +549,14 @@ pub(crate) fn decode_seekable(
                     format = Format::Vhd;
                 }
             }
+            check_backing_format(format, ctx)?;
             let img = if needs_random_access(format) {
-                open_image(format, src)
+                open_for_import(format, src, ctx)?
             } else {
-                platter_formats::raw::RawImage::open(src).map(|r| Box::new(r) as Box<dyn DiskImage>)
-            }
-            .map_err(|e| ImportError::format(ctx.what.clone(), e))?;
+                platter_formats::raw::RawImage::open(src)
+                    .map(|r| Box::new(r) as Box<dyn DiskImage>)
+                    .map_err(|e| ImportError::format(ctx.what.clone(), e))?
+            };
             let size = decode_random(img.as_ref(), ctx)?;
             Ok(Decoded {
                 format,

@@ -320,3 +320,60 @@ fn device_sink_replaces_old_data() {
     .unwrap_err();
     assert!(e.to_string().contains("device"), "{e}");
 }
+
+/// Without a discard (refused by the device, or turned off), each hole of the image is
+/// read back: old data there is zeroed, and blocks that already read as zero are left
+/// alone (a thin device stays thin). Both ways of zeroing are covered: the device
+/// zeroing the range itself (ZERO_RANGE), and writing zeros.
+#[test]
+fn device_without_discard_zeroes_old_data_in_holes() {
+    use platter_importer::sink::{DeviceOptions, DeviceSink};
+    use platter_importer::{import, NoProgress};
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 32 MiB: 6 MiB of data runs and holes, 1 MiB far out, the rest holes.
+    let (raw, data) = sparse_raw_at(d, 11, 32 << 20, 24 << 20);
+    let qcow = d.join("disk.qcow2");
+    convert(&raw, &qcow, "qcow2", &[]);
+    let image = read(&raw);
+    for offload_zeroes in [true, false] {
+        // Old data over the first 4 MiB and past the image; sparse (zero) elsewhere.
+        let dev = d.join(format!("dev-{offload_zeroes}"));
+        let f = std::fs::File::create(&dev).unwrap();
+        f.set_len(40 << 20).unwrap();
+        f.write_all_at(&vec![0xAA; 4 << 20], 0).unwrap();
+        f.write_all_at(&vec![0xBB; 1 << 20], 36 << 20).unwrap();
+        drop(f);
+        let sink = DeviceSink::open_with(
+            &dev,
+            DeviceOptions {
+                discard: false,
+                offload_zeroes,
+            },
+        )
+        .unwrap();
+        assert!(!sink.discarded());
+        import(
+            qcow.to_str().unwrap(),
+            sink,
+            &ImportOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        let got = read(&dev);
+        assert_eq!(got.len(), 40 << 20);
+        assert!(
+            got[..32 << 20] == image[..],
+            "offload {offload_zeroes}: old data left in the image's holes"
+        );
+        // Past the image the device is not the image's: untouched.
+        assert!(got[36 << 20..37 << 20].iter().all(|&b| b == 0xBB));
+        // Only the old data was zeroed: the holes that read as zero stayed unallocated.
+        let a = allocated(&dev);
+        assert!(
+            a <= data + (5 << 20) + (1 << 20),
+            "offload {offload_zeroes}: {a} bytes allocated for {data} bytes of data"
+        );
+    }
+}

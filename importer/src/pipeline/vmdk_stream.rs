@@ -154,7 +154,7 @@ pub(super) fn decode_vmdk(
     ));
     let size = final_size(h.capacity, ctx.opts, &ctx.what)?;
     ctx.send(Out::Size(size))?;
-    ctx.progress.started(Some(h.capacity));
+    // No progress phase of its own: the source stage already counts the stream's bytes.
     // Position in the stream, for errors.
     let mut pos = h.overhead * SECTOR;
     let mut area = vec![0u8; pos as usize];
@@ -168,7 +168,6 @@ pub(super) fn decode_vmdk(
     drop(area);
     let mut sector = [0u8; SECTOR as usize];
     let mut data = Vec::new();
-    let mut done = 0u64;
     let mut grains = 0u64;
     loop {
         check_cancel(&ctx.opts.cancel)?;
@@ -213,9 +212,7 @@ pub(super) fn decode_vmdk(
                 let mut grain = inflate_grain(&data[..size], h.grain_bytes as usize)
                     .map_err(|d| fmt_err(corrupt(format!("grain at {offset}: {d}"))))?;
                 grain.truncate((h.capacity - offset).min(h.grain_bytes) as usize);
-                done += grain.len() as u64;
                 ctx.send(Out::Data { offset, buf: grain })?;
-                ctx.progress.bytes(done);
             }
         }
     }

@@ -11,7 +11,7 @@ mod file;
 mod store;
 pub mod volume;
 
-pub use device::DeviceSink;
+pub use device::{DeviceOptions, DeviceSink};
 pub use file::FileSink;
 pub use store::StoreSink;
 pub use volume::{TempVolumeTarget, VolumeSink};
