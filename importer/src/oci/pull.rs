@@ -6,6 +6,11 @@
 //! Whiteouts (`.wh.NAME`, `.wh..wh..opq`) in upper layers hide lower entries, as in the
 //! container's merged view. Nothing is extracted to disk; a digest or size mismatch in any
 //! layer fails the import after the fact, and the caller then drops the sink.
+//!
+//! `--checksum` on a registry or layout source covers the blob of the layer that holds
+//! the disk, as stored and downloaded (still compressed): what `sha256sum` of that blob
+//! prints, the same bytes its descriptor digest covers. Other layers are checked against
+//! their digests only.
 
 use crate::checksum::{Checksum, MultiHasher};
 use crate::error::{from_io, ImportError};
@@ -55,7 +60,7 @@ pub(crate) struct PulledDisk {
 }
 
 /// Imports the disk of `manifest` into `sink`. `--checksum`, when given, must match the
-/// blob of the layer that holds the disk.
+/// blob (compressed, as downloaded) of the layer that holds the disk.
 pub(crate) fn import_layers<S: Sink>(
     blobs: &dyn BlobSource,
     manifest: &ImageManifest,

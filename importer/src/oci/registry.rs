@@ -1,7 +1,9 @@
 //! Talking to an OCI registry (`docker://`) through oci-client: choosing HTTPS or plain
 //! HTTP (plain only for localhost/127.0.0.0/8 or with `--tls-verify=false`, as Docker
 //! does), credentials from `--creds` or `--authfile`, manifests resolved by platform,
-//! blobs streamed with resume, and — for push — a streamed chunked blob upload.
+//! blobs streamed with resume, and — for push — a streamed chunked blob upload. With
+//! credentials, the login (Basic, or a Bearer token fetched from the registry's token
+//! service) happens before the first request, so a refused login says so.
 //!
 //! Digests are never trusted from the registry: callers verify every byte they read.
 
@@ -20,6 +22,7 @@ use futures_util::StreamExt;
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use std::io::Read;
@@ -41,6 +44,13 @@ pub(crate) struct Registry {
     pub(crate) opts: RegistryOptions,
     /// Set by a cancelled import: blob downloads waiting on a silent registry give up.
     pub(crate) cancel: CancelFlag,
+}
+
+/// Whether plain HTTP may be tried for `registry` (`host[:port]`): only on loopback, as
+/// Docker allows, or when the user turned verification off (`--tls-verify=false`).
+/// Everywhere else [`choose_scheme`] never sends a plain-HTTP request.
+pub(crate) fn plain_http_allowed(registry: &str, tls_verify: bool) -> bool {
+    !tls_verify || is_local_registry(registry)
 }
 
 /// Whether `host[:port]` is loopback (where Docker allows plain HTTP without flags).
@@ -67,6 +77,19 @@ fn reg_err(display: &str, e: impl std::fmt::Display) -> ImportError {
         reference: display.to_string(),
         detail: e.to_string(),
     }
+}
+
+/// An oci-client error, with a hint when the registry refused a request for want of
+/// (valid) credentials.
+fn client_err(display: &str, auth: &RegistryAuth, e: &OciDistributionError) -> ImportError {
+    let mut detail = chain_err(e);
+    if matches!(e, OciDistributionError::UnauthorizedError { .. }) {
+        detail.push_str(match auth {
+            RegistryAuth::Anonymous => "; no credentials were given (--creds or --authfile)",
+            _ => "; the registry refused the credentials given",
+        });
+    }
+    reg_err(display, detail)
 }
 
 fn chain_err(e: &(dyn std::error::Error + 'static)) -> String {
@@ -139,11 +162,10 @@ impl Registry {
             }
         }
         let http = hb.build().map_err(|e| reg_err(&display, chain_err(&e)))?;
-        let local = is_local_registry(&registry);
         let scheme = handle.block_on(choose_scheme(
             &http,
             &registry,
-            local || !opts.tls.verify,
+            plain_http_allowed(&registry, opts.tls.verify),
             &display,
         ))?;
         let platform = platform.cloned().unwrap_or_default();
@@ -203,13 +225,14 @@ impl Registry {
         platform: &Platform,
     ) -> Result<(ImageManifest, String), ImportError> {
         let accept = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+        self.login(RegistryOperation::Pull)?;
         let (bytes, digest) = self
             .handle
             .block_on(
                 self.client
                     .pull_manifest_raw(&self.reference, &self.auth, &accept),
             )
-            .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+            .map_err(|e| client_err(&self.display, &self.auth, &e))?;
         let doc = parse_manifest(&bytes, None).map_err(|source| ImportError::Manifest {
             what: format!("{} manifest", self.display),
             source,
@@ -228,7 +251,7 @@ impl Registry {
                         self.client
                             .pull_manifest_raw(&by_digest, &self.auth, &accept),
                     )
-                    .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+                    .map_err(|e| client_err(&self.display, &self.auth, &e))?;
                 if digest != d.digest {
                     return Err(ImportError::ChecksumMismatch {
                         what: format!("{} manifest for {platform}", self.display),
@@ -249,13 +272,38 @@ impl Registry {
         }
     }
 
+    /// Logs in for `op` when credentials were given: with a Bearer token service, fetches
+    /// the token with them (oci-client caches it for the requests that follow). Done up
+    /// front because oci-client's own fetch before each request drops a refusal, which
+    /// then surfaces as a bare "Not authorized" instead of the token service's answer.
+    fn login(&self, op: RegistryOperation) -> Result<Option<String>, ImportError> {
+        if matches!(self.auth, RegistryAuth::Anonymous) {
+            return Ok(None);
+        }
+        self.handle
+            .block_on(self.client.auth(&self.reference, &self.auth, op))
+            .map_err(|e| {
+                let what = match op {
+                    RegistryOperation::Pull => "pull",
+                    RegistryOperation::Push => "push",
+                };
+                reg_err(
+                    &self.display,
+                    format!("logging in to {what}: {}", chain_err(&e)),
+                )
+            })
+    }
+
     /// The `Authorization` header value for direct requests (chunked upload).
     pub(crate) fn auth_header(&self, op: RegistryOperation) -> Result<Option<String>, ImportError> {
         use base64::Engine;
-        let token = self
-            .handle
-            .block_on(self.client.auth(&self.reference, &self.auth, op))
-            .map_err(|e| reg_err(&self.display, chain_err(&e)))?;
+        let token = match &self.auth {
+            RegistryAuth::Anonymous => self
+                .handle
+                .block_on(self.client.auth(&self.reference, &self.auth, op))
+                .map_err(|e| client_err(&self.display, &self.auth, &e))?,
+            _ => self.login(op)?,
+        };
         Ok(match (token, &self.auth) {
             (Some(t), _) => Some(format!("Bearer {t}")),
             (None, RegistryAuth::Basic(u, p)) => Some(format!(
@@ -420,6 +468,10 @@ async fn pump_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn local_registries() {
@@ -429,5 +481,81 @@ mod tests {
         assert!(is_local_registry("[::1]:5000"));
         assert!(!is_local_registry("registry.example.com:5000"));
         assert!(!is_local_registry("10.0.0.1:5000"));
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_unless_verification_is_off() {
+        for local in [
+            "127.0.0.5",
+            "127.0.0.5:5000",
+            "127.255.255.254:1",
+            "localhost",
+            "LocalHost:5000",
+            "[::1]",
+            "[::1]:5000",
+        ] {
+            assert!(plain_http_allowed(local, true), "{local}");
+        }
+        for remote in [
+            "10.0.0.1",
+            "10.0.0.1:5000",
+            "example.com",
+            "example.com:5000",
+            "localhost.example.com",
+            "127.0.0.1.example.com:5000",
+            "128.0.0.1",
+            "0.0.0.0:5000",
+            "[::ffff:10.0.0.1]:5000",
+            "[fe80::1]:5000",
+            "[::]",
+        ] {
+            assert!(!plain_http_allowed(remote, true), "{remote}");
+            // --tls-verify=false is the user's explicit opt-in, as in skopeo.
+            assert!(plain_http_allowed(remote, false), "{remote}");
+        }
+    }
+
+    /// A plain-HTTP server on 127.0.0.1 that answers 200 to everything and counts the
+    /// connections made to it.
+    fn counting_http_server() -> (String, Arc<AtomicUsize>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let n = Arc::new(AtomicUsize::new(0));
+        let n2 = n.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { continue };
+                n2.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+                );
+            }
+        });
+        (addr, n)
+    }
+
+    #[test]
+    fn choose_scheme_sends_nothing_unless_plain_http_is_allowed() {
+        let handle = crate::runtime::handle().unwrap();
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let (addr, conns) = counting_http_server();
+        // Not allowed: HTTPS without probing, so not even a TLS hello reaches the server.
+        let s = handle
+            .block_on(choose_scheme(&http, &addr, false, "test"))
+            .unwrap();
+        assert_eq!(s, "https");
+        assert_eq!(conns.load(Ordering::SeqCst), 0);
+        // Allowed: HTTPS is tried first, then plain HTTP is taken as the server speaks it.
+        let s = handle
+            .block_on(choose_scheme(&http, &addr, true, "test"))
+            .unwrap();
+        assert_eq!(s, "http");
+        assert_eq!(conns.load(Ordering::SeqCst), 2);
     }
 }

@@ -3,6 +3,8 @@
 //! failure modes, a throw-away CA, and a docker-registry started on a random loopback port.
 #![allow(dead_code)]
 
+pub mod token;
+
 use platter_importer::push::{PushExtent, PushVolume};
 use platter_importer::{import, FileSink, ImportError, ImportOptions, ImportReport, NoProgress};
 use std::collections::HashMap;
