@@ -638,6 +638,20 @@ impl Registry {
             );
             ca = Some(tca.ca_dir);
         }
+        Registry::launch(dir, port, &tls, &extra, ca)
+    }
+
+    /// Starts docker-registry with its config and data in `dir`, listening on 127.0.0.1:`port`,
+    /// with `tls` (lines under `http:`) and `extra` (top-level sections such as `auth:`), and
+    /// waits until it accepts connections.
+    fn launch(
+        dir: tempfile::TempDir,
+        port: u16,
+        tls: &str,
+        extra: &str,
+        ca: Option<PathBuf>,
+    ) -> Registry {
+        let d = dir.path();
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}",
             d = d.display()

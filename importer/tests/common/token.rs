@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The `service` the registry names in its challenge and expects as the token audience.
 pub const SERVICE: &str = "platter-test-registry";
@@ -247,32 +247,12 @@ pub fn start_token_registry(user: &str, password: &str) -> (Registry, TokenServe
         });
     }
 
-    let port = free_port();
-    let config = format!(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {d}/token.crt\n",
+    let auth = format!(
+        "auth:\n  token:\n    realm: http://127.0.0.1:{tport}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {d}/token.crt\n",
         d = d.display()
     );
-    std::fs::write(d.join("config.yml"), config).unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(d.join("config.yml"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("docker-registry");
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     (
-        Registry {
-            port,
-            child,
-            dir,
-            ca: None,
-        },
+        Registry::launch(dir, free_port(), "", &auth, None),
         TokenServer {
             port: tport,
             requests,
