@@ -49,6 +49,9 @@ enum Cmd {
         /// Seconds per fio run.
         #[arg(long, default_value_t = 6)]
         runtime: u32,
+        /// Rounds of every read workload (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        read_rounds: usize,
         #[arg(long, default_value_t = 20809)]
         tcp_port: u16,
     },
@@ -93,13 +96,14 @@ fn main() -> Result<()> {
             out,
             platter,
             runtime,
+            read_rounds,
             tcp_port,
         } => {
             let tmp = tempfile::Builder::new()
                 .prefix("platter-bench-nbd-")
                 .tempdir_in("target")?;
             let platter = std::path::absolute(platter)?;
-            let report = nbd::run_all(tmp.path(), &platter, runtime, tcp_port)?;
+            let report = nbd::run_all(tmp.path(), &platter, runtime, read_rounds, tcp_port)?;
             println!("{report}");
             if let Some(out) = out {
                 std::fs::write(out, &report)?;
