@@ -338,6 +338,12 @@ pub(crate) mod testing {
                 Plan::Map(m) => break m,
             }
         };
+        // The decode below holds the whole disk twice in memory: a mutated header's
+        // virtual size of many gigabytes would take the test process down, so such an
+        // image is left to the reader's checks (no stream result to compare).
+        if map.virtual_size > 1 << 26 {
+            return Ok(None);
+        }
         let size = usize::try_from(map.virtual_size).unwrap();
         let mut out = vec![0xeeu8; size];
         let mut covered = vec![0u8; size];
