@@ -18,7 +18,7 @@ mod store;
 mod table;
 mod vm;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -49,9 +49,9 @@ enum Cmd {
         /// Seconds per fio run.
         #[arg(long, default_value_t = 6)]
         runtime: u32,
-        /// Rounds of every read workload (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        read_rounds: usize,
+        /// Rounds of every workload (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         #[arg(long, default_value_t = 20809)]
         tcp_port: u16,
     },
@@ -84,30 +84,21 @@ enum Cmd {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Store { out, dir } => {
-            let report = store::run(dir.as_deref())?;
-            println!("{report}");
-            if let Some(out) = out {
-                std::fs::write(out, &report)?;
-            }
-        }
+    let (report, out) = match cli.cmd {
+        Cmd::Store { out, dir } => (store::run(dir.as_deref())?, out),
         Cmd::Nbd {
             out,
             platter,
             runtime,
-            read_rounds,
+            rounds,
             tcp_port,
         } => {
             let tmp = tempfile::Builder::new()
                 .prefix("platter-bench-nbd-")
                 .tempdir_in("target")?;
             let platter = std::path::absolute(platter)?;
-            let report = nbd::run_all(tmp.path(), &platter, runtime, read_rounds, tcp_port)?;
-            println!("{report}");
-            if let Some(out) = out {
-                std::fs::write(out, &report)?;
-            }
+            let report = nbd::run_all(tmp.path(), &platter, runtime, rounds, tcp_port)?;
+            (report, out)
         }
         Cmd::Import {
             out,
@@ -116,20 +107,19 @@ fn main() -> Result<()> {
             runs,
         } => {
             let platter = std::path::absolute(platter)?;
-            let report = import::run(&dir, &platter, runs)?;
-            println!("{report}");
-            if let Some(out) = out {
-                std::fs::write(out, &report)?;
-            }
+            (import::run(&dir, &platter, runs)?, out)
         }
         Cmd::Vm { out, platter, runs } => {
             let platter = std::path::absolute(platter)?;
-            let report = vm::run_all(&platter, runs)?;
-            println!("{report}");
-            if let Some(out) = out {
-                std::fs::write(out, &report)?;
-            }
+            (vm::run_all(&platter, runs)?, out)
         }
+    };
+    println!("{report}");
+    if let Some(out) = out {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! NBD server benchmarks: ours (`platter serve`), `qemu-nbd` (raw writeback, raw O_DIRECT,
 //! a qcow2 chain of depth 16) and `nbdkit file`, each on its own copy of the same 1 GiB of
-//! random data, all driven by `fio --ioengine=nbd` in one run.
+//! random data, all driven by `fio --ioengine=nbd` in one run. Ours runs on a volume of
+//! depth 1 and on one of depth 16, and writes also on a blank volume, so that the depth
+//! column compares writes that allocate on both sides.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -31,11 +33,8 @@ struct Workload {
     jobs: u32,
 }
 
-/// Reads first, then writes: a write workload changes what the next one reads (in place
-/// in a file written in large pieces on depth 1, copy-on-write into 4 KiB pieces of a fresh
-/// layer on depth 16), and the page cache copies data written 4 KiB at a time about 3x
-/// slower than data written in large pieces. Reads on untouched volumes compare what the
-/// depth of the chain costs.
+/// Reads first, then writes: a write workload changes what the next one reads on the
+/// volumes that are not reset (in place on depth 1 and on the peers' files).
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "4K randread QD1",
@@ -109,17 +108,13 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-/// Starts one server under test.
-type Starter = Box<dyn Fn() -> Result<Server>>;
-
-/// A running server: its fio URI and the process to stop.
-struct Server {
+/// A running server process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Process {
     label: String,
-    uri: String,
     child: Child,
 }
 
-impl Drop for Server {
+impl Drop for Process {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .arg("-TERM")
@@ -132,9 +127,32 @@ impl Drop for Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!("{} did not stop on SIGTERM; killing it", self.label);
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Gives a volume its starting state back before a write run.
+type Reset = Box<dyn Fn() -> Result<()>>;
+
+/// One column of the table: an export of one of the running processes.
+struct Contender {
+    label: String,
+    uri: String,
+    /// Which workloads it runs (the blank volume only runs writes).
+    reads: bool,
+    /// Run before each of its write runs.
+    reset: Option<Reset>,
+}
+
+/// One fio run's result: IOPS and bytes/s summed over jobs, and fio's own CPU use (user +
+/// system, percent of one CPU, averaged over jobs).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    iops: f64,
+    bw: f64,
+    client_cpu: f64,
 }
 
 fn wait_for(path: &Path) -> Result<()> {
@@ -149,20 +167,23 @@ fn wait_for(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn spawn(label: &str, cmd: &mut Command, sock: &Path, export: &str) -> Result<Server> {
+fn spawn(label: &str, cmd: &mut Command, sock: &Path) -> Result<Process> {
     let _ = std::fs::remove_file(sock);
     let child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {label}"))?;
-    let s = Server {
+    let p = Process {
         label: label.into(),
-        uri: format!("nbd+unix:///{export}?socket={}", sock.display()),
         child,
     };
     wait_for(sock)?;
-    Ok(s)
+    Ok(p)
+}
+
+fn unix_uri(sock: &Path, export: &str) -> String {
+    format!("nbd+unix:///{export}?socket={}", sock.display())
 }
 
 fn make_data(path: &Path) -> Result<()> {
@@ -177,12 +198,15 @@ fn make_data(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A store with volume `v` holding the data, `depth` layers deep (one 4 KiB write each).
-fn make_store(dir: &Path, data: &Path, depth: usize) -> Result<()> {
-    let store = Store::open(dir)?;
-    let name = Name::new("v")?;
-    store.create_volume(&name, SIZE)?;
-    let v = store.open_volume(&VolumeRef::parse("v")?)?;
+/// Layers below the top of the deep volume.
+const DEEP_FROZEN: usize = 15;
+/// The snapshot the deep volume is cloned from: 15 frozen layers, the data in the lowest.
+const DEEP_BASE: &str = "base@d15";
+
+/// Volume `name` of `store` holding the data, written as a guest would (64 KiB pieces).
+fn fill_volume(store: &Store, name: &Name, data: &Path) -> Result<()> {
+    store.create_volume(name, SIZE)?;
+    let v = store.open_volume(&VolumeRef::parse(name.as_str())?)?;
     let f = File::open(data)?;
     let mut buf = vec![0u8; CHUNK as usize];
     for i in 0..SIZE / CHUNK {
@@ -190,13 +214,42 @@ fn make_store(dir: &Path, data: &Path, depth: usize) -> Result<()> {
         v.write_at(&buf, i * CHUNK)?;
     }
     v.flush()?;
-    for d in 1..depth {
-        store.snapshot(&name, &Name::new(&format!("d{d}"))?)?;
-        f.read_exact_at(&mut buf[..4096], d as u64 * 4096)?;
-        v.write_at(&buf[..4096], d as u64 * 4096)?;
-    }
-    v.flush()?;
     Ok(())
+}
+
+/// The depth-1 store: `v` holds the data in its only layer, `blank` is empty.
+fn make_shallow_store(dir: &Path, data: &Path) -> Result<()> {
+    let store = Store::open(dir)?;
+    fill_volume(&store, &Name::new("v")?, data)?;
+    store.create_volume(&Name::new("blank")?, SIZE)?;
+    Ok(())
+}
+
+/// The depth-16 store: `base` holds the data, then 15 snapshots with one 4 KiB write
+/// between each; `v` is a clone of the last one, so its chain is 15 frozen layers and
+/// its own empty top.
+fn make_deep_store(dir: &Path, data: &Path) -> Result<()> {
+    let store = Store::open(dir)?;
+    let base = Name::new("base")?;
+    fill_volume(&store, &base, data)?;
+    let v = store.open_volume(&VolumeRef::parse("base")?)?;
+    let f = File::open(data)?;
+    let mut block = vec![0u8; 4096];
+    for d in 1..=DEEP_FROZEN {
+        if d > 1 {
+            f.read_exact_at(&mut block, d as u64 * 4096)?;
+            v.write_at(&block, d as u64 * 4096)?;
+            v.flush()?;
+        }
+        store.snapshot(&base, &Name::new(&format!("d{d}"))?)?;
+    }
+    store.clone_volume(&VolumeRef::parse(DEEP_BASE)?, &Name::new("v")?)?;
+    Ok(())
+}
+
+/// Runs `platter --store DIR ARGS` (through the running server's control socket).
+fn platter_cmd(platter: &Path, store: &Path, args: &[&str]) -> Result<()> {
+    run(Command::new(platter).arg("--store").arg(store).args(args)).map(|_| ())
 }
 
 fn qcow2_chain(dir: &Path, data: &Path, depth: usize) -> Result<PathBuf> {
@@ -234,8 +287,8 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs one fio job; returns IOPS and bytes/s summed over jobs.
-fn fio(uri: &str, w: &Workload, runtime: u32, out: &Path) -> Result<(f64, f64)> {
+/// Runs one fio job.
+fn fio(uri: &str, w: &Workload, runtime: u32, out: &Path) -> Result<Sample> {
     let _ = std::fs::remove_file(out);
     // Start every run with no dirty pages of an earlier one: with a gigabyte of dirty
     // page cache waiting for writeback, 4 KiB writes of the next run ran at a third of
@@ -269,54 +322,92 @@ fn fio(uri: &str, w: &Workload, runtime: u32, out: &Path) -> Result<(f64, f64)> 
             w.name
         );
     }
-    let side = if w.rw.contains("read") {
+    let side = if w.is_read() {
         &job["read"]
     } else {
         &job["write"]
     };
-    Ok((
-        side["iops"].as_f64().unwrap_or(0.0),
-        side["bw_bytes"].as_f64().unwrap_or(0.0),
-    ))
+    let cpu = job["usr_cpu"].as_f64().unwrap_or(0.0) + job["sys_cpu"].as_f64().unwrap_or(0.0);
+    Ok(Sample {
+        iops: side["iops"].as_f64().unwrap_or(0.0),
+        bw: side["bw_bytes"].as_f64().unwrap_or(0.0),
+        client_cpu: cpu,
+    })
 }
 
 /// The sample with the median IOPS (the middle one of an odd count).
-fn median(mut samples: Vec<(f64, f64)>) -> (f64, f64) {
-    samples.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
-    samples
-        .get(samples.len() / 2)
-        .copied()
-        .unwrap_or((0.0, 0.0))
+fn median(mut samples: Vec<Sample>) -> Option<Sample> {
+    samples.sort_by(|a, b| a.iops.total_cmp(&b.iops).then(a.bw.total_cmp(&b.bw)));
+    samples.get(samples.len() / 2).copied()
 }
 
-pub fn run_all(
-    dir: &Path,
-    platter: &Path,
-    runtime: u32,
-    read_rounds: usize,
-    tcp_port: u16,
-) -> Result<String> {
-    let data = dir.join("data.raw");
-    make_data(&data)?;
-    let mut servers_setup: Vec<(String, Starter)> = Vec::new();
-    for depth in [1usize, 16] {
-        let sdir = dir.join(format!("store-{depth}"));
-        make_store(&sdir, &data, depth)?;
-        let p = platter.to_path_buf();
-        let label = format!("platter depth {depth}");
-        let l2 = label.clone();
-        servers_setup.push((
+/// Columns of the table that are ours, in this order; the peers follow.
+const SHALLOW: usize = 0;
+const DEEP: usize = 1;
+const BLANK: usize = 2;
+const PEERS_FROM: usize = 3;
+
+/// Our two stores, served by two `platter serve` processes: depth 1 (`v` with the data,
+/// and `blank`) and depth 16 (`v`, a clone of a 15-layer chain whose lowest layer holds
+/// the data).
+fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
+    let shallow = dir.join("store-1");
+    let deep = dir.join("store-16");
+    make_shallow_store(&shallow, data)?;
+    make_deep_store(&deep, data)?;
+    let mut procs = Vec::new();
+    for (label, sdir) in [("platter depth 1", &shallow), ("platter depth 16", &deep)] {
+        procs.push(spawn(
             label,
-            Box::new(move || {
-                spawn(
-                    &l2,
-                    Command::new(&p).arg("--store").arg(&sdir).arg("serve"),
-                    &sdir.join("run/nbd.sock"),
-                    "v",
-                )
-            }),
-        ));
+            Command::new(platter).arg("--store").arg(sdir).arg("serve"),
+            &sdir.join("run/nbd.sock"),
+        )?);
     }
+    let (p1, p2) = (platter.to_path_buf(), platter.to_path_buf());
+    let (s1, s2) = (shallow.clone(), deep.clone());
+    let contenders = vec![
+        Contender {
+            label: "platter depth 1".into(),
+            uri: unix_uri(&shallow.join("run/nbd.sock"), "v"),
+            reads: true,
+            reset: None,
+        },
+        Contender {
+            label: "platter depth 16 (fresh top)".into(),
+            uri: unix_uri(&deep.join("run/nbd.sock"), "v"),
+            reads: true,
+            reset: Some(Box::new(move || {
+                platter_cmd(&p2, &s2, &["volume", "delete", "v"])?;
+                platter_cmd(&p2, &s2, &["volume", "clone", DEEP_BASE, "v"])
+            })),
+        },
+        Contender {
+            label: "platter depth 1, blank".into(),
+            uri: unix_uri(&shallow.join("run/nbd.sock"), "blank"),
+            reads: false,
+            reset: Some(Box::new(move || {
+                platter_cmd(&p1, &s1, &["volume", "delete", "blank"])?;
+                platter_cmd(&p1, &s1, &["volume", "create", "blank", "--size", "1G"])
+            })),
+        },
+    ];
+    Ok((procs, contenders))
+}
+
+/// The peers, each on its own copy of the data.
+fn peers(dir: &Path, data: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
+    let mut procs = Vec::new();
+    let mut contenders = Vec::new();
+    let mut add = |label: &str, cmd: &mut Command, sock: &Path| -> Result<()> {
+        procs.push(spawn(label, cmd, sock)?);
+        contenders.push(Contender {
+            label: label.into(),
+            uri: unix_uri(sock, "v"),
+            reads: true,
+            reset: None,
+        });
+        Ok(())
+    };
     for (label, args) in [
         (
             "qemu-nbd writeback",
@@ -335,99 +426,91 @@ pub fn run_all(
         ),
     ] {
         let copy = dir.join(format!("{}.raw", label.replace(' ', "-")));
-        std::fs::copy(&data, &copy)?;
+        std::fs::copy(data, &copy)?;
         let sock = dir.join(format!("{}.sock", label.replace(' ', "-")));
-        let args: Vec<String> = args.into_iter().map(String::from).collect();
-        servers_setup.push((
-            label.into(),
-            Box::new(move || {
-                spawn(
-                    label,
-                    Command::new("qemu-nbd")
-                        .arg("-k")
-                        .arg(&sock)
-                        .args(["-x", "v"])
-                        .args(&args)
-                        .arg(&copy),
-                    &sock,
-                    "v",
-                )
-            }),
-        ));
+        add(
+            label,
+            Command::new("qemu-nbd")
+                .arg("-k")
+                .arg(&sock)
+                .args(["-x", "v"])
+                .args(&args)
+                .arg(&copy),
+            &sock,
+        )?;
     }
-    let chain = qcow2_chain(dir, &data, 16)?;
+    let chain = qcow2_chain(dir, data, 16)?;
     let qsock = dir.join("qemu-chain.sock");
-    servers_setup.push((
-        "qemu-nbd qcow2 depth 16".into(),
-        Box::new(move || {
-            spawn(
-                "qemu-nbd qcow2 depth 16",
-                Command::new("qemu-nbd")
-                    .arg("-k")
-                    .arg(&qsock)
-                    .args([
-                        "-x",
-                        "v",
-                        "-f",
-                        "qcow2",
-                        "-t",
-                        QEMU_SHARED,
-                        "--cache=writeback",
-                    ])
-                    .arg(&chain),
-                &qsock,
+    add(
+        "qemu-nbd qcow2 depth 16",
+        Command::new("qemu-nbd")
+            .arg("-k")
+            .arg(&qsock)
+            .args([
+                "-x",
                 "v",
-            )
-        }),
-    ));
+                "-f",
+                "qcow2",
+                "-t",
+                QEMU_SHARED,
+                "--cache=writeback",
+            ])
+            .arg(&chain),
+        &qsock,
+    )?;
     let kcopy = dir.join("nbdkit.raw");
-    std::fs::copy(&data, &kcopy)?;
+    std::fs::copy(data, &kcopy)?;
     let ksock = dir.join("nbdkit.sock");
-    servers_setup.push((
-        "nbdkit file".into(),
-        Box::new(move || {
-            spawn(
-                "nbdkit file",
-                Command::new("nbdkit")
-                    .args(["-f", "-U"])
-                    .arg(&ksock)
-                    .args(["-e", "v", "--threads", "16", "file"])
-                    .arg(&kcopy)
-                    .arg("cache=none"),
-                &ksock,
-                "v",
-            )
-        }),
-    ));
+    add(
+        "nbdkit file",
+        Command::new("nbdkit")
+            .args(["-f", "-U"])
+            .arg(&ksock)
+            .args(["-e", "v", "--threads", "16", "file"])
+            .arg(&kcopy)
+            .arg("cache=none"),
+        &ksock,
+    )?;
+    Ok((procs, contenders))
+}
 
-    let labels: Vec<String> = servers_setup.iter().map(|(l, _)| l.clone()).collect();
-    let out = dir.join("fio.json");
+pub fn run_all(
+    dir: &Path,
+    platter: &Path,
+    runtime: u32,
+    rounds: usize,
+    tcp_port: u16,
+) -> Result<String> {
+    let data = dir.join("data.raw");
+    make_data(&data)?;
     // Every server runs at once (each on its own copy) and each workload visits them in
-    // an order rotated per workload, so noise from the machine falls on all of them alike
-    // instead of on whoever ran during a busy minute.
-    let servers = servers_setup
-        .iter()
-        .map(|(_, start)| start())
-        .collect::<Result<Vec<Server>>>()?;
-    let mut results: Vec<Vec<(f64, f64)>> = vec![vec![(0.0, 0.0); WORKLOADS.len()]; servers.len()];
+    // an order rotated per workload and round, so noise from the machine falls on all of
+    // them alike instead of on whoever ran during a busy minute.
+    let (mut procs, mut contenders) = ours(dir, &data, platter)?;
+    let (peer_procs, peer_contenders) = peers(dir, &data)?;
+    procs.extend(peer_procs);
+    contenders.extend(peer_contenders);
+    let out = dir.join("fio.json");
+    let n = contenders.len();
+    let mut results: Vec<Vec<Option<Sample>>> = vec![vec![None; WORKLOADS.len()]; n];
     for (i, w) in WORKLOADS.iter().enumerate() {
-        // Reads leave the volumes as they were, so they run `read_rounds` times (the order
-        // rotated again each round) and the median counts: one 6 s sample on a shared
-        // 2-core machine moves by 15%. Writes run once, since a second round would measure
-        // something else (blocks the first round already took over).
-        let rounds = if w.rw.contains("read") {
-            read_rounds.max(1)
-        } else {
-            1
-        };
-        let mut samples: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
-        for round in 0..rounds {
-            for k in 0..servers.len() {
-                let j = (i + round + k) % servers.len();
-                let server = &servers[j];
+        // One 6 s sample on a shared 2-core machine moves by 15%: every workload runs
+        // `rounds` times and the median counts. Writes give the volumes that have a reset
+        // their starting state back before every run, so each round measures the same.
+        let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); n];
+        for round in 0..rounds.max(1) {
+            for k in 0..n {
+                let j = (i + round + k) % n;
+                let c = &contenders[j];
+                if w.is_read() && !c.reads {
+                    continue;
+                }
+                if let (false, Some(reset)) = (w.is_read(), &c.reset) {
+                    reset().with_context(|| format!("resetting {}", c.label))?;
+                }
                 samples[j].push(
-                    fio(&server.uri, w, runtime, &out)
-                        .with_context(|| format!("{} {}", server.label, w.name))?,
+                    fio(&c.uri, w, runtime, &out)
+                        .with_context(|| format!("{} {}", c.label, w.name))?,
                 );
             }
         }
@@ -435,10 +518,11 @@ pub fn run_all(
             results[j][i] = median(s);
         }
     }
-    drop(servers);
+    drop(procs);
     // Once over TCP: ours and qemu-nbd writeback, 4K randread QD32 and 1M read.
     let tcp = tcp_runs(dir, platter, &data, runtime, tcp_port, &out)?;
-    Ok(render(&labels, &results, &tcp, read_rounds))
+    let labels: Vec<String> = contenders.into_iter().map(|c| c.label).collect();
+    Ok(render(&labels, &results, &tcp, rounds))
 }
 
 fn tcp_runs(
@@ -451,28 +535,24 @@ fn tcp_runs(
 ) -> Result<Vec<(String, f64, f64)>> {
     let sdir = dir.join("store-1");
     let mut rows = Vec::new();
-    let ours = Command::new(platter)
-        .arg("--store")
-        .arg(&sdir)
-        .arg("serve")
-        .arg("--nbd-listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let s = Server {
-        label: "platter tcp".into(),
-        uri: format!("nbd://127.0.0.1:{port}/v"),
-        child: ours,
-    };
-    wait_for(&sdir.join("run/nbd.sock"))?;
+    let uri = format!("nbd://127.0.0.1:{port}/v");
+    let ours = spawn(
+        "platter tcp",
+        Command::new(platter)
+            .arg("--store")
+            .arg(&sdir)
+            .arg("serve")
+            .arg("--nbd-listen")
+            .arg(format!("127.0.0.1:{port}")),
+        &sdir.join("run/nbd.sock"),
+    )?;
+    let r = fio(&uri, workload("4K randread QD32")?, runtime, out)?;
+    let bw = fio(&uri, workload("1M read QD8")?, runtime, out)?;
+    rows.push(("platter".to_string(), r.iops, bw.bw));
+    drop(ours);
     let copy = dir.join("qemu-tcp.raw");
     std::fs::copy(data, &copy)?;
-    let (r, _) = fio(&s.uri, workload("4K randread QD32")?, runtime, out)?;
-    let (_, bw) = fio(&s.uri, workload("1M read QD8")?, runtime, out)?;
-    rows.push(("platter".to_string(), r, bw));
-    drop(s);
-    let q = Command::new("qemu-nbd")
+    let child = Command::new("qemu-nbd")
         .args([
             "-p",
             &(port + 1).to_string(),
@@ -490,59 +570,96 @@ fn tcp_runs(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    let s = Server {
-        label: "qemu tcp".into(),
-        uri: format!("nbd://127.0.0.1:{}/v", port + 1),
-        child: q,
+    let q = Process {
+        label: "qemu-nbd tcp".into(),
+        child,
     };
     std::thread::sleep(Duration::from_millis(500));
-    let (r, _) = fio(&s.uri, workload("4K randread QD32")?, runtime, out)?;
-    let (_, bw) = fio(&s.uri, workload("1M read QD8")?, runtime, out)?;
-    rows.push(("qemu-nbd writeback".to_string(), r, bw));
+    let uri = format!("nbd://127.0.0.1:{}/v", port + 1);
+    let r = fio(&uri, workload("4K randread QD32")?, runtime, out)?;
+    let bw = fio(&uri, workload("1M read QD8")?, runtime, out)?;
+    rows.push(("qemu-nbd writeback".to_string(), r.iops, bw.bw));
+    drop(q);
     Ok(rows)
 }
 
-fn fmt_result(w: &Workload, (iops, bw): (f64, f64)) -> String {
-    if w.bs == "4k" {
-        format!("{:.1}k IOPS", iops / 1000.0)
-    } else {
-        format!("{:.2} GiB/s", bw / (1u64 << 30) as f64)
+impl Workload {
+    fn is_read(&self) -> bool {
+        self.rw.contains("read")
     }
+
+    /// What the table compares: IOPS for 4 KiB requests, bytes/s for 1 MiB ones.
+    fn metric(&self, s: &Sample) -> f64 {
+        if self.bs == "4k" {
+            s.iops
+        } else {
+            s.bw
+        }
+    }
+
+    fn show(&self, s: Option<&Sample>) -> String {
+        match s {
+            None => "-".into(),
+            Some(s) if self.bs == "4k" => format!("{:.1}k IOPS", s.iops / 1000.0),
+            Some(s) => format!("{:.2} GiB/s", s.bw / (1u64 << 30) as f64),
+        }
+    }
+}
+
+/// `a / b` of the workload's metric, or "-" when either is missing.
+fn ratio(w: &Workload, a: Option<&Sample>, b: Option<&Sample>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if w.metric(b) > 0.0 => format!("{:.2}x", w.metric(a) / w.metric(b)),
+        _ => "-".into(),
+    }
+}
+
+/// The best peer's column for workload `i`.
+fn best_peer(w: &Workload, results: &[Vec<Option<Sample>>], i: usize) -> Option<usize> {
+    (PEERS_FROM..results.len())
+        .filter(|&j| results[j][i].is_some())
+        .max_by(|&a, &b| {
+            let m = |j: usize| results[j][i].as_ref().map_or(0.0, |s| w.metric(s));
+            m(a).total_cmp(&m(b))
+        })
 }
 
 fn render(
     labels: &[String],
-    results: &[Vec<(f64, f64)>],
+    results: &[Vec<Option<Sample>>],
     tcp: &[(String, f64, f64)],
-    read_rounds: usize,
+    rounds: usize,
 ) -> String {
     let mut header: Vec<&str> = vec!["workload"];
     header.extend(labels.iter().map(String::as_str));
-    header.extend(["best peer", "ours / best peer", "depth 16 / depth 1"]);
+    header.extend([
+        "best peer",
+        "ours / best peer",
+        "depth 16 / depth 1",
+        "fio CPU: ours / best peer",
+    ]);
     let title = format!(
-        "NBD servers, fio --ioengine=nbd over a unix socket, 1 GiB of random data (reads: median of {read_rounds} rounds, writes: one round)"
+        "NBD servers, fio --ioengine=nbd over a unix socket, 1 GiB of random data (median of {rounds} rounds)"
     );
     let mut t = Table::new(&title, &header);
     for (i, w) in WORKLOADS.iter().enumerate() {
-        let metric = |r: &(f64, f64)| if w.bs == "4k" { r.0 } else { r.1 };
+        let at = |j: usize| results.get(j).and_then(|r| r[i].as_ref());
         let mut cells = vec![w.name.to_string()];
-        cells.extend(results.iter().map(|r| fmt_result(w, r[i])));
-        let (best_idx, best) = results
-            .iter()
-            .enumerate()
-            .skip(2)
-            .map(|(j, r)| (j, metric(&r[i])))
-            .fold((0, 0.0), |a, b| if b.1 > a.1 { b } else { a });
+        cells.extend((0..results.len()).map(|j| w.show(at(j))));
+        let best = best_peer(w, results, i);
+        let best_sample = best.and_then(at);
         cells.push(format!(
             "{} ({})",
-            labels.get(best_idx).map(String::as_str).unwrap_or("?"),
-            fmt_result(w, results[best_idx][i])
+            best.and_then(|j| labels.get(j)).map_or("?", String::as_str),
+            w.show(best_sample)
         ));
-        cells.push(format!("{:.2}x", metric(&results[0][i]) / best.max(1.0)));
-        cells.push(format!(
-            "{:.2}x",
-            metric(&results[1][i]) / metric(&results[0][i]).max(1.0)
-        ));
+        cells.push(ratio(w, at(SHALLOW), best_sample));
+        // Reads: the same data below a chain of 16 or of 1. Writes: both volumes start
+        // every run with an empty top (a fresh clone, a blank volume), so both allocate.
+        let base = if w.is_read() { SHALLOW } else { BLANK };
+        cells.push(ratio(w, at(DEEP), at(base)));
+        let cpu = |s: Option<&Sample>| s.map_or("-".into(), |s| format!("{:.0}%", s.client_cpu));
+        cells.push(format!("{} / {}", cpu(at(SHALLOW)), cpu(best_sample)));
         t.row(cells);
     }
     let mut tt = Table::new(
@@ -556,25 +673,41 @@ fn render(
             format!("{:.2} GiB/s", bw / (1u64 << 30) as f64),
         ]);
     }
-    format!("{t}\n{DEPTH_NOTE}\n\n{tt}")
+    format!("{t}\n{NOTES}\n\n{tt}")
 }
 
-/// What the depth column compares on the write rows.
-const DEPTH_NOTE: &str = "Depth 16 / depth 1 on the write rows: the depth-16 volume's first \
-write to a block is a copy-on-write into its fresh top layer (a new page-cache page, and on this \
-VM often a guest page the hypervisor has to back first), the depth-1 volume overwrites its own \
-cached blocks in place; the same fresh-clone 4 KiB QD32 run ranged from 23k to 117k IOPS between \
-identical runs. The read rows compare the chain itself.";
+/// What the columns compare.
+const NOTES: &str = "\
+- *ours / best peer* compares `platter depth 1` (a volume holding the data, rewritten in \
+place like the peers' raw files) with the best peer of the row.
+- *depth 16 / depth 1*: on read rows, the same data read through a chain of 16 layers and \
+of 1. On write rows both sides start every run with an empty top layer (`depth 16` is \
+re-cloned from the 15-layer chain, `depth 1, blank` is re-created), so both allocate \
+fresh blocks and only the depth differs. Allocating costs more here than rewriting \
+cached blocks in place (`platter depth 1`): every fresh block needs a new page-cache \
+page, and a page this VM's kernel has not touched lately must first be backed by the \
+host (2 GiB written to tmpfs: 5.3 s the first time, 0.7 s right after).
+- *fio CPU*: fio's own CPU use (user + system) per job, averaged over its jobs. Near 100% \
+a single-job row is bound by the client (libnbd makes 4 recv, 1 send and 1 poll calls \
+per 4 KiB read), not by the server.";
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, Sample};
+
+    fn s(iops: f64, bw: f64) -> Sample {
+        Sample {
+            iops,
+            bw,
+            client_cpu: 0.0,
+        }
+    }
 
     #[test]
     fn median_takes_the_middle_sample_by_iops() {
-        let s = vec![(30.0, 1.0), (10.0, 3.0), (20.0, 2.0)];
-        assert_eq!(median(s), (20.0, 2.0));
-        assert_eq!(median(vec![(5.0, 9.0)]), (5.0, 9.0));
-        assert_eq!(median(Vec::new()), (0.0, 0.0));
+        let v = vec![s(30.0, 1.0), s(10.0, 3.0), s(20.0, 2.0)];
+        assert_eq!(median(v), Some(s(20.0, 2.0)));
+        assert_eq!(median(vec![s(5.0, 9.0)]), Some(s(5.0, 9.0)));
+        assert_eq!(median(Vec::new()), None);
     }
 }

@@ -89,6 +89,10 @@ struct Conn {
     payload_spare: BufPool,
     /// Requests parsed since the connection last went idle.
     parsed: usize,
+    /// The last request parsed was a large write: the next one probably is too, so read
+    /// its header alone and let its payload go straight into its own buffer (reading ahead
+    /// would pull the payload into the request buffer, to be copied out again).
+    large_writes: bool,
 }
 
 /// A checked write headed for the IO threads, waiting for the rest of its payload.
@@ -132,6 +136,7 @@ pub(crate) async fn transmit<S: SplitStream>(
         partial: None,
         payload_spare: BufPool::default(),
         parsed: 0,
+        large_writes: false,
         shared: shared.clone(),
     };
     tracing::debug!(export = %n.name, header = ?c.session.header, reply = ?c.session.reply, "transmission");
@@ -148,9 +153,10 @@ pub(crate) async fn transmit<S: SplitStream>(
             let reading = match stop {
                 Stop::Need(n) if !c.closing => {
                     let want = n.saturating_sub(inbuf.len());
-                    // Small requests: read ahead to batch them. A large one: read just its
-                    // bytes, so nothing is left behind to move when the buffer is reused.
-                    read_max = if n > READ_CHUNK {
+                    // Small requests: read ahead to batch them. A large one, or the header
+                    // of what is probably a large write: read just its bytes, so nothing is
+                    // left behind to move when the buffer is reused.
+                    read_max = if n > READ_CHUNK || c.large_writes {
                         want
                     } else {
                         want.max(READ_CHUNK)
@@ -261,7 +267,9 @@ impl Conn {
                 return Ok(Stop::Need(header_len(self.session.header)));
             };
             self.parsed += 1;
-            if req.command == CMD_WRITE && self.offloads_write(u64::from(req.payload_len)) {
+            self.large_writes =
+                req.command == CMD_WRITE && self.offloads_write(u64::from(req.payload_len));
+            if self.large_writes {
                 if let Ok(op) = validate(&req, &self.session) {
                     if self.start_write(&req, op, inbuf) {
                         continue;
