@@ -144,6 +144,8 @@ struct Contender {
     reads: bool,
     /// Run before each of its write runs.
     reset: Option<Reset>,
+    /// Files (or directories of them) that hold its data: read before every run.
+    data: Vec<PathBuf>,
 }
 
 /// One fio run's result: IOPS and bytes/s summed over jobs, and fio's own CPU use (user +
@@ -244,6 +246,43 @@ fn make_deep_store(dir: &Path, data: &Path) -> Result<()> {
         store.snapshot(&base, &Name::new(&format!("d{d}"))?)?;
     }
     store.clone_volume(&VolumeRef::parse(DEEP_BASE)?, &Name::new("v")?)?;
+    Ok(())
+}
+
+/// Reads the data ranges of a file, or of every file below a directory, into the page
+/// cache. This machine pages out memory that nobody touched for about a minute (DAMON),
+/// so without this a server's result would depend on how long it sat idle before its
+/// run. Holes are skipped: reading them would fill the cache with zero pages that a
+/// later write into the hole would find ready.
+fn warm(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        for e in std::fs::read_dir(path)? {
+            warm(&e?.path())?;
+        }
+        return Ok(());
+    }
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut buf = vec![0u8; 1 << 20];
+    let seek = |to: rustix::fs::SeekFrom| rustix::fs::seek(&f, to);
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match seek(rustix::fs::SeekFrom::Data(pos as i64)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        };
+        let hole = seek(rustix::fs::SeekFrom::Hole(data as i64)).map_err(std::io::Error::from)?;
+        let mut at = data;
+        while at < hole {
+            let n = f.read_at(&mut buf[..(hole - at).min(1 << 20) as usize], at)?;
+            if n == 0 {
+                break;
+            }
+            at += n as u64;
+        }
+        pos = hole;
+    }
     Ok(())
 }
 
@@ -371,11 +410,13 @@ fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Co
             uri: unix_uri(&shallow.join("run/nbd.sock"), "v"),
             reads: true,
             reset: None,
+            data: vec![shallow.join("blobs")],
         },
         Contender {
             label: "platter depth 16 (fresh top)".into(),
             uri: unix_uri(&deep.join("run/nbd.sock"), "v"),
             reads: true,
+            data: vec![deep.join("blobs")],
             reset: Some(Box::new(move || {
                 platter_cmd(&p2, &s2, &["volume", "delete", "v"])?;
                 platter_cmd(&p2, &s2, &["volume", "clone", DEEP_BASE, "v"])
@@ -385,6 +426,7 @@ fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Co
             label: "platter depth 1, blank".into(),
             uri: unix_uri(&shallow.join("run/nbd.sock"), "blank"),
             reads: false,
+            data: vec![shallow.join("blobs")],
             reset: Some(Box::new(move || {
                 platter_cmd(&p1, &s1, &["volume", "delete", "blank"])?;
                 platter_cmd(&p1, &s1, &["volume", "create", "blank", "--size", "1G"])
@@ -398,15 +440,16 @@ fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Co
 fn peers(dir: &Path, data: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
     let mut procs = Vec::new();
     let mut contenders = Vec::new();
-    let mut add = |label: &str, cmd: &mut Command, sock: &Path| -> Result<()> {
+    let mut add = |label: &str, cmd: &mut Command, sock: &Path, data: Vec<PathBuf>| {
         procs.push(spawn(label, cmd, sock)?);
         contenders.push(Contender {
             label: label.into(),
             uri: unix_uri(sock, "v"),
             reads: true,
             reset: None,
+            data,
         });
-        Ok(())
+        anyhow::Ok(())
     };
     for (label, args) in [
         (
@@ -437,6 +480,7 @@ fn peers(dir: &Path, data: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
                 .args(&args)
                 .arg(&copy),
             &sock,
+            vec![copy.clone()],
         )?;
     }
     let chain = qcow2_chain(dir, data, 16)?;
@@ -457,6 +501,9 @@ fn peers(dir: &Path, data: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
             ])
             .arg(&chain),
         &qsock,
+        (0..16)
+            .map(|i| dir.join(format!("chain-{i}.qcow2")))
+            .collect(),
     )?;
     let kcopy = dir.join("nbdkit.raw");
     std::fs::copy(data, &kcopy)?;
@@ -470,6 +517,7 @@ fn peers(dir: &Path, data: &Path) -> Result<(Vec<Process>, Vec<Contender>)> {
             .arg(&kcopy)
             .arg("cache=none"),
         &ksock,
+        vec![kcopy.clone()],
     )?;
     Ok((procs, contenders))
 }
@@ -507,6 +555,9 @@ pub fn run_all(
                 }
                 if let (false, Some(reset)) = (w.is_read(), &c.reset) {
                     reset().with_context(|| format!("resetting {}", c.label))?;
+                }
+                for d in &c.data {
+                    warm(d).with_context(|| format!("reading {}", d.display()))?;
                 }
                 samples[j].push(
                     fio(&c.uri, w, runtime, &out)
