@@ -286,9 +286,26 @@ fn warm(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `platter --store DIR ARGS` (through the running server's control socket).
-fn platter_cmd(platter: &Path, store: &Path, args: &[&str]) -> Result<()> {
-    run(Command::new(platter).arg("--store").arg(store).args(args)).map(|_| ())
+/// A reset that deletes volume `name` and makes it again with `platter volume MAKE…`,
+/// through the running server's control socket.
+fn remake(
+    platter: &Path,
+    store: &Path,
+    name: &'static str,
+    make: &'static [&'static str],
+) -> Reset {
+    let (platter, store) = (platter.to_path_buf(), store.to_path_buf());
+    Box::new(move || {
+        let volume = |args: &[&str]| {
+            run(Command::new(&platter)
+                .arg("--store")
+                .arg(&store)
+                .arg("volume")
+                .args(args))
+        };
+        volume(&["delete", name])?;
+        volume(make).map(|_| ())
+    })
 }
 
 fn qcow2_chain(dir: &Path, data: &Path, depth: usize) -> Result<PathBuf> {
@@ -402,8 +419,6 @@ fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Co
             &sdir.join("run/nbd.sock"),
         )?);
     }
-    let (p1, p2) = (platter.to_path_buf(), platter.to_path_buf());
-    let (s1, s2) = (shallow.clone(), deep.clone());
     let contenders = vec![
         Contender {
             label: "platter depth 1".into(),
@@ -417,20 +432,19 @@ fn ours(dir: &Path, data: &Path, platter: &Path) -> Result<(Vec<Process>, Vec<Co
             uri: unix_uri(&deep.join("run/nbd.sock"), "v"),
             reads: true,
             data: vec![deep.join("blobs")],
-            reset: Some(Box::new(move || {
-                platter_cmd(&p2, &s2, &["volume", "delete", "v"])?;
-                platter_cmd(&p2, &s2, &["volume", "clone", DEEP_BASE, "v"])
-            })),
+            reset: Some(remake(platter, &deep, "v", &["clone", DEEP_BASE, "v"])),
         },
         Contender {
             label: "platter depth 1, blank".into(),
             uri: unix_uri(&shallow.join("run/nbd.sock"), "blank"),
             reads: false,
             data: vec![shallow.join("blobs")],
-            reset: Some(Box::new(move || {
-                platter_cmd(&p1, &s1, &["volume", "delete", "blank"])?;
-                platter_cmd(&p1, &s1, &["volume", "create", "blank", "--size", "1G"])
-            })),
+            reset: Some(remake(
+                platter,
+                &shallow,
+                "blank",
+                &["create", "blank", "--size", "1G"],
+            )),
         },
     ];
     Ok((procs, contenders))
