@@ -148,8 +148,9 @@ impl Blob {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.data
-            .sync_data()
+        let injected = crate::failpoint_err!("blob-data-sync");
+        injected
+            .map_or_else(|| self.data.sync_data(), Err)
             .map_err(StoreError::io("sync blob", self.dir.join(DATA_FILE)))
     }
 

@@ -48,6 +48,8 @@ pub enum StoreError {
         len: u64,
         size: u64,
     },
+    #[error("volume {volume} takes no writes or flushes: a sync failed ({cause}), so its writes since the last successful flush may not be on disk; it is usable again once every client has closed it")]
+    Fenced { volume: String, cause: String },
     #[error("{0} was deleted")]
     Deleted(String),
     #[error("volume {volume}: layer chain is {depth} deep, the most is {max}")]

@@ -199,6 +199,15 @@ pub fn parse_records(area: &[u8], committed: u64) -> Result<Vec<Record>, String>
         .collect()
 }
 
+/// Why a [`JournalFile::commit`] did not commit.
+#[derive(Debug)]
+pub struct CommitError {
+    pub error: StoreError,
+    /// The journal's sync failed (not a write before it): what the file holds on disk is
+    /// no longer known, and retrying the sync proves nothing.
+    pub sync_failed: bool,
+}
+
 /// The journal file of one layer.
 pub struct JournalFile {
     path: PathBuf,
@@ -298,6 +307,9 @@ impl JournalFile {
         for r in records {
             buf.extend_from_slice(&r.encode());
         }
+        if let Some(e) = crate::failpoint_err!("journal-append") {
+            return Err(StoreError::io("append journal", &self.path)(e));
+        }
         self.file
             .write_all_at(&buf, RECORDS_START + self.end)
             .map_err(StoreError::io("append journal", &self.path))?;
@@ -308,22 +320,73 @@ impl JournalFile {
     /// Appends records and commits everything appended so far: the header now counts
     /// them, durably. The caller has synced the data they point to. Returns whether
     /// anything new was committed.
-    pub fn commit(&mut self, records: &[Record]) -> Result<bool> {
-        self.append(records)?;
-        if self.header.committed == self.end {
-            return Ok(false);
+    ///
+    /// A failed write (say `ENOSPC` while the record area grows) leaves the journal as it
+    /// was before the call, so the same records can be committed again later. A failed
+    /// sync cannot be retried that way (the kernel may have dropped the pages it could
+    /// not write, so a second sync may succeed without them): it says so in
+    /// [`CommitError::sync_failed`], and the caller stops using this journal.
+    pub fn commit(&mut self, records: &[Record]) -> Result<bool, CommitError> {
+        let (end, header) = (self.end, self.header);
+        let written = self.append(records).and_then(|()| {
+            if self.header.committed == self.end {
+                return Ok(false);
+            }
+            crate::failpoint!("journal-before-header");
+            self.header.seq += 1;
+            self.header.committed = self.end;
+            self.write_header().map(|()| true)
+        });
+        match written {
+            Ok(false) => Ok(false),
+            Ok(true) => self.sync().map(|()| true).map_err(|error| CommitError {
+                error,
+                sync_failed: true,
+            }),
+            Err(error) => {
+                self.end = end;
+                self.header = header;
+                Err(CommitError {
+                    error,
+                    sync_failed: false,
+                })
+            }
         }
-        crate::failpoint!("journal-before-header");
-        self.header.seq += 1;
-        self.header.committed = self.end;
-        self.write_header()?;
+    }
+
+    fn sync(&self) -> Result<()> {
+        crate::failpoint_err!("journal-sync")
+            .map_or_else(|| self.file.sync_data(), Err)
+            .map_err(StoreError::io("sync journal", &self.path))
+    }
+
+    /// Writes the committed records and the current header again, and syncs them: after
+    /// a failed sync of this file, the pages that held them may be clean in the page
+    /// cache without being on disk, and only writing them again makes them durable.
+    /// `records` are the committed ones, as [`JournalFile::open`] returned them.
+    pub fn rewrite_committed(&mut self, records: &[Record]) -> Result<()> {
+        let buf: Vec<u8> = records.iter().flat_map(|r| r.encode()).collect();
+        if buf.len() as u64 != self.header.committed {
+            return Err(StoreError::damaged(
+                &self.path,
+                format!(
+                    "{} records to rewrite, the header commits {} bytes of them",
+                    records.len(),
+                    self.header.committed
+                ),
+            ));
+        }
         self.file
-            .sync_data()
-            .map_err(StoreError::io("sync journal", &self.path))?;
-        Ok(true)
+            .write_all_at(&buf, RECORDS_START)
+            .map_err(StoreError::io("rewrite journal", &self.path))?;
+        self.write_header()?;
+        self.sync()
     }
 
     fn write_header(&mut self) -> Result<()> {
+        if let Some(e) = crate::failpoint_err!("journal-write-header") {
+            return Err(StoreError::io("write journal header", &self.path)(e));
+        }
         let slot = (self.header.seq % 2) * HEADER_SLOT;
         self.file
             .write_all_at(&self.header.encode(), slot)

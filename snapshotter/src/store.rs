@@ -322,10 +322,18 @@ impl Store {
                 Ok(inner)
             }
             None => {
+                // A volume fenced by a failed sync is rebuilt from its journal once nobody
+                // holds it any more (the cache's is the only reference left); until that
+                // succeeds, the fenced one stays.
+                let mut rewrite = false;
                 if let Some(v) = meta.volumes.get(&r.volume) {
-                    return Ok(v.clone());
+                    if !(v.is_fenced() && Arc::strong_count(v) == 1) {
+                        return Ok(v.clone());
+                    }
+                    tracing::warn!(volume = %r, "reopening a volume fenced by a failed sync");
+                    rewrite = true;
                 }
-                let inner = self.load_writable(meta, r.to_string(), &vol)?;
+                let inner = self.load_writable(meta, r.to_string(), &vol, rewrite)?;
                 meta.volumes.insert(r.volume.clone(), inner.clone());
                 Ok(inner)
             }
@@ -337,8 +345,9 @@ impl Store {
         meta: &mut Meta,
         label: String,
         vol: &VolumeEntry,
+        rewrite: bool,
     ) -> Result<Arc<VolumeInner>> {
-        let (state, journal) = self.writable_state(meta, vol)?;
+        let (state, journal) = self.writable_state(meta, vol, rewrite)?;
         Ok(VolumeInner::new(
             label,
             state,
@@ -347,7 +356,15 @@ impl Store {
         ))
     }
 
-    fn writable_state(&self, meta: &mut Meta, vol: &VolumeEntry) -> Result<(State, JournalFile)> {
+    /// The state of a volume's top layer, loaded from its journal. `rewrite`: write the
+    /// journal's committed records again first (after a failed sync of this journal, see
+    /// [`JournalFile::rewrite_committed`]).
+    fn writable_state(
+        &self,
+        meta: &mut Meta,
+        vol: &VolumeEntry,
+        rewrite: bool,
+    ) -> Result<(State, JournalFile)> {
         let layer = meta.catalog.layers.get(&vol.top).cloned().ok_or_else(|| {
             StoreError::damaged(&self.0.dir, format!("layer {} missing", vol.top))
         })?;
@@ -355,7 +372,10 @@ impl Store {
             Some(p) => self.frozen_view(meta, p)?,
             None => (Arc::new(Vec::new()), ExtentMap::new()),
         };
-        let (blob, journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, true)?;
+        let (blob, mut journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, true)?;
+        if rewrite {
+            journal.rewrite_committed(&records)?;
+        }
         let depth = depth_of(&chain, &vol.top)?;
         let mut map = base.clone();
         for r in &records {
@@ -744,7 +764,7 @@ impl Store {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
-            let (state, journal) = self.writable_state(meta, &vol)?;
+            let (state, journal) = self.writable_state(meta, &vol, false)?;
             q.replace(state, Some(journal));
         }
         Ok(())
@@ -776,7 +796,7 @@ impl Store {
             self.discard_blob(&blob_name);
             return Err(e);
         }
-        let inner = self.load_writable(&mut meta, format!("import-{}", &id[..8]), &entry)?;
+        let inner = self.load_writable(&mut meta, format!("import-{}", &id[..8]), &entry, false)?;
         inner.bulk.store(true, std::sync::atomic::Ordering::Relaxed);
         meta.temps.insert(id.clone(), inner.clone());
         Ok(TempVolume {

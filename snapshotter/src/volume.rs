@@ -20,7 +20,7 @@ use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use crate::blob::Blob;
 use crate::error::{Result, StoreError};
 use crate::extent_map::{ExtentMap, Piece, Target};
-use crate::journal::{JournalFile, Record, RecordKind};
+use crate::journal::{CommitError, JournalFile, Record, RecordKind};
 
 /// Block size of the index (bytes). Sub-block IO is read-modify-write.
 pub const BLOCK: u64 = 4096;
@@ -139,6 +139,8 @@ pub(crate) struct VolumeInner {
     journal: Mutex<Option<JournalFile>>,
     dirty: AtomicBool,
     flush_lock: Mutex<()>,
+    /// Set by the first failed sync (see [`VolumeInner::fence`]): its error text.
+    fenced: std::sync::OnceLock<String>,
     rmw: Vec<Mutex<()>>,
     /// An import being written (see [`Blob::write_bulk`]); cleared never: a committed
     /// import is reopened as a fresh volume.
@@ -167,6 +169,7 @@ impl VolumeInner {
             journal: Mutex::new(journal),
             dirty: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
+            fenced: std::sync::OnceLock::new(),
             rmw: (0..RMW_STRIPES).map(|_| Mutex::new(())).collect(),
             bulk: AtomicBool::new(false),
         })
@@ -187,34 +190,105 @@ impl VolumeInner {
         })
     }
 
+    /// Makes every write that completed before the call durable: syncs the top layer's
+    /// data, then commits the waiting index records to the journal.
+    ///
+    /// If it fails, nothing it took is lost: the records go back to `pending` (ahead of
+    /// any that writes added meanwhile) and the data counts as unsynced again, so a later
+    /// flush commits them or fails too; it never acknowledges writes an earlier failure
+    /// dropped. A failed *sync* (of the data or of the journal) also fences the volume
+    /// (see [`VolumeInner::fence`]): Linux may mark pages it failed to write back as clean,
+    /// so a second sync can succeed with the data still not on disk.
     pub fn flush(&self) -> Result<()> {
         let _one = self.flush_lock.lock();
+        self.check_fenced()?;
         let records = std::mem::take(&mut *self.pending.lock());
-        let top = self.state.read().chain.last().cloned();
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
+        match self.commit(&records, dirty) {
+            Ok(()) => Ok(()),
+            Err(CommitError { error, sync_failed }) => {
+                self.restore(records, dirty);
+                if sync_failed {
+                    self.fence(&error);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn commit(&self, records: &[Record], dirty: bool) -> Result<(), CommitError> {
         if dirty {
+            let top = self.state.read().chain.last().cloned();
             if let Some(top) = top {
-                top.sync()?;
+                top.sync().map_err(|error| CommitError {
+                    error,
+                    sync_failed: true,
+                })?;
             }
         }
         crate::failpoint!("flush-after-data-sync");
         let committed = match self.journal.lock().as_mut() {
-            Some(j) => j.commit(&records)?,
+            Some(j) => j.commit(records)?,
             None => false,
         };
         // What this flush made durable is reachable only through the catalog that names
         // this volume's top layer: that must be durable too. A flush with nothing to make
         // durable leaves the directory alone (a snapshot of an idle volume stays one sync).
         if dirty || committed {
-            self.dir_sync.sync_if_needed()?;
+            self.dir_sync
+                .sync_if_needed()
+                .map_err(|error| CommitError {
+                    error,
+                    sync_failed: false,
+                })?;
         }
         Ok(())
+    }
+
+    /// Puts records a failed flush or journal append took back in front of the ones
+    /// writes added since, and marks the data unsynced again if it was.
+    fn restore(&self, records: Vec<Record>, dirty: bool) {
+        if dirty {
+            self.dirty.store(true, Ordering::Release);
+        }
+        if records.is_empty() {
+            return;
+        }
+        let mut pending = self.pending.lock();
+        let newer = std::mem::replace(&mut *pending, records);
+        pending.extend(newer);
+    }
+
+    /// Stops the volume taking writes and flushes after a failed sync: every later one
+    /// fails with [`StoreError::Fenced`] naming this first failure, until the volume is
+    /// closed by all its users and opened again (the store then rebuilds it from its
+    /// journal and writes the journal's committed records again: see
+    /// [`JournalFile::rewrite_committed`]). Reads go on. Writes since the last successful
+    /// flush may or may not be on disk; each block reads as its old or its new contents.
+    fn fence(&self, cause: &StoreError) {
+        let first = self.fenced.get_or_init(|| cause.to_string());
+        tracing::error!(volume = %self.label, cause = %first, "sync failed: volume takes no more writes until it is reopened");
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.fenced.get().is_some()
+    }
+
+    fn check_fenced(&self) -> Result<()> {
+        match self.fenced.get() {
+            Some(cause) => Err(StoreError::Fenced {
+                volume: self.label.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 }
 
 impl Drop for VolumeInner {
     fn drop(&mut self) {
-        if !self.read_only && !self.state.get_mut().deleted {
+        // A fenced volume has already said why it cannot flush.
+        if !self.read_only && !self.state.get_mut().deleted && !self.is_fenced() {
             if let Err(e) = self.flush() {
                 tracing::warn!(volume = %self.label, error = %e, "flush on close failed");
             }
@@ -295,7 +369,7 @@ impl Volume {
             let r = platter_types::VolumeRef::parse(&self.0.label).map_err(StoreError::from)?;
             return Err(StoreError::ReadOnly(r));
         }
-        Ok(())
+        self.0.check_fenced()
     }
 
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<()> {
@@ -498,10 +572,15 @@ impl Volume {
         }
         let _one = self.0.flush_lock.lock();
         let records = std::mem::take(&mut *self.0.pending.lock());
-        match self.0.journal.lock().as_mut() {
+        let appended = match self.0.journal.lock().as_mut() {
             Some(j) => j.append(&records),
             None => Ok(()),
+        };
+        if appended.is_err() {
+            // Nothing was committed: the records wait for the next flush, as before.
+            self.0.restore(records, false);
         }
+        appended
     }
 
     /// Makes every write that completed before this call durable.
