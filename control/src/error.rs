@@ -31,9 +31,13 @@ pub enum ErrorKind {
     /// Refused because other objects depend on this one (clones of a volume or snapshot).
     InUse,
     /// The request itself is wrong: a bad name, size, option, source or destination, a
-    /// write to a read-only snapshot, an image this platter does not take. Repeating it
-    /// unchanged fails the same way.
+    /// format that the data is not, a write to a read-only snapshot. The CLI exits with
+    /// status 2 (a usage error) on it.
     Invalid,
+    /// The request is fine but asks for something this platter does not do: an image
+    /// feature or format it does not take (encryption, an image with no disk, a tar
+    /// entry it cannot place), a newer store format, a limit such as the chain depth.
+    Unsupported,
     /// Stored or received data is corrupt: a damaged store or VM record, a corrupt
     /// image, a checksum or size that does not match.
     Damaged,
@@ -48,11 +52,12 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in declaration order (for tests and documentation).
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
         ErrorKind::InUse,
         ErrorKind::Invalid,
+        ErrorKind::Unsupported,
         ErrorKind::Damaged,
         ErrorKind::Unavailable,
         ErrorKind::Cancelled,
@@ -196,7 +201,7 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
     match e {
         StoreError::Io { source, .. } => ErrorKind::of_io(source),
         StoreError::Locked { .. } => ErrorKind::Unavailable,
-        StoreError::NewerFormat { .. } => ErrorKind::Invalid,
+        StoreError::NewerFormat { .. } | StoreError::ChainTooDeep { .. } => ErrorKind::Unsupported,
         StoreError::Damaged { .. } => ErrorKind::Damaged,
         StoreError::NoSuchVolume(_) | StoreError::NoSuchSnapshot(_) | StoreError::Deleted(_) => {
             ErrorKind::NotFound
@@ -207,7 +212,6 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
         | StoreError::Shrink { .. }
         | StoreError::ReadOnly(_)
         | StoreError::OutOfRange { .. }
-        | StoreError::ChainTooDeep { .. }
         | StoreError::Name(_) => ErrorKind::Invalid,
         StoreError::Export { .. } => ErrorKind::Failed,
     }
@@ -220,10 +224,10 @@ pub fn import_kind(e: &ImportError) -> ErrorKind {
         ImportError::InvalidSource { .. }
         | ImportError::InvalidDestination { .. }
         | ImportError::AuthFile { .. }
-        | ImportError::NeedsBacking { .. }
-        | ImportError::TooLarge { .. }
+        | ImportError::NeedsBacking { .. } => ErrorKind::Invalid,
+        ImportError::TooLarge { .. }
         | ImportError::NoDisk { .. }
-        | ImportError::Unsupported { .. } => ErrorKind::Invalid,
+        | ImportError::Unsupported { .. } => ErrorKind::Unsupported,
         ImportError::Io { source, .. } => ErrorKind::of_io(source),
         ImportError::HttpStatus { status, .. } => match status {
             404 | 410 => ErrorKind::NotFound,
@@ -240,12 +244,12 @@ pub fn import_kind(e: &ImportError) -> ErrorKind {
             | ManifestError::Schema(_)
             | ManifestError::MediaType(_)
             | ManifestError::NoLayers
-            | ManifestError::TooManyLayers(_) => ErrorKind::Invalid,
+            | ManifestError::TooManyLayers(_) => ErrorKind::Unsupported,
         },
         ImportError::Tar { source, .. } => match source {
             TarError::Header { .. } | TarError::Truncated { .. } => ErrorKind::Damaged,
             TarError::Path { .. } | TarError::LinkEscape { .. } | TarError::MetaTooLarge { .. } => {
-                ErrorKind::Invalid
+                ErrorKind::Unsupported
             }
             TarError::Io { source, .. } => ErrorKind::of_io(source),
         },
@@ -264,13 +268,15 @@ pub fn import_kind(e: &ImportError) -> ErrorKind {
 fn format_kind(e: &FormatError) -> ErrorKind {
     match e {
         FormatError::Io { source, .. } => ErrorKind::of_io(source),
-        FormatError::Truncated { .. } | FormatError::Corrupt { .. } => ErrorKind::Damaged,
-        FormatError::BadMagic { .. }
-        | FormatError::Unsupported { .. }
+        FormatError::Truncated { .. }
+        | FormatError::Corrupt { .. }
+        | FormatError::OutOfRange { .. } => ErrorKind::Damaged,
+        // The data is not the format asked for (--format, or the layer's media type).
+        FormatError::BadMagic { .. } => ErrorKind::Invalid,
+        FormatError::Unsupported { .. }
         | FormatError::TooLarge { .. }
         | FormatError::BackingFile { .. }
-        | FormatError::Encrypted { .. }
-        | FormatError::OutOfRange { .. } => ErrorKind::Invalid,
+        | FormatError::Encrypted { .. } => ErrorKind::Unsupported,
         FormatError::InvalidInput { .. } => ErrorKind::Failed,
         _ => ErrorKind::Failed,
     }
@@ -481,6 +487,38 @@ mod tests {
     }
 
     #[test]
+    fn what_platter_does_not_take_is_unsupported() {
+        is(
+            StoreError::NewerFormat {
+                dir: "/s".into(),
+                found: 9,
+                supported: 1,
+            },
+            ErrorKind::Unsupported,
+            Some("/s"),
+        );
+        is(
+            ImportError::NoDisk {
+                what: "docker://h/r:t".into(),
+                detail: "no disk/ entry".into(),
+            },
+            ErrorKind::Unsupported,
+            Some("docker://h/r:t"),
+        );
+        is(
+            ImportError::Format {
+                what: "disk.qcow2".into(),
+                source: FormatError::Encrypted {
+                    format: "qcow2",
+                    method: "luks".into(),
+                },
+            },
+            ErrorKind::Unsupported,
+            Some("disk.qcow2"),
+        );
+    }
+
+    #[test]
     fn corrupt_data_is_damaged() {
         is(
             StoreError::Damaged {
@@ -620,6 +658,7 @@ mod tests {
             "already_exists",
             "in_use",
             "invalid",
+            "unsupported",
             "damaged",
             "unavailable",
             "cancelled",
