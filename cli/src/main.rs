@@ -9,10 +9,12 @@ mod output;
 mod progress;
 mod run;
 mod serve;
+mod usage;
 mod vm;
 
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -29,11 +31,8 @@ fn main() -> ExitCode {
             e.exit()
         }
         Err(e) => {
-            // One line, like every other error; `--help` has the rest.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("platter: {first} (see --help)");
-            return ExitCode::from(2);
+            eprintln!("platter: {} (see --help)", usage_line(&e));
+            return ExitCode::from(usage::USAGE);
         }
     };
     let filter = std::env::var("PLATTER_LOG").unwrap_or_else(|_| "warn".into());
@@ -51,9 +50,56 @@ fn main() -> ExitCode {
             }
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
             eprintln!("platter: error: {}", dedup_chain(&chain));
-            ExitCode::FAILURE
+            ExitCode::from(usage::exit_status(&e))
         }
     }
+}
+
+/// clap's error on one line, like every other error (`--help` has the rest): its first
+/// line, what it lists under it (the missing arguments), and its suggestion for a typo.
+fn usage_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut head: Option<&str> = None;
+    let mut items = Vec::new();
+    let mut tips = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        match (head, line.strip_prefix("tip: ")) {
+            _ if line.is_empty() => {}
+            (None, _) => head = Some(line),
+            (Some(_), Some(tip)) => tips.push(tip),
+            (Some(_), None) => items.push(line),
+        }
+    }
+    let mut out = head.unwrap_or("error: invalid arguments").to_string();
+    if !items.is_empty() {
+        out = format!("{out} {}", items.join(", "));
+    }
+    let suggested: Vec<String> = [
+        ContextKind::SuggestedSubcommand,
+        ContextKind::SuggestedArg,
+        ContextKind::SuggestedValue,
+    ]
+    .into_iter()
+    .filter_map(|k| e.get(k))
+    .flat_map(|v| match v {
+        ContextValue::String(s) => vec![s.clone()],
+        ContextValue::Strings(v) => v.clone(),
+        _ => Vec::new(),
+    })
+    .collect();
+    if !suggested.is_empty() {
+        let quoted: Vec<String> = suggested.iter().map(|s| format!("'{s}'")).collect();
+        out = format!("{out}; did you mean {}?", quoted.join(" or "));
+        // clap's own wording of the same suggestion.
+        tips.retain(|t| !t.starts_with("a similar"));
+    }
+    for t in tips {
+        out = format!("{out}; {t}");
+    }
+    out
 }
 
 /// Joins an error chain into one line, skipping causes already quoted by their parent.
