@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use platter_control::api::{ImportParams, PushParams};
-use platter_control::{Request, Response};
+use platter_control::{ErrorKind, Request, Response};
 use platter_importer::sink::{DeviceSink, FileSink};
 use platter_types::{format_size, Name, VolumeRef};
 
@@ -19,7 +19,7 @@ use crate::args::{ImportArgs, OutputFormat, PushArgs, RegistryArgs};
 use crate::interrupt::Interrupts;
 use crate::progress::Progress;
 use crate::run::{execute, execute_interruptible};
-use crate::usage::Usage;
+use crate::usage::{kind, Usage};
 
 /// A local path in SOURCE or DEST becomes absolute, so a server in another directory
 /// finds it; URLs and registry references pass unchanged.
@@ -234,22 +234,27 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         volume: name.clone(),
         snapshot: Some(Name::new("base")?),
     };
-    let exists = |target: &VolumeRef| {
-        execute(
+    // Only "not found" means absent: any other failure to look is reported.
+    let exists = |target: &VolumeRef| -> Result<bool> {
+        let inspected = execute(
             dir,
             Request::VolumeInspect {
                 target: target.clone(),
             },
             OutputFormat::Table,
-        )
-        .is_ok()
+        );
+        match inspected {
+            Ok(_) => Ok(true),
+            Err(e) if kind(&e) == Some(ErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(e.context(format!("looking for the cached image {image}"))),
+        }
     };
-    if exists(&base) {
+    if exists(&base)? {
         return Ok(base);
     }
     // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
     let volume = VolumeRef::volume(name.clone());
-    if !exists(&volume) {
+    if !exists(&volume)? {
         // Ctrl-C here cancels the import and waits until its temporary volume is gone.
         let imported = execute_interruptible(
             dir,
@@ -264,7 +269,9 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         match imported {
             Err(e) if e.is::<crate::interrupt::Interrupted>() => return Err(e),
             // Imports are atomic: if the volume exists now, a concurrent import made it.
-            Err(e) if !exists(&volume) => return Err(e.context(format!("importing image {image}"))),
+            Err(e) if !exists(&volume).unwrap_or(false) => {
+                return Err(e.context(format!("importing image {image}")))
+            }
             _ => {}
         }
     }
@@ -278,7 +285,8 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
     );
     match snapshot {
         Ok(_) => Ok(base),
-        Err(_) if exists(&base) => Ok(base),
+        Err(e) if kind(&e) == Some(ErrorKind::AlreadyExists) => Ok(base),
+        Err(_) if exists(&base).unwrap_or(false) => Ok(base),
         Err(e) => Err(e.context(format!("snapshotting the cached image {image}"))),
     }
 }

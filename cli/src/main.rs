@@ -16,6 +16,7 @@ use std::process::ExitCode;
 
 use clap::error::{ContextKind, ContextValue};
 use clap::Parser;
+use platter_control::{ErrorKind, Failure};
 
 fn main() -> ExitCode {
     let cli = match args::Cli::try_parse() {
@@ -41,15 +42,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    let json = cli.output == args::OutputFormat::Json;
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if let Some(i) = e.downcast_ref::<interrupt::Interrupted>() {
-                eprintln!("platter: {i}");
+                match json {
+                    true => {
+                        print_json_error(&Failure::new(ErrorKind::Cancelled, None, i.to_string()))
+                    }
+                    false => eprintln!("platter: {i}"),
+                }
                 return ExitCode::from(i.exit_code());
             }
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("platter: error: {}", dedup_chain(&chain));
+            let message = dedup_chain(&chain);
+            match json {
+                true => print_json_error(&usage::failure(&e, message)),
+                false => eprintln!("platter: error: {message}"),
+            }
             ExitCode::from(usage::exit_status(&e))
         }
     }
@@ -100,6 +111,19 @@ fn usage_line(e: &clap::Error) -> String {
         out = format!("{out}; {t}");
     }
     out
+}
+
+/// With `-o json`, an error is one JSON line on stderr, shaped as on the control socket:
+/// `{"error":{"kind":"not_found","object":"volume a","message":"volume a does not exist"}}`.
+fn print_json_error(f: &Failure) {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        error: &'a Failure,
+    }
+    match serde_json::to_string(&Line { error: f }) {
+        Ok(line) => eprintln!("{line}"),
+        Err(_) => eprintln!("platter: error: {f}"),
+    }
 }
 
 /// Joins an error chain into one line, skipping causes already quoted by their parent.

@@ -56,8 +56,55 @@ fn errors_are_the_same_through_serve_and_in_process() {
         assert!(line.starts_with("platter: error: "), "{line}");
         assert_eq!(*code, Some(*want), "{args:?}: {line}");
     }
+    let json_here = json_failures(st);
     let _srv = Serve::start(st);
     assert_eq!(failures(st), here);
+    assert_eq!(json_failures(st), json_here);
+}
+
+/// The failing commands with `-o json`: one JSON line on stderr, the wire's shape.
+fn json_failures(st: &Path) -> Vec<serde_json::Value> {
+    FAILING
+        .iter()
+        .map(|(args, _)| {
+            let mut a = vec!["-o", "json"];
+            a.extend_from_slice(args);
+            let err = fails(st, &a);
+            serde_json::from_str(&err).unwrap_or_else(|e| panic!("{a:?}: not JSON ({e}): {err}"))
+        })
+        .collect()
+}
+
+#[test]
+fn json_errors_carry_the_kind_and_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    setup(st);
+    let out = platter(st, &["-o", "json", "volume", "inspect", "nosuch"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        r#"{"error":{"kind":"not_found","object":"volume nosuch","message":"volume nosuch does not exist"}}"#
+    );
+    let kinds: Vec<String> = json_failures(st)
+        .iter()
+        .map(|v| v["error"]["kind"].as_str().unwrap_or("?").to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "not_found",
+            "not_found",
+            "already_exists",
+            "in_use",
+            "already_exists",
+            "invalid",
+            "invalid",
+            "invalid",
+            "invalid",
+            "invalid"
+        ]
+    );
 }
 
 /// `platter ARGS` fails with exactly `line` on stderr and exit status `code`.
