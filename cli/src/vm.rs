@@ -156,6 +156,13 @@ impl Server {
 /// The record of VM `name`, through the running server or from the store itself: a VM
 /// that does not exist is reported as such whether or not `platter serve` runs.
 fn record(dir: &Path, name: &Name) -> Result<VmRecord> {
+    // Looking must not create a store (opening one in-process would).
+    if !dir.exists() {
+        bail!(
+            "vm {name} does not exist: there is no store at {}",
+            dir.display()
+        );
+    }
     match crate::run::execute(
         dir,
         Request::VmGet { name: name.clone() },

@@ -189,6 +189,11 @@ fn argument_checks_come_before_the_server_is_needed() {
             1,
         );
     }
+    // Looking for a VM does not create a store.
+    let none = st.join("nosuch-store");
+    let e = fails(&none, &["vm", "delete", "web"]);
+    assert!(e.contains("vm web does not exist"), "{e}");
+    assert!(!none.exists(), "vm delete created the store");
     // Without a server, a good command still says what it needs.
     ok(st, &["volume", "create", "x", "--size", "1M"]);
     let e = fails(st, &["vm", "create", "v1", "--volume", "x"]);
