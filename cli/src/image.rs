@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
 use platter_control::api::{ImportParams, PushParams};
-use platter_control::{Request, Response};
+use platter_control::{ErrorKind, Request, Response};
 use platter_importer::sink::{DeviceSink, FileSink};
 use platter_types::{format_size, Name, VolumeRef};
 
@@ -19,6 +19,7 @@ use crate::args::{ImportArgs, OutputFormat, PushArgs, RegistryArgs};
 use crate::interrupt::Interrupts;
 use crate::progress::Progress;
 use crate::run::{execute, execute_interruptible};
+use crate::usage::{kind, Usage};
 
 /// A local path in SOURCE or DEST becomes absolute, so a server in another directory
 /// finds it; URLs and registry references pass unchanged.
@@ -130,7 +131,28 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
     Ok(())
 }
 
+/// DEST always names its transport; a bare `HOST[:PORT]/REPO:TAG` is a registry
+/// reference that lacks `docker://`, never a local path.
+fn check_push_dest(dest: &str) -> Result<(), Usage> {
+    if dest.contains("://") || dest.starts_with("oci:") || dest.starts_with("oci-archive:") {
+        return Ok(());
+    }
+    let host = dest.split_once('/').map(|(h, _)| h);
+    let registry_like =
+        host.is_some_and(|h| h == "localhost" || h.contains('.') || h.contains(':'));
+    let hint = if registry_like {
+        format!("; did you mean docker://{dest}?")
+    } else {
+        String::new()
+    };
+    Err(Usage(format!(
+        "push destination {dest:?} names no transport{hint} \
+         (DEST is docker://HOST[:PORT]/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG)"
+    )))
+}
+
 pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
+    check_push_dest(&a.dest)?;
     let dest = absolutize(&a.dest)?;
     let params = PushParams {
         disk_format: Some(a.disk_format),
@@ -212,22 +234,27 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         volume: name.clone(),
         snapshot: Some(Name::new("base")?),
     };
-    let exists = |target: &VolumeRef| {
-        execute(
+    // Only "not found" means absent: any other failure to look is reported.
+    let exists = |target: &VolumeRef| -> Result<bool> {
+        let inspected = execute(
             dir,
             Request::VolumeInspect {
                 target: target.clone(),
             },
             OutputFormat::Table,
-        )
-        .is_ok()
+        );
+        match inspected {
+            Ok(_) => Ok(true),
+            Err(e) if kind(&e) == Some(ErrorKind::NotFound) => Ok(false),
+            Err(e) => Err(e.context(format!("looking for the cached image {image}"))),
+        }
     };
-    if exists(&base) {
+    if exists(&base)? {
         return Ok(base);
     }
     // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
     let volume = VolumeRef::volume(name.clone());
-    if !exists(&volume) {
+    if !exists(&volume)? {
         // Ctrl-C here cancels the import and waits until its temporary volume is gone.
         let imported = execute_interruptible(
             dir,
@@ -242,7 +269,9 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
         match imported {
             Err(e) if e.is::<crate::interrupt::Interrupted>() => return Err(e),
             // Imports are atomic: if the volume exists now, a concurrent import made it.
-            Err(e) if !exists(&volume) => return Err(e.context(format!("importing image {image}"))),
+            Err(e) if !exists(&volume).unwrap_or(false) => {
+                return Err(e.context(format!("importing image {image}")))
+            }
             _ => {}
         }
     }
@@ -256,7 +285,8 @@ pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result
     );
     match snapshot {
         Ok(_) => Ok(base),
-        Err(_) if exists(&base) => Ok(base),
+        Err(e) if kind(&e) == Some(ErrorKind::AlreadyExists) => Ok(base),
+        Err(_) if exists(&base).unwrap_or(false) => Ok(base),
         Err(e) => Err(e.context(format!("snapshotting the cached image {image}"))),
     }
 }
@@ -267,7 +297,21 @@ fn hex_prefix(d: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::pin;
+    use super::{check_push_dest, pin};
+
+    #[test]
+    fn bare_push_destinations_are_refused_with_a_hint() {
+        let e = check_push_dest("127.0.0.1:5000/x:v1").unwrap_err().0;
+        assert!(
+            e.contains("did you mean docker://127.0.0.1:5000/x:v1?"),
+            "{e}"
+        );
+        let e = check_push_dest("out/disk").unwrap_err().0;
+        assert!(!e.contains("did you mean"), "{e}");
+        for ok in ["docker://h/r:t", "oci:/tmp/l:t", "oci-archive:/tmp/a.tar:t"] {
+            assert!(check_push_dest(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn pins_registry_references_to_a_digest() {

@@ -14,6 +14,7 @@ use crate::args::{Cli, Command, CompressArg, ExportFormatArg, OutputFormat, Volu
 use crate::interrupt::Interrupts;
 use crate::output;
 use crate::progress::Progress;
+use crate::usage::Usage;
 
 /// The store directory: `--store`, else `$PLATTER_STORE`, else the per-user default.
 pub fn store_dir(cli: &Cli) -> PathBuf {
@@ -122,7 +123,12 @@ fn volume_request(cmd: VolumeCmd) -> Result<Request> {
         VolumeCmd::Snapshot { target } => {
             let snapshot = target
                 .require_snapshot()
-                .context("volume snapshot takes NAME@SNAP")?
+                .map_err(|_| {
+                    Usage(format!(
+                        "volume snapshot takes NAME@SNAP, e.g. {}@s1",
+                        target.volume
+                    ))
+                })?
                 .clone();
             Request::VolumeSnapshot {
                 volume: target.volume,

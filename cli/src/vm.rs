@@ -26,6 +26,7 @@ use platter_types::{format_size, Name, VolumeRef};
 
 use crate::args::OutputFormat;
 use crate::run::control_socket;
+use crate::usage::Usage;
 
 #[derive(Debug, Subcommand)]
 pub enum VmCmd {
@@ -147,18 +148,68 @@ impl Server {
         }
     }
 
-    fn record(&self, name: &Name) -> Result<VmRecord> {
-        match self.call(Request::VmGet { name: name.clone() })? {
-            Response::Vm { record } => {
-                serde_json::from_value(record).with_context(|| format!("vm {name}: record"))
-            }
-            other => bail!("unexpected reply {other:?}"),
-        }
-    }
-
     fn nbd_socket(&self) -> PathBuf {
         self.dir.join("run").join("nbd.sock")
     }
+}
+
+/// The record of VM `name`, through the running server or from the store itself: a VM
+/// that does not exist is reported as such whether or not `platter serve` runs.
+fn record(dir: &Path, name: &Name) -> Result<VmRecord> {
+    // Looking must not create a store (opening one in-process would).
+    if !dir.exists() {
+        bail!(
+            "vm {name} does not exist: there is no store at {}",
+            dir.display()
+        );
+    }
+    match crate::run::execute(
+        dir,
+        Request::VmGet { name: name.clone() },
+        OutputFormat::Table,
+    )? {
+        Response::Vm { record } => {
+            serde_json::from_value(record).with_context(|| format!("vm {name}: record"))
+        }
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+/// What `vm create` can refuse before it needs a server: resources out of range (a usage
+/// error) and files that are not there.
+fn check_create_args(a: &CreateArgs) -> Result<()> {
+    let placeholder = VmDisk {
+        volume: VolumeRef::volume(a.name.clone()),
+        throwaway: false,
+        media: Media::Disk,
+    };
+    let mut spec = VmSpec::new(a.name.clone(), vec![placeholder]);
+    spec.memory_bytes = a.memory;
+    spec.cpus = a.cpus;
+    if let Err(reason) = spec.validate() {
+        let e = platter_launcher::LauncherError::InvalidSpec {
+            name: a.name.to_string(),
+            reason,
+        };
+        return Err(Usage(e.to_string()).into());
+    }
+    let files = [
+        ("--kernel", &a.kernel),
+        ("--initrd", &a.initrd),
+        ("--cloud-init-user-data", &a.cloud_init_user_data),
+    ];
+    for (opt, path) in files {
+        let Some(path) = path else { continue };
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => bail!("{opt} {}: not a file", path.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{opt} {}: no such file", path.display())
+            }
+            Err(e) => return Err(e).with_context(|| format!("{opt} {}", path.display())),
+        }
+    }
+    Ok(())
 }
 
 /// The libvirt URI for VM `name` when the caller may have no record at hand (stop,
@@ -191,8 +242,8 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
     match cmd {
         VmCmd::Create(a) => create(dir, *a, output),
         VmCmd::Start { name, libvirt } => {
-            let srv = Server::connect(dir)?;
-            let rec = srv.record(&name)?;
+            let rec = record(dir, &name)?;
+            Server::connect(dir)?;
             let l = Launcher::new(Some(rec.uri_or(libvirt.connect.as_deref())))?;
             l.ensure_defined(&rec)?;
             l.start(name.as_str())?;
@@ -297,6 +348,7 @@ fn describe_disks(disks: &[VmDisk]) -> String {
 }
 
 fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
+    check_create_args(&a)?;
     let srv = Server::connect(dir)?;
     let launcher = Launcher::new(a.connect.as_deref())?;
     // Checked before anything is made: a second create must not touch the first VM's disk.
@@ -384,8 +436,8 @@ fn define(
 }
 
 fn delete(dir: &Path, name: &Name, connect: Option<&str>) -> Result<()> {
+    let rec = record(dir, name)?;
     let srv = Server::connect(dir)?;
-    let rec = srv.record(name)?;
     // Refused before anything is touched: a throw-away disk that was snapshotted and
     // cloned cannot go while its clones need it.
     let volumes = match srv.call(Request::VolumeList)? {
@@ -501,14 +553,7 @@ fn list(dir: &Path, output: OutputFormat, connect: Option<&str>) -> Result<()> {
 }
 
 fn console(dir: &Path, name: &Name, follow: bool, connect: Option<&str>) -> Result<()> {
-    let rec: VmRecord = match crate::run::execute(
-        dir,
-        Request::VmGet { name: name.clone() },
-        OutputFormat::Table,
-    )? {
-        Response::Vm { record } => serde_json::from_value(record)?,
-        other => bail!("unexpected reply {other:?}"),
-    };
+    let rec = record(dir, name)?;
     // Only --follow needs libvirt (to see the VM stop); an explicit --connect is checked
     // either way, so a wrong URI is never silently ignored.
     let launcher = if follow || connect.is_some() {

@@ -1,7 +1,8 @@
 //! The typed requests and responses of the control API (documented in ARCHITECTURE.md).
 //!
 //! On the wire each request is one JSON line; the server answers with any number of
-//! `{"event": …}` lines and then exactly one `{"response": …}` or `{"error": …}` line.
+//! `{"event": …}` lines and then exactly one `{"response": …}` or `{"error": …}` line;
+//! the error is a [`Failure`] (kind, object, message).
 
 use std::path::PathBuf;
 
@@ -9,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use platter_snapshotter::{GcReport, VolumeInfo};
 use platter_types::{Name, VolumeRef};
+
+use crate::error::Failure;
 
 /// Disk image formats a volume can be exported to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +202,9 @@ pub enum Event {
 pub enum Reply {
     Event(Event),
     Response(Response),
-    Error(String),
+    /// `{"error":{"kind":…,"object":…,"message":…}}`; the plain `{"error":"…"}` of older
+    /// servers is read too (as kind `failed`).
+    Error(#[serde(deserialize_with = "crate::error::failure_or_text")] Failure),
 }
 
 /// `VolumeInfo` as it travels (owned, deserializable).

@@ -71,14 +71,18 @@ pub fn call_with_fds(
                 "server closed the connection without a reply".into(),
             ));
         }
-        let reply: Reply =
-            serde_json::from_str(&buf).map_err(|e| protocol(format!("bad reply: {e}")))?;
-        match reply {
+        match decode_reply(&buf).map_err(protocol)? {
             Reply::Event(e) => on_event(e),
             Reply::Response(r) => return Ok(r),
             Reply::Error(e) => return Err(ControlError::Remote(e)),
         }
     }
+}
+
+/// One reply line, parsed; the error says why it is not a reply. Never panics, whatever
+/// the line holds.
+pub fn decode_reply(line: &str) -> Result<Reply, String> {
+    serde_json::from_str(line).map_err(|e| format!("bad reply: {e}"))
 }
 
 /// Writes `line`, the descriptors riding with its first byte.
@@ -105,4 +109,132 @@ pub(crate) fn send_line(
     };
     let mut w = stream;
     w.write_all(line.get(sent..).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{ErrorKind, Failure};
+    use proptest::prelude::*;
+    use std::os::unix::net::UnixListener;
+
+    /// A server that answers any request with `reply` (one line).
+    fn answer_with(reply: &'static str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
+                let _ = s.write_all(reply.as_bytes());
+            }
+        });
+        (dir, sock)
+    }
+
+    fn call_once(sock: &Path) -> Result<Response, ControlError> {
+        call(connect(sock).unwrap(), sock, &Request::Ping, &mut |_| {})
+    }
+
+    #[test]
+    fn an_older_servers_text_error_is_a_failure() {
+        let (_dir, sock) = answer_with("{\"error\":\"volume a does not exist\"}\n");
+        match call_once(&sock) {
+            Err(ControlError::Remote(f)) => {
+                assert_eq!(f, Failure::from_text("volume a does not exist"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_typed_error_comes_back_whole() {
+        let (_dir, sock) = answer_with(
+            "{\"event\":{\"kind\":\"finished\"}}\n{\"error\":{\"kind\":\"in_use\",\"object\":\"volume a\",\"message\":\"cannot delete a\"}}\n",
+        );
+        let err = call_once(&sock).unwrap_err();
+        assert_eq!(err.to_string(), "cannot delete a");
+        assert_eq!(
+            err.failure(),
+            Failure::new(ErrorKind::InUse, Some("volume a".into()), "cannot delete a")
+        );
+    }
+
+    #[test]
+    fn an_unreadable_reply_is_a_protocol_error() {
+        let (_dir, sock) = answer_with("{\"error\":{\"kind\":\"failed\"}}\n");
+        let err = call_once(&sock).unwrap_err();
+        assert!(matches!(err, ControlError::Protocol { .. }), "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Failed);
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            ".{0,20}".prop_map(serde_json::Value::from),
+            prop_oneof![
+                Just("not_found"),
+                Just("in_use"),
+                Just("cancelled"),
+                Just("kind"),
+                Just("object"),
+                Just("message"),
+                Just("error")
+            ]
+            .prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("kind".to_string()),
+                        Just("object".to_string()),
+                        Just("message".to_string()),
+                        ".{0,8}"
+                    ],
+                    inner,
+                    0..4
+                )
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_reply_lines_never_panic_the_decoder(s in ".{0,300}") {
+            let _ = decode_reply(&s);
+        }
+
+        #[test]
+        fn arbitrary_error_bodies_decode_or_are_refused(body in json_value()) {
+            let line = serde_json::json!({ "error": body.clone() }).to_string();
+            match decode_reply(&line) {
+                Ok(Reply::Error(f)) => {
+                    // Whatever is read says what the server said.
+                    let said = body
+                        .as_str()
+                        .or_else(|| body.get("message").and_then(|m| m.as_str()));
+                    prop_assert_eq!(Some(f.message.as_str()), said);
+                }
+                Ok(other) => prop_assert!(false, "{:?}", other),
+                Err(_) => {}
+            }
+        }
+
+        #[test]
+        fn failures_round_trip_through_the_decoder(
+            kind in prop::sample::select(ErrorKind::ALL.to_vec()),
+            object in prop::option::of(".{0,30}"),
+            message in ".{0,80}",
+        ) {
+            let f = Failure::new(kind, object, message);
+            let line = serde_json::to_string(&Reply::Error(f.clone())).unwrap();
+            prop_assert_eq!(decode_reply(&line).unwrap(), Reply::Error(f));
+        }
+    }
 }

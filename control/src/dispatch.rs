@@ -9,37 +9,11 @@
 use std::fs::File;
 
 use platter_importer::CancelFlag;
-use platter_snapshotter::{Store, StoreError};
+use platter_snapshotter::Store;
 
 use crate::api::{Event, Request, Response};
-use crate::export::{export, ExportError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error(transparent)]
-    Param(#[from] crate::transfer::ParamError),
-    #[error(transparent)]
-    Transfer(#[from] platter_importer::ImportError),
-    #[error(transparent)]
-    Vm(#[from] crate::vms::VmRecordError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Export(#[from] ExportError),
-    /// An error reported by a server, as its text.
-    #[error("{0}")]
-    Remote(String),
-    #[error("control socket {path}: {source}")]
-    Socket {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("control socket {path}: {detail}")]
-    Protocol {
-        path: std::path::PathBuf,
-        detail: String,
-    },
-}
+pub use crate::error::ControlError;
+use crate::export::export;
 
 /// Where an import from `-` reads.
 #[derive(Debug, Default)]

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod client;
 pub mod dispatch;
+pub mod error;
 pub mod export;
 mod export_qcow2;
 pub mod server;
@@ -17,4 +18,5 @@ pub mod transfer;
 pub mod vms;
 
 pub use api::{Event, Reply, Request, Response};
-pub use dispatch::{handle, Context, ControlError, Stdin};
+pub use dispatch::{handle, Context, Stdin};
+pub use error::{ControlError, ErrorKind, Failure};

@@ -26,6 +26,7 @@ use platter_snapshotter::Store;
 
 use crate::api::{Reply, Request};
 use crate::dispatch::{handle, Context, Stdin};
+use crate::error::{ErrorKind, Failure};
 
 /// Longest request line accepted; longer requests get an error and the connection closes.
 const MAX_REQUEST: usize = 1 << 20;
@@ -189,7 +190,11 @@ async fn serve_conn(
             Next::TooLong => {
                 write_reply(
                     &mut wr,
-                    &Reply::Error(format!("request longer than {MAX_REQUEST} bytes")),
+                    &Reply::Error(Failure::new(
+                        ErrorKind::Invalid,
+                        None,
+                        format!("request longer than {MAX_REQUEST} bytes"),
+                    )),
                 )
                 .await?;
                 return Ok(());
@@ -199,7 +204,8 @@ async fn serve_conn(
         let req: Request = match serde_json::from_slice(&line) {
             Ok(r) => r,
             Err(e) => {
-                write_reply(&mut wr, &Reply::Error(format!("invalid request: {e}"))).await?;
+                let f = Failure::new(ErrorKind::Invalid, None, format!("invalid request: {e}"));
+                write_reply(&mut wr, &Reply::Error(f)).await?;
                 continue;
             }
         };
@@ -245,7 +251,7 @@ async fn run_request(
         });
         let _ = tx.send(match result {
             Ok(r) => Reply::Response(r),
-            Err(e) => Reply::Error(e.to_string()),
+            Err(e) => Reply::Error(e.failure()),
         });
     });
     let mut writable = true;
@@ -438,7 +444,7 @@ mod tests {
         half.shutdown(std::net::Shutdown::Write).unwrap();
         let err = call.join().unwrap().unwrap_err();
         assert!(
-            matches!(&err, ControlError::Remote(e) if e == "cancelled"),
+            matches!(&err, ControlError::Remote(f) if f.kind == ErrorKind::Cancelled && f.message == "cancelled"),
             "{err}"
         );
         assert_eq!(blobs(), before);

@@ -200,7 +200,16 @@ pub fn import(
             }
         }
     }
-    let sink = StoreSink::new(store, name)?;
+    let sink = StoreSink::new(store, name).map_err(|e| match e {
+        // The only destination StoreSink refuses is a name that is taken.
+        e @ platter_importer::ImportError::InvalidDestination { .. } => {
+            ControlError::ImportNameTaken {
+                name: name.to_string(),
+                inner: e,
+            }
+        }
+        e => e.into(),
+    })?;
     let (report, _) = with_events(events, |p| platter_importer::import(source, sink, &opts, p))?;
     let volume = store.inspect(&VolumeRef::volume(name.clone()))?.into();
     Ok(Response::Imported {

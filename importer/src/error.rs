@@ -129,6 +129,32 @@ impl ImportError {
         }
     }
 
+    /// The object this error is about, as its message names it: the source or
+    /// destination, a URL, a registry reference, a file, a layer. `None` for an IO error
+    /// (its message says what was being done to what) and for cancellation.
+    pub fn object(&self) -> Option<String> {
+        match self {
+            ImportError::InvalidSource { source_str, .. } => Some(source_str.clone()),
+            ImportError::InvalidDestination { dest, .. } => Some(dest.clone()),
+            ImportError::HttpStatus { url, .. }
+            | ImportError::Network { url, .. }
+            | ImportError::SourceChanged { url } => Some(url.clone()),
+            ImportError::Registry { reference, .. } => Some(reference.clone()),
+            ImportError::AuthFile { path, .. } => Some(path.clone()),
+            ImportError::Manifest { what, .. }
+            | ImportError::Tar { what, .. }
+            | ImportError::NeedsBacking { what, .. }
+            | ImportError::Format { what, .. }
+            | ImportError::ChecksumMismatch { what, .. }
+            | ImportError::SizeMismatch { what, .. }
+            | ImportError::TooLarge { what, .. }
+            | ImportError::NoDisk { what, .. }
+            | ImportError::Unsupported { what, .. } => Some(what.clone()),
+            ImportError::Sink { target, .. } => Some(target.clone()),
+            ImportError::Io { .. } | ImportError::Cancelled | ImportError::Aborted(_) => None,
+        }
+    }
+
     /// Whether this is a secondary error caused by another stage's failure.
     pub(crate) fn is_secondary(&self) -> bool {
         matches!(self, ImportError::Aborted(_))

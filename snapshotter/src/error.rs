@@ -86,3 +86,37 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// The object this error is about, as its message names it: `volume a`,
+    /// `snapshot a@s1`, or a path. `None` when it names none (an invalid name is about
+    /// the text given, which the message quotes).
+    pub fn object(&self) -> Option<String> {
+        let volume_or_snapshot = |r: &str| match r.contains('@') {
+            true => format!("snapshot {r}"),
+            false => format!("volume {r}"),
+        };
+        match self {
+            StoreError::Io { path, .. } | StoreError::Damaged { path, .. } => {
+                Some(path.display().to_string())
+            }
+            StoreError::Locked { dir, .. } | StoreError::NewerFormat { dir, .. } => {
+                Some(dir.display().to_string())
+            }
+            StoreError::NoSuchVolume(name) => Some(format!("volume {name}")),
+            StoreError::NoSuchSnapshot(r) => Some(format!("snapshot {r}")),
+            // Already "volume a" or "snapshot a@s1".
+            StoreError::Exists(object) => Some(object.clone()),
+            StoreError::HasDependants { target, .. } => Some(volume_or_snapshot(target)),
+            StoreError::BadSize { object, .. } => Some(format!("volume {object}")),
+            StoreError::Shrink { name, .. } => Some(format!("volume {name}")),
+            StoreError::ReadOnly(r) => Some(volume_or_snapshot(&r.to_string())),
+            StoreError::OutOfRange { object, .. } | StoreError::Deleted(object) => {
+                Some(volume_or_snapshot(object))
+            }
+            StoreError::ChainTooDeep { volume, .. } => Some(format!("volume {volume}")),
+            StoreError::Name(_) => None,
+            StoreError::Export { object, .. } => Some(volume_or_snapshot(object)),
+        }
+    }
+}
