@@ -213,7 +213,8 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
         | StoreError::ReadOnly(_)
         | StoreError::OutOfRange { .. }
         | StoreError::Name(_) => ErrorKind::Invalid,
-        StoreError::Export { .. } => ErrorKind::Failed,
+        // A sync failed earlier: the volume refuses writes until it is reopened.
+        StoreError::Export { .. } | StoreError::Fenced { .. } => ErrorKind::Failed,
     }
 }
 

@@ -114,7 +114,9 @@ impl StoreError {
             StoreError::OutOfRange { object, .. } | StoreError::Deleted(object) => {
                 Some(volume_or_snapshot(object))
             }
-            StoreError::ChainTooDeep { volume, .. } => Some(format!("volume {volume}")),
+            StoreError::ChainTooDeep { volume, .. } | StoreError::Fenced { volume, .. } => {
+                Some(format!("volume {volume}"))
+            }
             StoreError::Name(_) => None,
             StoreError::Export { object, .. } => Some(volume_or_snapshot(object)),
         }
