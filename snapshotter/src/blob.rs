@@ -41,9 +41,14 @@ impl Blob {
             .create_new(true)
             .open(&data_path)
             .map_err(StoreError::io("create blob data", &data_path))?;
-        // No syncs: the catalog write that first names this blob is synced, and until
-        // then an unsynced blob is garbage that the next open collects.
         let journal = JournalFile::create(&dir.join(JOURNAL_FILE), block_size)?;
+        // The directory entries are synced before any catalog change names this blob:
+        // else a power cut could keep the catalog and lose the blob's directory or files
+        // (the store would then be damaged). Their contents need no sync: a data file
+        // that lost its writes is what an empty layer holds, and a journal whose header
+        // never reached the disk reads as empty (`journal::recover`).
+        sync_dir(&dir)?;
+        sync_dir(blobs_dir)?;
         Ok((Blob::new(dir, data), journal))
     }
 

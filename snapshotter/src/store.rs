@@ -374,7 +374,7 @@ impl Store {
         };
         let (blob, mut journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, true)?;
         if rewrite {
-            journal.rewrite_committed(&records)?;
+            journal.rewrite_committed()?;
         }
         let depth = depth_of(&chain, &vol.top)?;
         let mut map = base.clone();
