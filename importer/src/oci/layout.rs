@@ -78,15 +78,10 @@ impl Layout {
                         why: "too many archive entries".into(),
                     });
                 }
-                if e.data_offset
-                    .checked_add(e.size)
-                    .is_none_or(|end| end > len)
-                {
-                    return Err(ImportError::Tar {
-                        what,
-                        source: crate::tar::TarError::Truncated { offset: len },
-                    });
-                }
+                e.check_within(len).map_err(|source| ImportError::Tar {
+                    what: what.clone(),
+                    source,
+                })?;
                 entries.insert(e.path.to_string(), (e.data_offset, e.size));
             }
         }

@@ -1,13 +1,16 @@
 //! A forward-only tar reader over any byte stream, applying GNU long names and pax records,
 //! refusing entries that would leave the tree (`..`, absolute paths, escaping links).
+//! The archive root (`./` from `tar -C dir .`, `.` from umoci) is a directory entry like
+//! any other for the tools that write it, and carries nothing: it is passed over. Pax
+//! global headers are ignored, as containerd does.
 //!
 //! It never buffers entry data: the caller reads an entry's bytes through
 //! [`TarReader::entry_reader`] or they are skipped. Long-name/pax payloads are bounded by
 //! [`MAX_META_LEN`].
 
 use super::header::{
-    padding, parse_header, parse_pax, EntryKind, HeaderError, PathError, SafePath, BLOCK,
-    MAX_META_LEN,
+    padding, parse_header, parse_pax, EntryKind, HeaderError, PathError, PaxRecords, RawHeader,
+    SafePath, BLOCK, MAX_META_LEN, SPARSE_EXT_FLAG,
 };
 use std::io::{self, Read};
 
@@ -34,9 +37,22 @@ pub struct TarEntry {
     pub mode: u32,
     pub uid: u64,
     pub gid: u64,
+    /// Modification time in seconds since the epoch (pax `mtime` when given).
+    pub mtime: i64,
     pub link_target: Option<Vec<u8>>,
     /// Offset of the entry's first data byte from the start of the archive.
     pub data_offset: u64,
+}
+
+impl TarEntry {
+    /// Checks that the entry's data ends within an archive of `len` bytes (a seekable
+    /// archive is read by offset, so the walk alone does not prove it).
+    pub fn check_within(&self, len: u64) -> Result<(), TarError> {
+        match self.data_offset.checked_add(self.size) {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(TarError::Truncated { offset: len }),
+        }
+    }
 }
 
 /// Why an archive was refused.
@@ -58,6 +74,8 @@ pub enum TarError {
     LinkEscape { path: String, target: String },
     #[error("tar metadata record at offset {offset} is {len} bytes, more than the {max} allowed")]
     MetaTooLarge { offset: u64, len: u64, max: u64 },
+    #[error("tar entry {path} is a GNU sparse file (tar --sparse), which platter does not expand; make the archive without --sparse")]
+    Sparse { path: String },
     #[error("tar archive truncated at offset {offset}")]
     Truncated { offset: u64 },
     #[error("reading tar archive at offset {offset}: {source}")]
@@ -66,6 +84,54 @@ pub enum TarError {
         #[source]
         source: io::Error,
     },
+}
+
+/// GNU long names and pax records read so far for the next file header.
+#[derive(Default)]
+struct Pending {
+    name: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    sparse: bool,
+}
+
+impl Pending {
+    fn add_pax(&mut self, rec: PaxRecords) {
+        // A sparse file's real name is in GNU.sparse.name; `path` is a made-up one.
+        if let Some(n) = rec.sparse_name.or(rec.path) {
+            self.name = Some(n);
+        }
+        self.link = rec.link_path.or(self.link.take());
+        self.size = rec.size.or(self.size);
+        self.uid = rec.uid.or(self.uid);
+        self.gid = rec.gid.or(self.gid);
+        self.mtime = rec.mtime.or(self.mtime);
+        self.sparse |= rec.sparse;
+    }
+}
+
+/// A GNU long name's payload up to its terminating NUL (as Go reads it).
+fn until_nul(mut v: Vec<u8>) -> Vec<u8> {
+    if let Some(end) = v.iter().position(|&b| b == 0) {
+        v.truncate(end);
+    }
+    v
+}
+
+/// How an entry kind is named in errors.
+pub(crate) fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Regular => "regular file",
+        EntryKind::HardLink => "hard link",
+        EntryKind::Symlink => "symbolic link",
+        EntryKind::Directory => "directory",
+        EntryKind::Special => "device or FIFO",
+        EntryKind::Sparse => "GNU sparse file",
+        _ => "special tar entry",
+    }
 }
 
 /// Forward-only reader; see the module doc.
@@ -160,9 +226,7 @@ impl<R: TarInput> TarReader<R> {
         self.remaining = 0;
         self.pad = 0;
         self.skip(rest)?;
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link: Option<Vec<u8>> = None;
-        let mut pax_size: Option<u64> = None;
+        let mut pending = Pending::default();
         loop {
             let offset = self.pos;
             let Some(block) = self.read_block()? else {
@@ -177,69 +241,106 @@ impl<R: TarInput> TarReader<R> {
             };
             match h.kind {
                 EntryKind::GnuLongName => {
-                    let mut v = self.read_meta(h.size, offset)?;
-                    v.retain(|&b| b != 0);
-                    long_name = Some(v);
+                    pending.name = Some(until_nul(self.read_meta(h.size, offset)?));
                 }
                 EntryKind::GnuLongLink => {
-                    let mut v = self.read_meta(h.size, offset)?;
-                    v.retain(|&b| b != 0);
-                    long_link = Some(v);
+                    pending.link = Some(until_nul(self.read_meta(h.size, offset)?));
                 }
                 EntryKind::PaxLocal => {
                     let data = self.read_meta(h.size, offset)?;
                     let rec =
                         parse_pax(&data).map_err(|source| TarError::Header { offset, source })?;
-                    if rec.path.is_some() {
-                        long_name = rec.path;
-                    }
-                    if rec.link_path.is_some() {
-                        long_link = rec.link_path;
-                    }
-                    if rec.size.is_some() {
-                        pax_size = rec.size;
-                    }
+                    pending.add_pax(rec);
                 }
                 EntryKind::PaxGlobal => {
                     self.read_meta(h.size, offset)?;
                 }
-                kind => {
-                    let name = long_name.take().unwrap_or(h.name);
-                    let path = SafePath::parse(&name)
-                        .map_err(|source| TarError::Path { offset, source })?;
-                    let size = match kind {
-                        // Link and directory sizes carry no data (GNU tar may record one).
-                        EntryKind::HardLink | EntryKind::Symlink | EntryKind::Directory => 0,
-                        _ => pax_size.take().unwrap_or(h.size),
-                    };
-                    let link_target = match kind {
-                        EntryKind::HardLink | EntryKind::Symlink => {
-                            let t = long_link.take().unwrap_or(h.link_name);
-                            if !path.link_target_stays_inside(&t, kind == EntryKind::HardLink) {
-                                return Err(TarError::LinkEscape {
-                                    path: path.to_string(),
-                                    target: String::from_utf8_lossy(&t).chars().take(200).collect(),
-                                });
-                            }
-                            Some(t)
-                        }
-                        _ => None,
-                    };
-                    self.remaining = size;
-                    self.pad = padding(size);
-                    return Ok(Some(TarEntry {
-                        path,
-                        kind,
-                        size,
-                        mode: h.mode,
-                        uid: h.uid,
-                        gid: h.gid,
-                        link_target,
-                        data_offset: self.pos,
-                    }));
+                _ => {
+                    if h.sparse_extended {
+                        self.skip_sparse_extensions(offset)?;
+                    }
+                    let p = std::mem::take(&mut pending);
+                    if let Some(entry) = self.make_entry(h, p, offset)? {
+                        return Ok(Some(entry));
+                    }
                 }
             }
         }
+    }
+
+    /// Passes over the extension blocks of an old GNU sparse map (bounded like metadata).
+    fn skip_sparse_extensions(&mut self, offset: u64) -> Result<(), TarError> {
+        let max = MAX_META_LEN / BLOCK as u64;
+        for _ in 0..max {
+            let Some(block) = self.read_block()? else {
+                return Err(TarError::Truncated { offset: self.pos });
+            };
+            if block[SPARSE_EXT_FLAG] == 0 {
+                return Ok(());
+            }
+        }
+        Err(TarError::MetaTooLarge {
+            offset,
+            len: MAX_META_LEN + 1,
+            max: MAX_META_LEN,
+        })
+    }
+
+    /// The entry a file header describes with the metadata before it applied; `None` for
+    /// the archive root.
+    fn make_entry(
+        &mut self,
+        h: RawHeader,
+        p: Pending,
+        offset: u64,
+    ) -> Result<Option<TarEntry>, TarError> {
+        let path_err = |source| TarError::Path { offset, source };
+        let kind = if p.sparse { EntryKind::Sparse } else { h.kind };
+        let name = p.name.unwrap_or(h.name);
+        let Some(path) = SafePath::parse_entry(&name).map_err(path_err)? else {
+            if kind == EntryKind::Directory {
+                return Ok(None);
+            }
+            let root = String::from_utf8_lossy(&name).chars().take(200).collect();
+            return Err(path_err(PathError::RootNotDirectory(root, kind_name(kind))));
+        };
+        // Header-only kinds carry no data whatever their size field says (GNU tar may
+        // record one), as in Go's archive/tar: the next header follows at once.
+        let size = match kind {
+            EntryKind::HardLink
+            | EntryKind::Symlink
+            | EntryKind::Directory
+            | EntryKind::Special => 0,
+            _ => p.size.unwrap_or(h.size),
+        };
+        let link_target = match kind {
+            EntryKind::HardLink | EntryKind::Symlink => {
+                let t = p.link.unwrap_or(h.link_name);
+                if !path.link_target_stays_inside(&t, kind == EntryKind::HardLink) {
+                    return Err(TarError::LinkEscape {
+                        path: path.to_string(),
+                        target: String::from_utf8_lossy(&t).chars().take(200).collect(),
+                    });
+                }
+                Some(t)
+            }
+            _ => None,
+        };
+        self.remaining = size;
+        self.pad = padding(size);
+        Ok(Some(TarEntry {
+            path,
+            kind,
+            size,
+            mode: h.mode,
+            uid: p.uid.unwrap_or(h.uid),
+            gid: p.gid.unwrap_or(h.gid),
+            mtime: p
+                .mtime
+                .unwrap_or(i64::try_from(h.mtime).unwrap_or(i64::MAX)),
+            link_target,
+            data_offset: self.pos,
+        }))
     }
 
     /// Reads the current entry's data; returns EOF at the entry's end. A short archive is
@@ -347,5 +448,368 @@ mod tests {
         r.next_entry().unwrap().unwrap();
         let mut sink = Vec::new();
         assert!(r.entry_reader().read_to_end(&mut sink).is_err());
+    }
+
+    /// Every entry of an archive: (path, kind, data).
+    fn walk(tar: &[u8]) -> Result<Vec<(String, EntryKind, Vec<u8>)>, TarError> {
+        let mut r = TarReader::new(tar);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            let mut data = Vec::new();
+            r.entry_reader()
+                .read_to_end(&mut data)
+                .map_err(|e| TarError::Io {
+                    offset: 0,
+                    source: e,
+                })?;
+            out.push((e.path.to_string(), e.kind, data));
+        }
+        Ok(out)
+    }
+
+    fn names(tar: &[u8]) -> Vec<String> {
+        walk(tar).unwrap().into_iter().map(|(n, _, _)| n).collect()
+    }
+
+    use super::super::testing::{self as t, Magic};
+
+    #[test]
+    fn the_root_is_passed_over_in_every_spelling() {
+        // `tar -C dir .` (GNU), umoci repack, and odd but harmless spellings.
+        for (root, magic) in [
+            (&b"./"[..], Magic::Gnu),
+            (b".", Magic::Ustar),
+            (b".//.", Magic::Ustar),
+            (b"./.", Magic::V7),
+        ] {
+            let mut tar = t::member(root, b'5', b"", magic);
+            tar.extend(t::member(b"./disk/", b'5', b"", magic));
+            tar.extend(t::member(b"./disk/disk.img", b'0', b"DISK", magic));
+            tar.extend(t::end());
+            let all = walk(&tar).unwrap();
+            assert_eq!(
+                all,
+                vec![
+                    ("disk".into(), EntryKind::Directory, vec![]),
+                    ("disk/disk.img".into(), EntryKind::Regular, b"DISK".to_vec()),
+                ],
+                "root {root:?}"
+            );
+        }
+        // A pax path naming the root is the root too.
+        let mut tar = t::pax(b'x', &[("path", b"./")]);
+        tar.extend(t::member(b"ignored", b'5', b"", Magic::Ustar));
+        tar.extend(t::member(b"disk/disk.img", b'0', b"x", Magic::Ustar));
+        assert_eq!(names(&tar), ["disk/disk.img"]);
+    }
+
+    #[test]
+    fn the_root_as_anything_but_a_directory_is_refused() {
+        for (root, flag) in [(&b"./"[..], b'0'), (b".", b'2'), (b"./", b'1')] {
+            let tar = t::member(root, flag, b"", Magic::Ustar);
+            let e = walk(&tar).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    TarError::Path {
+                        source: PathError::RootNotDirectory(..),
+                        ..
+                    }
+                ),
+                "{root:?} {flag}: {e}"
+            );
+        }
+        // An empty name is not a spelling of the root.
+        let e = walk(&t::member(b"", b'5', b"", Magic::Ustar)).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TarError::Path {
+                    source: PathError::Empty,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn members_without_directory_entries() {
+        // `tar -cf x.tar disk/disk.img`: no `disk/` entry before the file.
+        let mut tar = t::member(b"disk/disk.img", b'0', b"abc", Magic::Gnu);
+        tar.extend(t::end());
+        let all = walk(&tar).unwrap();
+        assert_eq!(
+            all,
+            [("disk/disk.img".into(), EntryKind::Regular, b"abc".to_vec())]
+        );
+        let p = SafePath::parse(b"disk/disk.img").unwrap();
+        assert_eq!(
+            super::super::classify_layer_entry(&p),
+            super::super::LayerEntry::DiskChild("disk.img".into())
+        );
+    }
+
+    #[test]
+    fn ustar_prefix_names() {
+        let long_dir = "d".repeat(120);
+        let mut h = t::header(b"disk.img", b'0', 2, Magic::Ustar);
+        h[345..345 + long_dir.len()].copy_from_slice(long_dir.as_bytes());
+        t::fix_checksum(&mut h);
+        let mut tar = h.to_vec();
+        t::push_data(&mut tar, b"hi");
+        assert_eq!(names(&tar), [format!("{long_dir}/disk.img")]);
+    }
+
+    #[test]
+    fn pax_local_records_apply_to_the_next_entry_only() {
+        let long = format!("disk/{}.qcow2", "n".repeat(150));
+        let mut tar = t::pax(
+            b'x',
+            &[
+                ("path", long.as_bytes()),
+                ("size", b"5"),
+                ("mtime", b"1765056555.123456789"),
+                ("atime", b"1765056555.5"),
+                ("uid", b"4000000000"),
+                ("gid", b"107"),
+                ("comment", b"a value with = and\nnewline"),
+            ],
+        );
+        // The header's own size field is stale: pax `size` wins.
+        tar.extend(t::header(b"short-name", b'0', 0, Magic::Ustar));
+        t::push_data(&mut tar, b"12345");
+        tar.extend(t::member(b"next", b'0', b"n", Magic::Ustar));
+        tar.extend(t::end());
+        let mut r = TarReader::new(&tar[..]);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(e.path.to_string(), long);
+        assert_eq!(
+            (e.size, e.uid, e.gid, e.mtime),
+            (5, 4_000_000_000, 107, 1765056555)
+        );
+        let mut d = Vec::new();
+        r.entry_reader().read_to_end(&mut d).unwrap();
+        assert_eq!(d, b"12345");
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!((e.path.to_string(), e.size, e.uid), ("next".into(), 1, 107));
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn pax_global_headers_are_ignored() {
+        // As `git archive` writes one, and a hostile one that tries to rename everything.
+        let mut tar = t::pax(b'g', &[("comment", b"0123abcd")]);
+        tar.extend(t::pax(b'g', &[("path", b"../../evil"), ("size", b"999")]));
+        tar.extend(t::member(b"./disk/disk.img", b'0', b"ok", Magic::Ustar));
+        tar.extend(t::end());
+        let all = walk(&tar).unwrap();
+        assert_eq!(
+            all,
+            [("disk/disk.img".into(), EntryKind::Regular, b"ok".to_vec())]
+        );
+    }
+
+    #[test]
+    fn gnu_long_names_and_links() {
+        let long = format!("./disk/{}.img", "l".repeat(200));
+        let mut tar = t::gnu_long(b'L', long.as_bytes());
+        tar.extend(t::member(&long.as_bytes()[..100], b'0', b"L", Magic::Gnu));
+        let target = format!("{}.img", "t".repeat(150));
+        tar.extend(t::gnu_long(b'K', target.as_bytes()));
+        tar.extend(t::member(b"disk/link", b'2', b"", Magic::Gnu));
+        tar.extend(t::end());
+        let mut r = TarReader::new(&tar[..]);
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(e.path.to_string(), long.trim_start_matches("./"));
+        let e = r.next_entry().unwrap().unwrap();
+        assert_eq!(e.kind, EntryKind::Symlink);
+        assert_eq!(e.link_target.as_deref(), Some(target.as_bytes()));
+        assert!(r.next_entry().unwrap().is_none());
+    }
+
+    #[test]
+    fn escapes_through_long_names_and_pax_are_refused() {
+        let cases: Vec<Vec<u8>> = vec![
+            [
+                t::gnu_long(b'L', b"../evil"),
+                t::member(b"ok", b'0', b"", Magic::Gnu),
+            ]
+            .concat(),
+            [
+                t::pax(b'x', &[("path", b"/etc/passwd")]),
+                t::member(b"ok", b'0', b"", Magic::Ustar),
+            ]
+            .concat(),
+            [
+                t::pax(b'x', &[("path", b"./disk/../../x")]),
+                t::member(b"ok", b'0', b"", Magic::Ustar),
+            ]
+            .concat(),
+            t::member(b"/", b'5', b"", Magic::Ustar),
+            t::member(b"./../disk.img", b'0', b"", Magic::Ustar),
+        ];
+        for (i, tar) in cases.iter().enumerate() {
+            let e = walk(tar).unwrap_err();
+            assert!(matches!(e, TarError::Path { .. }), "case {i}: {e}");
+        }
+        let link = [
+            t::pax(b'x', &[("linkpath", b"../../etc/shadow")]),
+            t::member(b"disk/disk.img", b'2', b"", Magic::Ustar),
+        ]
+        .concat();
+        assert!(matches!(walk(&link), Err(TarError::LinkEscape { .. })));
+        let hard = [
+            t::gnu_long(b'K', b"/etc/shadow"),
+            t::member(b"disk/disk.img", b'1', b"", Magic::Gnu),
+        ]
+        .concat();
+        assert!(matches!(walk(&hard), Err(TarError::LinkEscape { .. })));
+    }
+
+    #[test]
+    fn header_only_kinds_carry_no_data() {
+        // A char device and a directory whose size fields claim data: Go's archive/tar
+        // reads the next header right after them, so must we.
+        let mut tar = t::header(b"dev/null", b'3', 1024, Magic::Ustar).to_vec();
+        tar.extend(t::header(b"dir/", b'5', 512, Magic::Ustar));
+        tar.extend(t::member(b"disk/disk.img", b'0', b"d", Magic::Ustar));
+        tar.extend(t::end());
+        assert_eq!(names(&tar), ["dev/null", "dir", "disk/disk.img"]);
+    }
+
+    #[test]
+    fn signed_checksums_are_accepted() {
+        let mut h = t::header("disk/\u{e9}.img".as_bytes(), b'0', 0, Magic::Ustar);
+        h[148..156].copy_from_slice(b"        ");
+        let signed: i64 = h.iter().map(|&x| i64::from(x as i8)).sum();
+        h[148..156].copy_from_slice(format!("{signed:06o}\0 ").as_bytes());
+        assert_eq!(names(&h), ["disk/\u{e9}.img"]);
+        h[0] ^= 1;
+        assert!(matches!(walk(&h), Err(TarError::Header { .. })));
+    }
+
+    #[test]
+    fn gnu_sparse_members_are_marked() {
+        // Old GNU `S` with one extension block of its map, then a normal member.
+        let mut h = t::header(b"disk.img", b'S', 3, Magic::Gnu);
+        h[482] = 1;
+        t::fix_checksum(&mut h);
+        let mut tar = h.to_vec();
+        tar.extend([0u8; BLOCK]); // extension block, "no more" flag clear
+        t::push_data(&mut tar, b"abc");
+        tar.extend(t::member(b"after", b'0', b"z", Magic::Gnu));
+        // pax sparse 1.0: the real name is in GNU.sparse.name.
+        tar.extend(t::pax(
+            b'x',
+            &[
+                ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.name", b"disk/disk.img"),
+                ("GNU.sparse.realsize", b"1048576"),
+            ],
+        ));
+        tar.extend(t::member(
+            b"./GNUSparseFile.1/disk.img",
+            b'0',
+            b"1\n0\n512\n",
+            Magic::Ustar,
+        ));
+        tar.extend(t::end());
+        let all = walk(&tar).unwrap();
+        let kinds: Vec<_> = all.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("disk.img", EntryKind::Sparse),
+                ("after", EntryKind::Regular),
+                ("disk/disk.img", EntryKind::Sparse)
+            ]
+        );
+        assert_eq!(all[1].2, b"z");
+        let mut r = TarReader::new(&tar[..]);
+        assert!(matches!(
+            super::super::next_disk_member(&mut r, None),
+            Err(TarError::Sparse { .. })
+        ));
+    }
+
+    #[test]
+    fn oversized_metadata_is_refused_before_allocating() {
+        let tar = t::header(b"././@LongLink", b'L', 1 << 40, Magic::Gnu);
+        assert!(matches!(walk(&tar), Err(TarError::MetaTooLarge { .. })));
+        let tar = t::header(b"PaxHeaders/x", b'x', MAX_META_LEN + 1, Magic::Ustar);
+        assert!(matches!(walk(&tar), Err(TarError::MetaTooLarge { .. })));
+    }
+
+    mod never_panics {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One member with fuzzed fields but a valid checksum, so the walk goes deep.
+        fn fuzzed_member() -> impl Strategy<Value = Vec<u8>> {
+            (
+                proptest::collection::vec(any::<u8>(), 0..120),
+                prop_oneof![
+                    Just(b'0'),
+                    Just(b'1'),
+                    Just(b'2'),
+                    Just(b'5'),
+                    Just(b'3'),
+                    Just(b'S'),
+                    Just(b'L'),
+                    Just(b'K'),
+                    Just(b'x'),
+                    Just(b'g'),
+                    any::<u8>()
+                ],
+                prop_oneof![0u64..2000, any::<u64>().prop_map(|s| s % (1 << 33))],
+                proptest::collection::vec(any::<u8>(), 0..1200),
+                any::<u8>(),
+            )
+                .prop_map(|(name, flag, size, data, ext)| {
+                    let mut h = t::header(&name, flag, size, Magic::Gnu);
+                    h[482] = ext & 1;
+                    t::fix_checksum(&mut h);
+                    let mut v = h.to_vec();
+                    v.extend(data);
+                    v
+                })
+        }
+
+        fn walk_all(bytes: &[u8]) {
+            let mut r = TarReader::new(bytes);
+            for _ in 0..64 {
+                match r.next_entry() {
+                    Ok(Some(_)) => {
+                        let _ = io::copy(&mut r.entry_reader(), &mut io::sink());
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut r = TarReader::new(bytes);
+            let _ = super::super::super::next_disk_member(&mut r, Some(bytes.len() as u64));
+        }
+
+        proptest! {
+            #[test]
+            fn on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
+                walk_all(&bytes);
+            }
+
+            #[test]
+            fn on_fuzzed_members(members in proptest::collection::vec(fuzzed_member(), 1..6)) {
+                walk_all(&members.concat());
+            }
+
+            #[test]
+            fn on_fuzzed_pax(records in proptest::collection::vec(
+                ("[a-zA-Z.]{0,20}", proptest::collection::vec(any::<u8>(), 0..80)), 0..5)) {
+                let recs: Vec<(&str, &[u8])> =
+                    records.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+                let mut tar = t::pax(b'x', &recs);
+                tar.extend(t::member(b"disk/disk.img", b'0', b"x", Magic::Ustar));
+                walk_all(&tar);
+            }
+        }
     }
 }
