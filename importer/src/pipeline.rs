@@ -339,6 +339,9 @@ pub(crate) fn decode_stream(
         .peek(DETECT_HEAD_LEN)
         .map_err(|e| from_io(format!("reading {}", ctx.what), e))?
         .to_vec();
+    if head.is_empty() {
+        check_not_empty(0, ctx, wrappers)?;
+    }
     if let Some(w) = detect_wrapper(&head) {
         if wrappers.len() >= MAX_WRAPPER_DEPTH {
             return Err(ImportError::Unsupported {
@@ -431,6 +434,25 @@ pub(crate) fn decode_stream(
     map_stream::decode_mapped(&mut p, format, ctx, wrappers, limit, &inside)
 }
 
+/// Refuses an empty input (a blank disk needs `--size`): the sink would otherwise be
+/// asked for a disk of 0 bytes, which says nothing about the real problem.
+fn check_not_empty(len: u64, ctx: &DecodeCtx<'_>, wrappers: &[Wrapper]) -> Result<(), ImportError> {
+    if len > 0 || ctx.opts.size.is_some() {
+        return Ok(());
+    }
+    // `ctx.what` names a tar member already; only the wrappers inside it are news.
+    let inside = wrappers
+        .iter()
+        .rposition(|w| *w == Wrapper::Tar)
+        .map_or(wrappers, |i| &wrappers[i + 1..]);
+    let what = if inside.is_empty() {
+        ctx.what.clone()
+    } else {
+        format!("the {} content of {}", chain(inside), ctx.what)
+    };
+    Err(ImportError::Empty { what })
+}
+
 fn chain(w: &[Wrapper]) -> String {
     w.iter().map(|w| w.name()).collect::<Vec<_>>().join(" in ")
 }
@@ -484,6 +506,7 @@ pub(crate) fn decode_seekable(
     ctx: &DecodeCtx<'_>,
     wrappers: &mut Vec<Wrapper>,
 ) -> Result<Decoded, ImportError> {
+    check_not_empty(len, ctx, wrappers)?;
     let head_len = len.min(DETECT_HEAD_LEN as u64) as usize;
     let mut head = vec![0u8; head_len];
     src.read_exact_at(&mut head, 0)
