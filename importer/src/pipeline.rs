@@ -17,6 +17,7 @@ use crate::progress::Throttle;
 use crate::stream::{
     check_cancel, chunk_buf, read_full, recycle, Chunk, PeekReader, SubReadAt, CHUNK, ZERO_BLOCK,
 };
+use crate::tar::sparse::SparseReadAt;
 use crate::tar::{next_disk_member, TarEntry, TarInput, TarReader};
 use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
 use platter_formats::{detect, DiskImage, ExtentKind, Format, FormatError, ReadAt};
@@ -520,11 +521,18 @@ pub(crate) fn decode_seekable(
                 len,
             });
             let (entry, inner) = disk_member(&mut tar, Some(len), ctx)?;
-            let sub: Arc<dyn ReadAt> = Arc::new(SubReadAt {
-                inner: src.clone(),
-                offset: entry.data_offset,
-                len: entry.size,
-            });
+            let sub: Arc<dyn ReadAt> = match &entry.sparse {
+                Some(map) => Arc::new(SparseReadAt {
+                    inner: src.clone(),
+                    data_offset: entry.data_offset,
+                    map: map.clone(),
+                }),
+                None => Arc::new(SubReadAt {
+                    inner: src.clone(),
+                    offset: entry.data_offset,
+                    len: entry.size,
+                }),
+            };
             let mut d = decode_seekable(sub, entry.size, &inner, wrappers)?;
             d.member = Some(entry.path.to_string());
             Ok(d)

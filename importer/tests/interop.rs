@@ -5,7 +5,7 @@
 //! `disk/disk.img` alone (no directory entry), by GNU tar in pax format (pax headers on
 //! every entry, a long name in a `path` record) and in GNU format (`././@LongLink`). Each
 //! is made an OCI image with umoci, pushed by skopeo to a real docker-registry and
-//! imported from there. A missing tag, repository or digest is named as such, and an
+//! imported from there. Sparse tarballs from GNU tar -S (old GNU and pax 1.0) expand. A missing tag, repository or digest is named as such, and an
 //! empty input says it is empty.
 
 mod common;
@@ -159,6 +159,50 @@ fn containerdisks_built_by_other_tools_import() {
         let src = if fmt == "raw" { &raw } else { &qcow };
         assert_same(&out, src, fmt);
         assert_eq!(read(&out), read(&raw), "{name}");
+    }
+}
+
+#[test]
+fn sparse_tarballs_import() {
+    // GNU tar -S writes old GNU `S` members by default and pax 1.0 sparse members with
+    // --format=posix; both are expanded, read by offset (a .tar file), streamed (.tar.gz)
+    // and as a containerDisk layer.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ds = d.display();
+    let (raw, _) = make_raw(d, "disk.raw", 4 << 20, 73);
+    sh(&format!(
+        "cd {ds} && mkdir -p tree/disk && cp --sparse=always disk.raw tree/disk/disk.img && \
+         tar -Scf gnu.tar disk.raw && tar --format=posix -Scf pax.tar disk.raw && \
+         gzip -1 -k gnu.tar && gzip -1 -k pax.tar && \
+         tar -Scf layer-gnu.tar -C tree disk && tar --format=posix -Scf layer-pax.tar -C tree disk"
+    ));
+    let gnu = read(&d.join("gnu.tar"));
+    assert_eq!(gnu.get(156), Some(&b'S'), "GNU tar wrote no sparse member");
+    let pax = read(&d.join("pax.tar"));
+    assert!(pax.windows(18).any(|w| w == b"GNU.sparse.major=1"));
+    for name in ["gnu.tar", "pax.tar", "gnu.tar.gz", "pax.tar.gz"] {
+        let out = d.join(format!("{name}.out"));
+        let r = import_file(
+            d.join(name).to_str().unwrap(),
+            &out,
+            &ImportOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(r.member.as_deref(), Some("disk.raw"), "{name}");
+        assert_eq!(read(&out), read(&raw), "{name}");
+    }
+    for name in ["gnu", "pax"] {
+        let lay = d.join(format!("lay-{name}"));
+        layout_of_layer(&lay, &d.join(format!("layer-{name}.tar")));
+        let out = d.join(format!("layer-{name}.out"));
+        import_file(
+            &format!("oci:{}:cd", lay.display()),
+            &out,
+            &ImportOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("layer {name}: {e}"));
+        assert_eq!(read(&out), read(&raw), "layer {name}");
     }
 }
 

@@ -78,6 +78,12 @@ impl Layout {
                         why: "too many archive entries".into(),
                     });
                 }
+                if e.sparse.is_some() {
+                    return Err(ImportError::Unsupported {
+                        what,
+                        detail: format!("{} is a GNU sparse member; blobs are read in place, so the archive must be made without --sparse", e.path),
+                    });
+                }
                 e.check_within(len).map_err(|source| ImportError::Tar {
                     what: what.clone(),
                     source,

@@ -7,6 +7,7 @@
 //! `.`/`./`. Pure: works on byte slices only. Every field from the archive is untrusted:
 //! numbers are range-checked, names must be UTF-8, and nothing here panics on any input.
 
+use super::sparse::old_gnu_entries;
 use std::fmt;
 
 /// Size of one tar block.
@@ -52,6 +53,9 @@ pub struct RawHeader {
     /// An old GNU sparse header (`S`) followed by extension blocks of its sparse map,
     /// which are not counted in `size`.
     pub sparse_extended: bool,
+    /// An old GNU sparse header's map entries `(offset, len)` and the file's real size.
+    pub sparse_runs: Vec<(u64, u64)>,
+    pub real_size: u64,
 }
 
 /// In an old GNU sparse extension block, the byte saying another block follows.
@@ -66,6 +70,8 @@ pub enum HeaderError {
     Number { field: &'static str },
     #[error("bad pax extended header: {0}")]
     Pax(&'static str),
+    #[error("bad GNU sparse map: {0}")]
+    Sparse(&'static str),
 }
 
 /// Parses one header block. `Ok(None)` means an all-zero block (end of archive marker).
@@ -125,6 +131,12 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
             name = full;
         }
     }
+    let mut sparse_runs = Vec::new();
+    let mut real_size = 0;
+    if kind == EntryKind::Sparse {
+        old_gnu_entries(&block[386..482], 4, parse_number, &mut sparse_runs)?;
+        real_size = parse_number(&block[483..495], "sparse realsize")?;
+    }
     Ok(Some(RawHeader {
         name,
         link_name: cstr(&block[157..257]).to_vec(),
@@ -136,6 +148,8 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
         gid: parse_number(&block[116..124], "gid")?,
         mtime: parse_number(&block[136..148], "mtime")?,
         sparse_extended: kind == EntryKind::Sparse && block[482] != 0,
+        sparse_runs,
+        real_size,
     }))
 }
 
@@ -145,7 +159,7 @@ fn cstr(field: &[u8]) -> &[u8] {
 }
 
 /// Octal (space/NUL padded) or GNU base-256 (high bit set) numbers.
-fn parse_number(field: &[u8], name: &'static str) -> Result<u64, HeaderError> {
+pub(super) fn parse_number(field: &[u8], name: &'static str) -> Result<u64, HeaderError> {
     let err = HeaderError::Number { field: name };
     if let Some(&first) = field.first() {
         if first & 0x80 != 0 {
@@ -193,6 +207,10 @@ pub struct PaxRecords {
     pub mtime: Option<i64>,
     /// Any `GNU.sparse.*` record: the entry is a sparse file.
     pub sparse: bool,
+    /// `GNU.sparse.major` and `GNU.sparse.minor`: the pax sparse format (1.0 is read).
+    pub sparse_version: (Option<u64>, Option<u64>),
+    /// `GNU.sparse.realsize` (1.0) or `GNU.sparse.size` (0.x): the file's real size.
+    pub sparse_real_size: Option<u64>,
     /// `GNU.sparse.name`: the sparse file's real name (pax sparse 0.1 and 1.0).
     pub sparse_name: Option<Vec<u8>>,
 }
@@ -244,6 +262,18 @@ impl PaxRecords {
             b"GNU.sparse.name" => {
                 self.sparse = true;
                 self.sparse_name = Some(value.to_vec());
+            }
+            b"GNU.sparse.major" => {
+                self.sparse = true;
+                self.sparse_version.0 = Some(pax_number(value, "bad GNU.sparse.major")?);
+            }
+            b"GNU.sparse.minor" => {
+                self.sparse = true;
+                self.sparse_version.1 = Some(pax_number(value, "bad GNU.sparse.minor")?);
+            }
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                self.sparse = true;
+                self.sparse_real_size = Some(pax_number(value, "bad GNU.sparse size")?);
             }
             k if k.starts_with(b"GNU.sparse.") => self.sparse = true,
             _ => {}

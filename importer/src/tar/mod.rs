@@ -6,6 +6,7 @@
 
 pub mod header;
 pub mod reader;
+pub mod sparse;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -112,6 +113,8 @@ mod tests {
             uid: 0,
             gid: 0,
             mtime: 0,
+            stored_size: 1,
+            sparse: None,
             link_target: None,
             data_offset: 0,
         }

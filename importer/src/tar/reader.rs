@@ -9,10 +9,12 @@
 //! [`MAX_META_LEN`].
 
 use super::header::{
-    padding, parse_header, parse_pax, EntryKind, HeaderError, PathError, PaxRecords, RawHeader,
-    SafePath, BLOCK, MAX_META_LEN, SPARSE_EXT_FLAG,
+    padding, parse_header, parse_number, parse_pax, EntryKind, HeaderError, PathError, PaxRecords,
+    RawHeader, SafePath, BLOCK, MAX_META_LEN, SPARSE_EXT_FLAG,
 };
+use super::sparse::{old_gnu_entries, pax1_map, Piece, SparseMap};
 use std::io::{self, Read};
+use std::sync::Arc;
 
 /// An input that can skip forward cheaply (a seekable source) or by reading.
 pub trait TarInput: Read {
@@ -39,6 +41,11 @@ pub struct TarEntry {
     pub gid: u64,
     /// Modification time in seconds since the epoch (pax `mtime` when given).
     pub mtime: i64,
+    /// Bytes the entry's data takes in the archive from `data_offset`: `size`, except
+    /// for a sparse file, whose holes are not stored.
+    pub stored_size: u64,
+    /// A sparse file's map (GNU `tar -S`): [`TarReader::entry_reader`] expands it.
+    pub sparse: Option<Arc<SparseMap>>,
     pub link_target: Option<Vec<u8>>,
     /// Offset of the entry's first data byte from the start of the archive.
     pub data_offset: u64,
@@ -48,7 +55,7 @@ impl TarEntry {
     /// Checks that the entry's data ends within an archive of `len` bytes (a seekable
     /// archive is read by offset, so the walk alone does not prove it).
     pub fn check_within(&self, len: u64) -> Result<(), TarError> {
-        match self.data_offset.checked_add(self.size) {
+        match self.data_offset.checked_add(self.stored_size) {
             Some(end) if end <= len => Ok(()),
             _ => Err(TarError::Truncated { offset: len }),
         }
@@ -74,7 +81,7 @@ pub enum TarError {
     LinkEscape { path: String, target: String },
     #[error("tar metadata record at offset {offset} is {len} bytes, more than the {max} allowed")]
     MetaTooLarge { offset: u64, len: u64, max: u64 },
-    #[error("tar entry {path} is a GNU sparse file (tar --sparse), which platter does not expand; make the archive without --sparse")]
+    #[error("tar entry {path} is a GNU sparse file in pax format 0.x, which platter does not expand; make the archive with GNU tar's default --sparse format (1.0) or without --sparse")]
     Sparse { path: String },
     #[error("tar archive truncated at offset {offset}")]
     Truncated { offset: u64 },
@@ -96,6 +103,8 @@ struct Pending {
     gid: Option<u64>,
     mtime: Option<i64>,
     sparse: bool,
+    sparse_version: (Option<u64>, Option<u64>),
+    sparse_real_size: Option<u64>,
 }
 
 impl Pending {
@@ -110,6 +119,11 @@ impl Pending {
         self.gid = rec.gid.or(self.gid);
         self.mtime = rec.mtime.or(self.mtime);
         self.sparse |= rec.sparse;
+        self.sparse_version = (
+            rec.sparse_version.0.or(self.sparse_version.0),
+            rec.sparse_version.1.or(self.sparse_version.1),
+        );
+        self.sparse_real_size = rec.sparse_real_size.or(self.sparse_real_size);
     }
 }
 
@@ -134,6 +148,9 @@ pub(crate) fn kind_name(kind: EntryKind) -> &'static str {
     }
 }
 
+/// What [`TarReader::sparse_entry`] decides: kind, size, stored size, map.
+type SparseEntry = (EntryKind, u64, u64, Option<Arc<SparseMap>>);
+
 /// Forward-only reader; see the module doc.
 pub struct TarReader<R> {
     inner: R,
@@ -142,6 +159,8 @@ pub struct TarReader<R> {
     /// Unread data bytes of the current entry, then its padding.
     remaining: u64,
     pad: u64,
+    /// The current entry's sparse map, the file offset reached in it and a fragment hint.
+    sparse: Option<(Arc<SparseMap>, u64, usize)>,
     finished: bool,
 }
 
@@ -152,6 +171,7 @@ impl<R: TarInput> TarReader<R> {
             pos: 0,
             remaining: 0,
             pad: 0,
+            sparse: None,
             finished: false,
         }
     }
@@ -225,6 +245,7 @@ impl<R: TarInput> TarReader<R> {
         let rest = self.remaining + self.pad;
         self.remaining = 0;
         self.pad = 0;
+        self.sparse = None;
         self.skip(rest)?;
         let mut pending = Pending::default();
         loop {
@@ -256,8 +277,9 @@ impl<R: TarInput> TarReader<R> {
                     self.read_meta(h.size, offset)?;
                 }
                 _ => {
+                    let mut h = h;
                     if h.sparse_extended {
-                        self.skip_sparse_extensions(offset)?;
+                        self.read_sparse_extensions(&mut h.sparse_runs, offset)?;
                     }
                     let p = std::mem::take(&mut pending);
                     if let Some(entry) = self.make_entry(h, p, offset)? {
@@ -268,13 +290,18 @@ impl<R: TarInput> TarReader<R> {
         }
     }
 
-    /// Passes over the extension blocks of an old GNU sparse map (bounded like metadata).
-    fn skip_sparse_extensions(&mut self, offset: u64) -> Result<(), TarError> {
-        let max = MAX_META_LEN / BLOCK as u64;
-        for _ in 0..max {
+    /// Reads the extension blocks of an old GNU sparse map (bounded like metadata).
+    fn read_sparse_extensions(
+        &mut self,
+        runs: &mut Vec<(u64, u64)>,
+        offset: u64,
+    ) -> Result<(), TarError> {
+        let header = |source| TarError::Header { offset, source };
+        for _ in 0..MAX_META_LEN / BLOCK as u64 {
             let Some(block) = self.read_block()? else {
                 return Err(TarError::Truncated { offset: self.pos });
             };
+            old_gnu_entries(&block[..SPARSE_EXT_FLAG], 21, parse_number, runs).map_err(header)?;
             if block[SPARSE_EXT_FLAG] == 0 {
                 return Ok(());
             }
@@ -286,17 +313,76 @@ impl<R: TarInput> TarReader<R> {
         })
     }
 
+    /// Reads the map a pax 1.0 sparse member stores ahead of its data (at most
+    /// `stored` bytes, bounded like metadata); returns the runs and the bytes it took.
+    fn read_pax1_map(
+        &mut self,
+        stored: u64,
+        offset: u64,
+    ) -> Result<(Vec<(u64, u64)>, u64), TarError> {
+        let bad = |what| TarError::Header {
+            offset,
+            source: HeaderError::Sparse(what),
+        };
+        let mut buf = Vec::new();
+        while (buf.len() as u64) < stored.min(MAX_META_LEN) {
+            let Some(block) = self.read_block()? else {
+                return Err(TarError::Truncated { offset: self.pos });
+            };
+            buf.extend_from_slice(&block);
+            if let Some(map) = pax1_map(&buf).map_err(bad)? {
+                return Ok(map);
+            }
+        }
+        Err(bad("the pax sparse map does not end inside the member"))
+    }
+
+    /// For a sparse file: its kind, real size, stored size and map (`Regular` with a map
+    /// for old GNU and pax 1.0, which are expanded; `Sparse` without one for pax 0.x,
+    /// which is not).
+    fn sparse_entry(
+        &mut self,
+        h: &RawHeader,
+        p: &Pending,
+        stored: u64,
+        offset: u64,
+    ) -> Result<SparseEntry, TarError> {
+        let bad = |what| TarError::Header {
+            offset,
+            source: HeaderError::Sparse(what),
+        };
+        let (runs, real, data) = if h.kind == EntryKind::Sparse {
+            (h.sparse_runs.clone(), h.real_size, stored)
+        } else if p.sparse_version == (Some(1), Some(0)) {
+            let real = p
+                .sparse_real_size
+                .ok_or_else(|| bad("pax sparse 1.0 member without GNU.sparse.realsize"))?;
+            let (runs, used) = self.read_pax1_map(stored, offset)?;
+            let data = stored
+                .checked_sub(used)
+                .ok_or_else(|| bad("the pax sparse map is larger than the member"))?;
+            (runs, real, data)
+        } else {
+            return Ok((EntryKind::Sparse, stored, stored, None));
+        };
+        let map = SparseMap::new(&runs, real, data).map_err(bad)?;
+        Ok((EntryKind::Regular, real, data, Some(Arc::new(map))))
+    }
+
     /// The entry a file header describes with the metadata before it applied; `None` for
     /// the archive root.
     fn make_entry(
         &mut self,
-        h: RawHeader,
-        p: Pending,
+        mut h: RawHeader,
+        mut p: Pending,
         offset: u64,
     ) -> Result<Option<TarEntry>, TarError> {
         let path_err = |source| TarError::Path { offset, source };
-        let kind = if p.sparse { EntryKind::Sparse } else { h.kind };
-        let name = p.name.unwrap_or(h.name);
+        let kind = match h.kind {
+            EntryKind::Regular if p.sparse => EntryKind::Sparse,
+            k => k,
+        };
+        let name = p.name.take().unwrap_or_else(|| std::mem::take(&mut h.name));
         let Some(path) = SafePath::parse_entry(&name).map_err(path_err)? else {
             if kind == EntryKind::Directory {
                 return Ok(None);
@@ -306,12 +392,16 @@ impl<R: TarInput> TarReader<R> {
         };
         // Header-only kinds carry no data whatever their size field says (GNU tar may
         // record one), as in Go's archive/tar: the next header follows at once.
-        let size = match kind {
+        let (kind, size, stored_size, sparse) = match kind {
             EntryKind::HardLink
             | EntryKind::Symlink
             | EntryKind::Directory
-            | EntryKind::Special => 0,
-            _ => p.size.unwrap_or(h.size),
+            | EntryKind::Special => (kind, 0, 0, None),
+            EntryKind::Sparse => self.sparse_entry(&h, &p, p.size.unwrap_or(h.size), offset)?,
+            _ => {
+                let size = p.size.unwrap_or(h.size);
+                (kind, size, size, None)
+            }
         };
         let link_target = match kind {
             EntryKind::HardLink | EntryKind::Symlink => {
@@ -326,8 +416,9 @@ impl<R: TarInput> TarReader<R> {
             }
             _ => None,
         };
-        self.remaining = size;
-        self.pad = padding(size);
+        self.remaining = stored_size;
+        self.pad = padding(stored_size);
+        self.sparse = sparse.clone().map(|m| (m, 0, 0));
         Ok(Some(TarEntry {
             path,
             kind,
@@ -338,6 +429,8 @@ impl<R: TarInput> TarReader<R> {
             mtime: p
                 .mtime
                 .unwrap_or(i64::try_from(h.mtime).unwrap_or(i64::MAX)),
+            stored_size,
+            sparse,
             link_target,
             data_offset: self.pos,
         }))
@@ -357,21 +450,57 @@ pub struct EntryReader<'a, R> {
 
 impl<R: TarInput> Read for EntryReader<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.tar.remaining == 0 || buf.is_empty() {
+        let Some((map, pos, hint)) = &mut self.tar.sparse else {
+            return self.tar.read_stored(buf);
+        };
+        let at = *pos;
+        let Some(piece) = map.locate(at, hint) else {
+            return Ok(0);
+        };
+        let n = match piece {
+            Piece::Hole { len } => {
+                let n = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+                n
+            }
+            // Data pieces come in stored order, so their bytes are the next stored ones.
+            Piece::Data { len, .. } => {
+                let n = buf.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+                let got = self.tar.read_stored(&mut buf[..n])?;
+                if got == 0 && n > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("sparse tar entry ends before its data at file offset {at}"),
+                    ));
+                }
+                got
+            }
+        };
+        if let Some((_, pos, _)) = &mut self.tar.sparse {
+            *pos += n as u64;
+        }
+        Ok(n)
+    }
+}
+
+impl<R: TarInput> TarReader<R> {
+    /// Reads the current entry's stored bytes; EOF at their end.
+    fn read_stored(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
             return Ok(0);
         }
         let want = buf
             .len()
-            .min(usize::try_from(self.tar.remaining).unwrap_or(usize::MAX));
-        let n = self.tar.inner.read(&mut buf[..want])?;
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("tar entry truncated at archive offset {}", self.tar.pos),
+                format!("tar entry truncated at archive offset {}", self.pos),
             ));
         }
-        self.tar.remaining -= n as u64;
-        self.tar.pos += n as u64;
+        self.remaining -= n as u64;
+        self.pos += n as u64;
         Ok(n)
     }
 }
@@ -689,44 +818,107 @@ mod tests {
         assert!(matches!(walk(&h), Err(TarError::Header { .. })));
     }
 
+    /// A file of `size` zeros with `runs` of data from `stored`, as a sparse member reads.
+    fn expanded(size: usize, runs: &[(usize, &[u8])]) -> Vec<u8> {
+        let mut v = vec![0u8; size];
+        for (at, d) in runs {
+            v[*at..*at + d.len()].copy_from_slice(d);
+        }
+        v
+    }
+
     #[test]
-    fn gnu_sparse_members_are_marked() {
-        // Old GNU `S` with one extension block of its map, then a normal member.
-        let mut h = t::header(b"disk.img", b'S', 3, Magic::Gnu);
+    fn old_gnu_sparse_members_are_expanded() {
+        // `S` with one run in the header and one in an extension block (GNU tar's
+        // default with -S), then a normal member.
+        let mut h = t::header(b"disk.img", b'S', 5, Magic::Gnu);
+        h[386..398].copy_from_slice(b"00000001000\0"); // offset 512
+        h[398..410].copy_from_slice(b"00000000003\0"); // 3 bytes
         h[482] = 1;
+        h[483..495].copy_from_slice(b"00000004000\0"); // real size 2048
         t::fix_checksum(&mut h);
+        let mut ext = [0u8; BLOCK];
+        ext[..12].copy_from_slice(b"00000002734\0"); // offset 1500
+        ext[12..24].copy_from_slice(b"00000000002\0");
+        ext[24..36].copy_from_slice(b"00000004000\0"); // GNU tar's closing empty run
+        ext[36..48].copy_from_slice(b"00000000000\0");
         let mut tar = h.to_vec();
-        tar.extend([0u8; BLOCK]); // extension block, "no more" flag clear
-        t::push_data(&mut tar, b"abc");
+        tar.extend(ext);
+        t::push_data(&mut tar, b"abcde");
         tar.extend(t::member(b"after", b'0', b"z", Magic::Gnu));
-        // pax sparse 1.0: the real name is in GNU.sparse.name.
-        tar.extend(t::pax(
+        tar.extend(t::end());
+        let all = walk(&tar).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            (all[0].0.as_str(), all[0].1),
+            ("disk.img", EntryKind::Regular)
+        );
+        assert_eq!(all[0].2, expanded(2048, &[(512, b"abc"), (1500, b"de")]));
+        assert_eq!(all[1].2, b"z");
+        let mut r = TarReader::new(&tar[..]);
+        let e = super::super::next_disk_member(&mut r, Some(tar.len() as u64))
+            .unwrap()
+            .unwrap();
+        assert_eq!((e.size, e.stored_size, e.data_offset), (2048, 5, 1024));
+        // A map that does not add up to the stored bytes is refused.
+        let mut bad = tar.clone();
+        bad[398..410].copy_from_slice(b"00000000004\0");
+        let mut hb = [0u8; BLOCK];
+        hb.copy_from_slice(&bad[..BLOCK]);
+        t::fix_checksum(&mut hb);
+        bad[..BLOCK].copy_from_slice(&hb);
+        assert!(matches!(
+            walk(&bad),
+            Err(TarError::Header {
+                source: HeaderError::Sparse(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn pax_sparse_members() {
+        // pax 1.0 (GNU tar --format=posix -S): the map leads the data, the real name is
+        // in GNU.sparse.name.
+        let mut tar = t::pax(
             b'x',
             &[
                 ("GNU.sparse.major", b"1"),
+                ("GNU.sparse.minor", b"0"),
                 ("GNU.sparse.name", b"disk/disk.img"),
-                ("GNU.sparse.realsize", b"1048576"),
+                ("GNU.sparse.realsize", b"1200"),
             ],
-        ));
+        );
+        let mut data = b"2\n0\n3\n1000\n2\n".to_vec();
+        data.resize(BLOCK, 0);
+        data.extend_from_slice(b"xyzuv");
         tar.extend(t::member(
             b"./GNUSparseFile.1/disk.img",
             b'0',
-            b"1\n0\n512\n",
+            &data,
             Magic::Ustar,
         ));
+        // pax 0.1 (GNU.sparse.map) is not expanded: marked, and refused as the disk.
+        tar.extend(t::pax(
+            b'x',
+            &[("GNU.sparse.map", b"0,1"), ("GNU.sparse.size", b"10")],
+        ));
+        tar.extend(t::member(b"old.img", b'0', b"q", Magic::Ustar));
         tar.extend(t::end());
         let all = walk(&tar).unwrap();
-        let kinds: Vec<_> = all.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
         assert_eq!(
-            kinds,
-            [
-                ("disk.img", EntryKind::Sparse),
-                ("after", EntryKind::Regular),
-                ("disk/disk.img", EntryKind::Sparse)
-            ]
+            (all[0].0.as_str(), all[0].1),
+            ("disk/disk.img", EntryKind::Regular)
         );
-        assert_eq!(all[1].2, b"z");
+        assert_eq!(all[0].2, expanded(1200, &[(0, b"xyz"), (1000, b"uv")]));
+        assert_eq!(
+            (all[1].0.as_str(), all[1].1),
+            ("old.img", EntryKind::Sparse)
+        );
         let mut r = TarReader::new(&tar[..]);
+        assert!(super::super::next_disk_member(&mut r, None)
+            .unwrap()
+            .is_some());
         assert!(matches!(
             super::super::next_disk_member(&mut r, None),
             Err(TarError::Sparse { .. })
