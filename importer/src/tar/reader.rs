@@ -957,9 +957,17 @@ mod tests {
                 prop_oneof![0u64..2000, any::<u64>().prop_map(|s| s % (1 << 33))],
                 proptest::collection::vec(any::<u8>(), 0..1200),
                 any::<u8>(),
+                // The GNU area (sparse map, real size) as digits or anything.
+                prop_oneof![
+                    proptest::collection::vec(b'0'..=b'7', 155),
+                    proptest::collection::vec(any::<u8>(), 155),
+                ],
             )
-                .prop_map(|(name, flag, size, data, ext)| {
+                .prop_map(|(name, flag, size, data, ext, gnu)| {
                     let mut h = t::header(&name, flag, size, Magic::Gnu);
+                    if ext & 2 != 0 {
+                        h[345..500].copy_from_slice(&gnu);
+                    }
                     h[482] = ext & 1;
                     t::fix_checksum(&mut h);
                     let mut v = h.to_vec();
@@ -991,6 +999,26 @@ mod tests {
             #[test]
             fn on_fuzzed_members(members in proptest::collection::vec(fuzzed_member(), 1..6)) {
                 walk_all(&members.concat());
+            }
+
+            #[test]
+            fn on_fuzzed_pax_sparse_maps(
+                real in prop_oneof![0u64..5000, any::<u64>()],
+                map in "[0-9\n]{0,80}",
+                data in proptest::collection::vec(any::<u8>(), 0..1500),
+            ) {
+                let mut tar = t::pax(
+                    b'x',
+                    &[
+                        ("GNU.sparse.major", b"1"),
+                        ("GNU.sparse.minor", b"0"),
+                        ("GNU.sparse.realsize", real.to_string().as_bytes()),
+                    ],
+                );
+                let mut body = map.into_bytes();
+                body.extend(data);
+                tar.extend(t::member(b"disk.img", b'0', &body, Magic::Ustar));
+                walk_all(&tar);
             }
 
             #[test]
