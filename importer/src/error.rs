@@ -93,6 +93,14 @@ pub enum ImportError {
     #[error("{what}: {detail}")]
     NoDisk { what: String, detail: String },
 
+    /// The input holds no bytes at all (give `--size` for a blank disk).
+    #[error("{what} is empty: there is no disk image to import")]
+    Empty { what: String },
+
+    /// The registry has no such repository, or no such tag or digest in it.
+    #[error("no {what} in {place}")]
+    NotInRegistry { what: String, place: String },
+
     #[error("{what}: {detail}")]
     Unsupported { what: String, detail: String },
 

@@ -17,7 +17,8 @@ use crate::progress::Throttle;
 use crate::stream::{
     check_cancel, chunk_buf, read_full, recycle, Chunk, PeekReader, SubReadAt, CHUNK, ZERO_BLOCK,
 };
-use crate::tar::{is_disk_candidate, TarInput, TarReader};
+use crate::tar::sparse::SparseReadAt;
+use crate::tar::{next_disk_member, TarEntry, TarInput, TarReader};
 use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
 use platter_formats::{detect, DiskImage, ExtentKind, Format, FormatError, ReadAt};
 use std::io::{self, Read};
@@ -327,7 +328,7 @@ pub(crate) fn declared_virtual_size(head: &[u8], format: Format) -> Option<u64> 
 }
 
 /// Decodes a sequential stream fully into the write stage: unwraps wrappers (tar members
-/// are chosen by [`is_disk_candidate`]), streams raw data, decodes random-access formats
+/// are chosen by [`next_disk_member`]), streams raw data, decodes random-access formats
 /// in one pass where their layout allows and spools the others.
 pub(crate) fn decode_stream(
     r: &mut dyn Read,
@@ -339,6 +340,9 @@ pub(crate) fn decode_stream(
         .peek(DETECT_HEAD_LEN)
         .map_err(|e| from_io(format!("reading {}", ctx.what), e))?
         .to_vec();
+    if head.is_empty() {
+        check_not_empty(0, ctx, wrappers)?;
+    }
     if let Some(w) = detect_wrapper(&head) {
         if wrappers.len() >= MAX_WRAPPER_DEPTH {
             return Err(ImportError::Unsupported {
@@ -431,6 +435,25 @@ pub(crate) fn decode_stream(
     map_stream::decode_mapped(&mut p, format, ctx, wrappers, limit, &inside)
 }
 
+/// Refuses an empty input (a blank disk needs `--size`): the sink would otherwise be
+/// asked for a disk of 0 bytes, which says nothing about the real problem.
+fn check_not_empty(len: u64, ctx: &DecodeCtx<'_>, wrappers: &[Wrapper]) -> Result<(), ImportError> {
+    if len > 0 || ctx.opts.size.is_some() {
+        return Ok(());
+    }
+    // `ctx.what` names a tar member already; only the wrappers inside it are news.
+    let inside = wrappers
+        .iter()
+        .rposition(|w| *w == Wrapper::Tar)
+        .map_or(wrappers, |i| &wrappers[i + 1..]);
+    let what = if inside.is_empty() {
+        ctx.what.clone()
+    } else {
+        format!("the {} content of {}", chain(inside), ctx.what)
+    };
+    Err(ImportError::Empty { what })
+}
+
 fn chain(w: &[Wrapper]) -> String {
     w.iter().map(|w| w.name()).collect::<Vec<_>>().join(" in ")
 }
@@ -442,32 +465,38 @@ fn decode_tar_stream<R: TarInput>(
     wrappers: &mut Vec<Wrapper>,
 ) -> Result<Decoded, ImportError> {
     let mut tar = TarReader::new(input);
-    let tar_err = |source| ImportError::Tar {
-        what: ctx.what.clone(),
-        source,
+    let (entry, inner) = disk_member(&mut tar, None, ctx)?;
+    let mut d = decode_stream(&mut tar.entry_reader(), &inner, wrappers)?;
+    d.member = Some(entry.path.to_string());
+    Ok(d)
+}
+
+/// The disk member of a tar ([`next_disk_member`]) and the context to decode it in.
+fn disk_member<'a, R: TarInput>(
+    tar: &mut TarReader<R>,
+    len: Option<u64>,
+    ctx: &DecodeCtx<'a>,
+) -> Result<(TarEntry, DecodeCtx<'a>), ImportError> {
+    let entry = next_disk_member(tar, len)
+        .map_err(|source| ImportError::Tar {
+            what: ctx.what.clone(),
+            source,
+        })?
+        .ok_or_else(|| ImportError::NoDisk {
+            what: ctx.what.clone(),
+            detail: "the tar archive holds no disk image file".into(),
+        })?;
+    let member = entry.path.to_string();
+    ctx.progress
+        .message(format!("using {member} from the tar archive"));
+    let inner = DecodeCtx {
+        opts: ctx.opts,
+        progress: ctx.progress,
+        out: ctx.out.clone(),
+        what: format!("{} member {member}", ctx.what),
+        workers: ctx.workers,
     };
-    while let Some(entry) = tar.next_entry().map_err(tar_err)? {
-        if !is_disk_candidate(&entry) {
-            continue;
-        }
-        let member = entry.path.to_string();
-        ctx.progress
-            .message(format!("using {member} from the tar archive"));
-        let inner = DecodeCtx {
-            opts: ctx.opts,
-            progress: ctx.progress,
-            out: ctx.out.clone(),
-            what: format!("{} member {member}", ctx.what),
-            workers: ctx.workers,
-        };
-        let mut d = decode_stream(&mut tar.entry_reader(), &inner, wrappers)?;
-        d.member = Some(member);
-        return Ok(d);
-    }
-    Err(ImportError::NoDisk {
-        what: ctx.what.clone(),
-        detail: "the tar archive holds no disk image file".into(),
-    })
+    Ok((entry, inner))
 }
 
 /// Decodes a seekable source: an image read by offset, a tar indexed in place (OVA over
@@ -478,6 +507,7 @@ pub(crate) fn decode_seekable(
     ctx: &DecodeCtx<'_>,
     wrappers: &mut Vec<Wrapper>,
 ) -> Result<Decoded, ImportError> {
+    check_not_empty(len, ctx, wrappers)?;
     let head_len = len.min(DETECT_HEAD_LEN as u64) as usize;
     let mut head = vec![0u8; head_len];
     src.read_exact_at(&mut head, 0)
@@ -490,47 +520,22 @@ pub(crate) fn decode_seekable(
                 pos: 0,
                 len,
             });
-            let tar_err = |source| ImportError::Tar {
-                what: ctx.what.clone(),
-                source,
-            };
-            while let Some(entry) = tar.next_entry().map_err(tar_err)? {
-                if !is_disk_candidate(&entry) {
-                    continue;
-                }
-                let end = entry
-                    .data_offset
-                    .checked_add(entry.size)
-                    .filter(|&e| e <= len);
-                if end.is_none() {
-                    return Err(ImportError::Tar {
-                        what: ctx.what.clone(),
-                        source: crate::tar::TarError::Truncated { offset: len },
-                    });
-                }
-                let member = entry.path.to_string();
-                ctx.progress
-                    .message(format!("using {member} from the tar archive"));
-                let sub: Arc<dyn ReadAt> = Arc::new(SubReadAt {
+            let (entry, inner) = disk_member(&mut tar, Some(len), ctx)?;
+            let sub: Arc<dyn ReadAt> = match &entry.sparse {
+                Some(map) => Arc::new(SparseReadAt {
+                    inner: src.clone(),
+                    data_offset: entry.data_offset,
+                    map: map.clone(),
+                }),
+                None => Arc::new(SubReadAt {
                     inner: src.clone(),
                     offset: entry.data_offset,
                     len: entry.size,
-                });
-                let inner = DecodeCtx {
-                    opts: ctx.opts,
-                    progress: ctx.progress,
-                    out: ctx.out.clone(),
-                    what: format!("{} member {member}", ctx.what),
-                    workers: ctx.workers,
-                };
-                let mut d = decode_seekable(sub, entry.size, &inner, wrappers)?;
-                d.member = Some(member);
-                return Ok(d);
-            }
-            Err(ImportError::NoDisk {
-                what: ctx.what.clone(),
-                detail: "the tar archive holds no disk image file".into(),
-            })
+                }),
+            };
+            let mut d = decode_seekable(sub, entry.size, &inner, wrappers)?;
+            d.member = Some(entry.path.to_string());
+            Ok(d)
         }
         Some(_) => {
             let mut s = crate::stream::ReadAtStream::new(src, 0, len);

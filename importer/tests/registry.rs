@@ -738,7 +738,10 @@ fn token_auth_registry_push_and_pull() {
         },
     )
     .unwrap_err();
-    assert!(e.to_string().contains("manifest unknown"), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!("no tag 2 in {}", reg.reference("secure/vm"))
+    );
 }
 
 /// The descriptor (digest, size) of the manifest tagged `tag` in an OCI layout.

@@ -78,15 +78,16 @@ impl Layout {
                         why: "too many archive entries".into(),
                     });
                 }
-                if e.data_offset
-                    .checked_add(e.size)
-                    .is_none_or(|end| end > len)
-                {
-                    return Err(ImportError::Tar {
+                if e.sparse.is_some() {
+                    return Err(ImportError::Unsupported {
                         what,
-                        source: crate::tar::TarError::Truncated { offset: len },
+                        detail: format!("{} is a GNU sparse member; blobs are read in place, so the archive must be made without --sparse", e.path),
                     });
                 }
+                e.check_within(len).map_err(|source| ImportError::Tar {
+                    what: what.clone(),
+                    source,
+                })?;
                 entries.insert(e.path.to_string(), (e.data_offset, e.size));
             }
         }

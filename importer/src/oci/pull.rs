@@ -281,6 +281,7 @@ fn scan_layer(
                                 EntryKind::HardLink => "a hard link",
                                 EntryKind::Directory => "a directory",
                                 _ if !is_entry_itself => "a directory",
+                                EntryKind::Sparse => "a GNU sparse file in pax format 0.x, which platter does not expand (GNU tar's default -S formats are read)",
                                 _ => "not a regular file",
                             };
                             return Err(ImportError::NoDisk {

@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use std::io::Read;
@@ -232,7 +232,7 @@ impl Registry {
                 self.client
                     .pull_manifest_raw(&self.reference, &self.auth, &accept),
             )
-            .map_err(|e| client_err(&self.display, &self.auth, &e))?;
+            .map_err(|e| self.manifest_err(&self.reference, &e))?;
         let doc = parse_manifest(&bytes, None).map_err(|source| ImportError::Manifest {
             what: format!("{} manifest", self.display),
             source,
@@ -251,7 +251,7 @@ impl Registry {
                         self.client
                             .pull_manifest_raw(&by_digest, &self.auth, &accept),
                     )
-                    .map_err(|e| client_err(&self.display, &self.auth, &e))?;
+                    .map_err(|e| self.manifest_err(&by_digest, &e))?;
                 if digest != d.digest {
                     return Err(ImportError::ChecksumMismatch {
                         what: format!("{} manifest for {platform}", self.display),
@@ -269,6 +269,57 @@ impl Registry {
                     ManifestDoc::Index(_) => Err(reg_err(&self.display, "nested image index")),
                 }
             }
+        }
+    }
+
+    /// A failed manifest request for `reference`: a missing repository, tag or digest is
+    /// said as such (as skopeo does), naming it; anything else as the registry said it.
+    fn manifest_err(&self, reference: &Reference, e: &OciDistributionError) -> ImportError {
+        let codes: Vec<&OciErrorCode> = match e {
+            OciDistributionError::RegistryError { envelope, .. } => {
+                envelope.errors.iter().map(|x| &x.code).collect()
+            }
+            OciDistributionError::ServerError { code: 404, .. } => vec![&OciErrorCode::NotFound],
+            _ => return client_err(&self.display, &self.auth, e),
+        };
+        let has = |c: OciErrorCode| codes.contains(&&c);
+        let manifest_missing = has(OciErrorCode::ManifestUnknown) || has(OciErrorCode::NotFound);
+        if !manifest_missing && !has(OciErrorCode::NameUnknown) {
+            return client_err(&self.display, &self.auth, e);
+        }
+        // docker-registry answers MANIFEST_UNKNOWN for a repository it has never heard of
+        // too; its tag list tells the two apart (asked only on this error path).
+        if has(OciErrorCode::NameUnknown) || self.repository_missing() {
+            return ImportError::NotInRegistry {
+                what: format!("repository {}", reference.repository()),
+                place: format!("registry {}", reference.registry()),
+            };
+        }
+        let what = match (reference.digest(), reference.tag()) {
+            (Some(d), _) => format!("manifest {d}"),
+            (None, Some(t)) => format!("tag {t}"),
+            (None, None) => "tag latest".to_string(),
+        };
+        ImportError::NotInRegistry {
+            what,
+            place: format!("{}/{}", reference.registry(), reference.repository()),
+        }
+    }
+
+    /// Whether the registry says the repository does not exist (`NAME_UNKNOWN` for its
+    /// tag list). Any other answer, success or failure, is taken as "it exists".
+    fn repository_missing(&self) -> bool {
+        let r =
+            self.handle.block_on(
+                self.client
+                    .list_tags(&self.reference, &self.auth, Some(1), None),
+            );
+        match r {
+            Err(OciDistributionError::RegistryError { envelope, .. }) => envelope
+                .errors
+                .iter()
+                .any(|x| x.code == OciErrorCode::NameUnknown),
+            _ => false,
         }
     }
 

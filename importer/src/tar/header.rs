@@ -1,9 +1,13 @@
-//! Parsing and building of tar headers (ustar, GNU long names and base-256 sizes, pax
-//! `path`/`linkpath`/`size` records), and the path rules that keep an entry inside the tree.
+//! Parsing and building of tar headers (v7, ustar, GNU long names and base-256 numbers,
+//! pax `path`/`linkpath`/`size`/`uid`/`gid`/`mtime` records), and the path rules that keep
+//! an entry inside the tree.
 //!
-//! Pure: works on byte slices only. Every field from the archive is untrusted: numbers are
-//! range-checked, names must be UTF-8, and nothing here panics on any input.
+//! What is accepted follows Go's archive/tar, which containerd (so KubeVirt) and umoci
+//! use: signed or unsigned checksums, no size for header-only kinds, the archive root as
+//! `.`/`./`. Pure: works on byte slices only. Every field from the archive is untrusted:
+//! numbers are range-checked, names must be UTF-8, and nothing here panics on any input.
 
+use super::sparse::old_gnu_entries;
 use std::fmt;
 
 /// Size of one tar block.
@@ -20,6 +24,9 @@ pub enum EntryKind {
     Directory,
     /// Character/block devices and FIFOs: never a disk.
     Special,
+    /// A GNU sparse file (`S`, or a pax header with `GNU.sparse.*` records): its data is
+    /// a map plus the non-hole bytes, which this reader does not expand.
+    Sparse,
     /// GNU `L`: the next header's long name.
     GnuLongName,
     /// GNU `K`: the next header's long link name.
@@ -43,7 +50,16 @@ pub struct RawHeader {
     pub uid: u64,
     pub gid: u64,
     pub mtime: u64,
+    /// An old GNU sparse header (`S`) followed by extension blocks of its sparse map,
+    /// which are not counted in `size`.
+    pub sparse_extended: bool,
+    /// An old GNU sparse header's map entries `(offset, len)` and the file's real size.
+    pub sparse_runs: Vec<(u64, u64)>,
+    pub real_size: u64,
 }
+
+/// In an old GNU sparse extension block, the byte saying another block follows.
+pub const SPARSE_EXT_FLAG: usize = 504;
 
 /// Why a header was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +70,8 @@ pub enum HeaderError {
     Number { field: &'static str },
     #[error("bad pax extended header: {0}")]
     Pax(&'static str),
+    #[error("bad GNU sparse map: {0}")]
+    Sparse(&'static str),
 }
 
 /// Parses one header block. `Ok(None)` means an all-zero block (end of archive marker).
@@ -73,7 +91,19 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
             }
         })
         .sum();
-    if stored != computed {
+    // Some old tars summed signed bytes; Go's archive/tar accepts either sum.
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                i64::from(b as i8)
+            }
+        })
+        .sum();
+    if stored != computed && i64::try_from(stored).ok() != Some(signed) {
         return Err(HeaderError::Checksum { stored, computed });
     }
     let kind = match block[156] {
@@ -82,6 +112,7 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
         b'2' => EntryKind::Symlink,
         b'5' => EntryKind::Directory,
         b'3' | b'4' | b'6' => EntryKind::Special,
+        b'S' => EntryKind::Sparse,
         b'L' => EntryKind::GnuLongName,
         b'K' => EntryKind::GnuLongLink,
         b'x' => EntryKind::PaxLocal,
@@ -100,6 +131,12 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
             name = full;
         }
     }
+    let mut sparse_runs = Vec::new();
+    let mut real_size = 0;
+    if kind == EntryKind::Sparse {
+        old_gnu_entries(&block[386..482], 4, parse_number, &mut sparse_runs)?;
+        real_size = parse_number(&block[483..495], "sparse realsize")?;
+    }
     Ok(Some(RawHeader {
         name,
         link_name: cstr(&block[157..257]).to_vec(),
@@ -110,6 +147,9 @@ pub fn parse_header(block: &[u8; BLOCK]) -> Result<Option<RawHeader>, HeaderErro
         uid: parse_number(&block[108..116], "uid")?,
         gid: parse_number(&block[116..124], "gid")?,
         mtime: parse_number(&block[136..148], "mtime")?,
+        sparse_extended: kind == EntryKind::Sparse && block[482] != 0,
+        sparse_runs,
+        real_size,
     }))
 }
 
@@ -119,7 +159,7 @@ fn cstr(field: &[u8]) -> &[u8] {
 }
 
 /// Octal (space/NUL padded) or GNU base-256 (high bit set) numbers.
-fn parse_number(field: &[u8], name: &'static str) -> Result<u64, HeaderError> {
+pub(super) fn parse_number(field: &[u8], name: &'static str) -> Result<u64, HeaderError> {
     let err = HeaderError::Number { field: name };
     if let Some(&first) = field.first() {
         if first & 0x80 != 0 {
@@ -161,9 +201,22 @@ pub struct PaxRecords {
     pub path: Option<Vec<u8>>,
     pub link_path: Option<Vec<u8>>,
     pub size: Option<u64>,
+    pub uid: Option<u64>,
+    pub gid: Option<u64>,
+    /// Whole seconds of `mtime` (`SECONDS[.FRACTION]`, possibly negative).
+    pub mtime: Option<i64>,
+    /// Any `GNU.sparse.*` record: the entry is a sparse file.
+    pub sparse: bool,
+    /// `GNU.sparse.major` and `GNU.sparse.minor`: the pax sparse format (1.0 is read).
+    pub sparse_version: (Option<u64>, Option<u64>),
+    /// `GNU.sparse.realsize` (1.0) or `GNU.sparse.size` (0.x): the file's real size.
+    pub sparse_real_size: Option<u64>,
+    /// `GNU.sparse.name`: the sparse file's real name (pax sparse 0.1 and 1.0).
+    pub sparse_name: Option<Vec<u8>>,
 }
 
-/// Parses pax records: `LEN KEY=VALUE\n` repeated.
+/// Parses pax records: `LEN KEY=VALUE\n` repeated. LEN counts the whole record, so values
+/// may hold `=`, spaces and newlines.
 pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, HeaderError> {
     let mut out = PaxRecords::default();
     while !data.is_empty() {
@@ -176,6 +229,7 @@ pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, HeaderError> {
             .ok_or(HeaderError::Pax("record without length"))?;
         let len: usize = std::str::from_utf8(&data[..sp])
             .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|s| s.parse().ok())
             .ok_or(HeaderError::Pax("bad record length"))?;
         if len <= sp + 1 || len > data.len() {
@@ -189,19 +243,71 @@ pub fn parse_pax(mut data: &[u8]) -> Result<PaxRecords, HeaderError> {
             .iter()
             .position(|&b| b == b'=')
             .ok_or(HeaderError::Pax("record without '='"))?;
-        let (key, value) = (&record[..eq], &record[eq + 1..]);
-        match key {
-            b"path" => out.path = Some(value.to_vec()),
-            b"linkpath" => out.link_path = Some(value.to_vec()),
-            b"size" => {
-                let s = std::str::from_utf8(value).map_err(|_| HeaderError::Pax("bad size"))?;
-                out.size = Some(s.parse().map_err(|_| HeaderError::Pax("bad size"))?);
-            }
-            _ => {}
-        }
+        out.apply(&record[..eq], &record[eq + 1..])?;
         data = &data[len..];
     }
     Ok(out)
+}
+
+impl PaxRecords {
+    fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), HeaderError> {
+        match key {
+            b"path" => self.path = Some(value.to_vec()),
+            b"linkpath" => self.link_path = Some(value.to_vec()),
+            b"size" => self.size = Some(pax_number(value, "bad size")?),
+            b"uid" => self.uid = Some(pax_number(value, "bad uid")?),
+            b"gid" => self.gid = Some(pax_number(value, "bad gid")?),
+            // Informational only: a malformed time is not worth refusing an image for.
+            b"mtime" => self.mtime = pax_seconds(value),
+            b"GNU.sparse.name" => {
+                self.sparse = true;
+                self.sparse_name = Some(value.to_vec());
+            }
+            b"GNU.sparse.major" => {
+                self.sparse = true;
+                self.sparse_version.0 = Some(pax_number(value, "bad GNU.sparse.major")?);
+            }
+            b"GNU.sparse.minor" => {
+                self.sparse = true;
+                self.sparse_version.1 = Some(pax_number(value, "bad GNU.sparse.minor")?);
+            }
+            b"GNU.sparse.realsize" | b"GNU.sparse.size" => {
+                self.sparse = true;
+                self.sparse_real_size = Some(pax_number(value, "bad GNU.sparse size")?);
+            }
+            k if k.starts_with(b"GNU.sparse.") => self.sparse = true,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A decimal number as pax writes it (digits only, no sign or spaces).
+fn pax_number(value: &[u8], what: &'static str) -> Result<u64, HeaderError> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HeaderError::Pax(what));
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(HeaderError::Pax(what))
+}
+
+/// `[-]SECONDS[.FRACTION]` to whole seconds; `None` when malformed.
+fn pax_seconds(value: &[u8]) -> Option<i64> {
+    let (neg, rest) = match value.strip_prefix(b"-") {
+        Some(r) => (true, r),
+        None => (false, value),
+    };
+    let (secs, frac) = match rest.iter().position(|&b| b == b'.') {
+        Some(dot) => (&rest[..dot], &rest[dot + 1..]),
+        None => (rest, &b""[..]),
+    };
+    if !frac.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let s = i64::try_from(pax_number(secs, "").ok()?).ok()?;
+    Some(if neg { -s } else { s })
 }
 
 /// A path inside an archive after normalisation: relative, no `.`/`..`, no empty parts.
@@ -219,11 +325,23 @@ pub enum PathError {
     NotUtf8,
     #[error("empty path in archive")]
     Empty,
+    #[error("the archive root {0:?} is a {1}, not a directory")]
+    RootNotDirectory(String, &'static str),
 }
 
 impl SafePath {
-    /// Normalises an entry name; refuses absolute paths and any `..` component.
+    /// Normalises an entry name; refuses absolute paths, any `..` component, and names
+    /// of the archive root itself (see [`SafePath::parse_entry`]).
     pub fn parse(raw: &[u8]) -> Result<SafePath, PathError> {
+        SafePath::parse_entry(raw)?.ok_or(PathError::Empty)
+    }
+
+    /// Like [`SafePath::parse`], but a non-empty name of the archive root (`.`, `./`,
+    /// `.//.`, as `tar -C dir .` and umoci write) is `Ok(None)`, not an error.
+    pub fn parse_entry(raw: &[u8]) -> Result<Option<SafePath>, PathError> {
+        if raw.is_empty() {
+            return Err(PathError::Empty);
+        }
         let s = std::str::from_utf8(raw).map_err(|_| PathError::NotUtf8)?;
         if s.starts_with('/') {
             return Err(PathError::Absolute(s.chars().take(200).collect()));
@@ -236,10 +354,7 @@ impl SafePath {
                 p => parts.push(p.to_string()),
             }
         }
-        if parts.is_empty() {
-            return Err(PathError::Empty);
-        }
-        Ok(SafePath(parts))
+        Ok((!parts.is_empty()).then_some(SafePath(parts)))
     }
 
     pub fn components(&self) -> &[String] {

@@ -6,6 +6,9 @@
 
 pub mod header;
 pub mod reader;
+pub mod sparse;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use header::{EntryKind, SafePath};
 pub use reader::{TarEntry, TarError, TarInput, TarReader};
@@ -19,10 +22,12 @@ const NOT_DISK_EXTENSIONS: &[&str] = &[
 /// Whether a tarball entry may be the disk: a regular file that is not a descriptor,
 /// manifest or certificate (OVA keeps those next to the disk).
 pub fn is_disk_candidate(entry: &TarEntry) -> bool {
-    if entry.kind != EntryKind::Regular {
-        return false;
-    }
-    let name = entry.path.file_name().to_ascii_lowercase();
+    entry.kind == EntryKind::Regular && has_disk_name(&entry.path)
+}
+
+/// Whether a name may be a disk's (not hidden, a whiteout, or a descriptor's).
+fn has_disk_name(path: &SafePath) -> bool {
+    let name = path.file_name().to_ascii_lowercase();
     if name.starts_with(".wh.") || name.starts_with('.') {
         return false;
     }
@@ -30,6 +35,31 @@ pub fn is_disk_candidate(entry: &TarEntry) -> bool {
         Some((_, ext)) => !NOT_DISK_EXTENSIONS.contains(&ext),
         None => true,
     }
+}
+
+/// Walks an OVA or plain tarball to its disk: the first [`is_disk_candidate`] entry, with
+/// its data checked to lie within the archive's `len` bytes when that is known. The one
+/// walk for both the streamed and the seekable archive. A GNU sparse member that would
+/// have been the disk is refused: its stored bytes are not the disk's.
+pub fn next_disk_member<R: TarInput>(
+    tar: &mut TarReader<R>,
+    len: Option<u64>,
+) -> Result<Option<TarEntry>, TarError> {
+    while let Some(entry) = tar.next_entry()? {
+        if entry.kind == EntryKind::Sparse && has_disk_name(&entry.path) {
+            return Err(TarError::Sparse {
+                path: entry.path.to_string(),
+            });
+        }
+        if !is_disk_candidate(&entry) {
+            continue;
+        }
+        if let Some(len) = len {
+            entry.check_within(len)?;
+        }
+        return Ok(Some(entry));
+    }
+    Ok(None)
 }
 
 /// How a containerDisk layer entry relates to `disk/` (KubeVirt reads the single entry of
@@ -82,6 +112,9 @@ mod tests {
             mode: 0o644,
             uid: 0,
             gid: 0,
+            mtime: 0,
+            stored_size: 1,
+            sparse: None,
             link_target: None,
             data_offset: 0,
         }
