@@ -238,6 +238,9 @@ pub fn import_kind(e: &ImportError) -> ErrorKind {
             _ => ErrorKind::Failed,
         },
         ImportError::Network { .. } => ErrorKind::Unavailable,
+        ImportError::NotInRegistry { .. } => ErrorKind::NotFound,
+        // An empty input is no disk image: the source given is wrong.
+        ImportError::Empty { .. } => ErrorKind::Invalid,
         ImportError::SourceChanged { .. } | ImportError::Registry { .. } => ErrorKind::Failed,
         ImportError::Manifest { source, .. } => match source {
             ManifestError::Json(_) | ManifestError::Digest { .. } => ErrorKind::Damaged,
@@ -249,9 +252,10 @@ pub fn import_kind(e: &ImportError) -> ErrorKind {
         },
         ImportError::Tar { source, .. } => match source {
             TarError::Header { .. } | TarError::Truncated { .. } => ErrorKind::Damaged,
-            TarError::Path { .. } | TarError::LinkEscape { .. } | TarError::MetaTooLarge { .. } => {
-                ErrorKind::Unsupported
-            }
+            TarError::Path { .. }
+            | TarError::LinkEscape { .. }
+            | TarError::MetaTooLarge { .. }
+            | TarError::Sparse { .. } => ErrorKind::Unsupported,
             TarError::Io { source, .. } => ErrorKind::of_io(source),
         },
         ImportError::Format { source, .. } => format_kind(source),

@@ -157,7 +157,9 @@ impl ImportError {
             | ImportError::SizeMismatch { what, .. }
             | ImportError::TooLarge { what, .. }
             | ImportError::NoDisk { what, .. }
-            | ImportError::Unsupported { what, .. } => Some(what.clone()),
+            | ImportError::Unsupported { what, .. }
+            | ImportError::Empty { what } => Some(what.clone()),
+            ImportError::NotInRegistry { place, .. } => Some(place.clone()),
             ImportError::Sink { target, .. } => Some(target.clone()),
             ImportError::Io { .. } | ImportError::Cancelled | ImportError::Aborted(_) => None,
         }
