@@ -205,7 +205,13 @@ impl VolumeInner {
         let records = std::mem::take(&mut *self.pending.lock());
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
         match self.commit(&records, dirty) {
-            Ok(()) => Ok(()),
+            // What this flush made durable is reachable only through the catalog that
+            // names this volume's top layer: that must be durable too. A flush with
+            // nothing to make durable leaves the directory alone (a snapshot of an idle
+            // volume stays one sync). A failure here is retried by the next flush
+            // (`DirSync` keeps asking); the records are committed already.
+            Ok(committed) if dirty || committed => self.dir_sync.sync_if_needed(),
+            Ok(_) => Ok(()),
             Err(CommitError { error, sync_failed }) => {
                 self.restore(records, dirty);
                 if sync_failed {
@@ -216,7 +222,9 @@ impl VolumeInner {
         }
     }
 
-    fn commit(&self, records: &[Record], dirty: bool) -> Result<(), CommitError> {
+    /// Syncs the data (if written since the last flush), then commits `records`; returns
+    /// whether the journal committed anything.
+    fn commit(&self, records: &[Record], dirty: bool) -> Result<bool, CommitError> {
         if dirty {
             let top = self.state.read().chain.last().cloned();
             if let Some(top) = top {
@@ -227,22 +235,10 @@ impl VolumeInner {
             }
         }
         crate::failpoint!("flush-after-data-sync");
-        let committed = match self.journal.lock().as_mut() {
-            Some(j) => j.commit(records)?,
-            None => false,
-        };
-        // What this flush made durable is reachable only through the catalog that names
-        // this volume's top layer: that must be durable too. A flush with nothing to make
-        // durable leaves the directory alone (a snapshot of an idle volume stays one sync).
-        if dirty || committed {
-            self.dir_sync
-                .sync_if_needed()
-                .map_err(|error| CommitError {
-                    error,
-                    sync_failed: false,
-                })?;
+        match self.journal.lock().as_mut() {
+            Some(j) => j.commit(records),
+            None => Ok(false),
         }
-        Ok(())
     }
 
     /// Puts records a failed flush or journal append took back in front of the ones
