@@ -56,6 +56,21 @@ pub enum StoreError {
         depth: usize,
         max: usize,
     },
+    #[error("{kind} {name} does not exist")]
+    NoSuchRecord { kind: String, name: String },
+    #[error("record {kind} {name:?}: {reason}")]
+    BadRecord {
+        kind: String,
+        name: String,
+        reason: String,
+    },
+    /// The metadata database failed in a way that is neither an IO error nor damage.
+    #[error("metadata database {path}: {op}: {detail}")]
+    Database {
+        op: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error("export of {object} to {path}: {detail}")]
