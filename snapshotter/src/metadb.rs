@@ -125,6 +125,7 @@ impl MetaDb {
         };
         let all = everything(cat);
         me.write(&all, recs, |tx| {
+            crate::failpoint!("migrate-before-commit");
             let mut t = tx.open_table(META).map_err(db_err(path, "create"))?;
             t.insert(FORMAT_KEY, u64::from(FORMAT_VERSION))
                 .map_err(db_err(path, "create"))?;
