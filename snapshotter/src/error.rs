@@ -58,12 +58,9 @@ pub enum StoreError {
     },
     #[error("{kind} {name} does not exist")]
     NoSuchRecord { kind: String, name: String },
-    #[error("record {kind} {name:?}: {reason}")]
-    BadRecord {
-        kind: String,
-        name: String,
-        reason: String,
-    },
+    /// `record` is the kind and the name, quoted.
+    #[error("record {record}: {reason}")]
+    BadRecord { record: String, reason: String },
     /// The metadata database failed in a way that is neither an IO error nor damage.
     #[error("metadata database {path}: {op}: {detail}")]
     Database {

@@ -50,8 +50,7 @@ impl RecordChange {
 pub fn check_key(kind: &str, name: &str) -> Result<()> {
     let bad = |reason: &str| {
         Err(StoreError::BadRecord {
-            kind: kind.escape_debug().to_string(),
-            name: name.escape_debug().to_string(),
+            record: format!("{kind:?} {name:?}"),
             reason: reason.to_string(),
         })
     };
@@ -79,8 +78,7 @@ pub fn encode_value(kind: &str, name: &str, value: &serde_json::Value) -> Result
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     if bytes.len() > MAX_RECORD_BYTES {
         return Err(StoreError::BadRecord {
-            kind: kind.to_string(),
-            name: name.to_string(),
+            record: format!("{kind} {name}"),
             reason: format!(
                 "the record is {} bytes, the most is {MAX_RECORD_BYTES}",
                 bytes.len()
