@@ -231,14 +231,20 @@ impl Catalog {
 
     /// Referential integrity: every reference resolves and parents form no loop.
     pub fn check(&self) -> Result<(), String> {
+        // Layers whose chain is known to end at a root: each chain is walked once, so a
+        // store of many deep chains is checked in time linear in its layers.
+        let mut rooted: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for (id, l) in &self.layers {
-            let mut seen = 0usize;
+            let mut path = vec![id.as_str()];
             let mut cur = l.parent.as_deref();
             while let Some(p) = cur {
-                seen += 1;
-                if seen > self.layers.len() {
+                if rooted.contains(p) {
+                    break;
+                }
+                if path.len() > self.layers.len() {
                     return Err(format!("layer {id}: parent chain loops"));
                 }
+                path.push(p);
                 cur = self
                     .layers
                     .get(p)
@@ -246,6 +252,7 @@ impl Catalog {
                     .parent
                     .as_deref();
             }
+            rooted.extend(path);
             if !is_blob_name(&l.blob) {
                 return Err(format!("layer {id}: bad blob name {:?}", l.blob));
             }
@@ -475,6 +482,14 @@ mod tests {
             vec![n("clone")]
         );
         assert!(cat.direct_clones(&n("base"), None).is_empty());
+    }
+
+    #[test]
+    fn parent_loops_are_damage() {
+        let mut c = sample();
+        c.apply(&Change::PutLayer("x".into(), layer(Some("y"), &blob('d'))));
+        c.apply(&Change::PutLayer("y".into(), layer(Some("x"), &blob('e'))));
+        assert!(c.check().unwrap_err().contains("loops"));
     }
 
     #[test]
