@@ -41,7 +41,7 @@ impl Blob {
             .create_new(true)
             .open(&data_path)
             .map_err(StoreError::io("create blob data", &data_path))?;
-        // No syncs: the catalog write that first names this blob is synced, and until
+        // No syncs: the metadata commit that first names this blob is synced, and until
         // then an unsynced blob is garbage that the next open collects.
         let journal = JournalFile::create(&dir.join(JOURNAL_FILE), block_size)?;
         Ok((Blob::new(dir, data), journal))

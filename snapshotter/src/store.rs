@@ -919,7 +919,7 @@ impl std::fmt::Debug for Store {
 
 impl Drop for StoreInner {
     fn drop(&mut self) {
-        // Make the last catalog change durable before the process lets go of the store.
+        // The store directory sync a flush would have done (kept from format 1, harmless).
         if let Err(e) = self.dir_sync.sync_if_needed() {
             tracing::warn!(error = %e, "syncing the store directory failed");
         }
