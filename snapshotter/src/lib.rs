@@ -19,6 +19,7 @@ mod error;
 pub mod extent_map;
 #[doc(hidden)]
 pub mod failpoint;
+mod freeze;
 mod info;
 pub mod journal;
 mod metadb;

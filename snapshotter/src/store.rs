@@ -52,11 +52,11 @@ struct StoreInner {
 pub(crate) struct Meta {
     /// The read cache of the database, changed only by committed changes.
     pub catalog: Catalog,
-    volumes: HashMap<Name, Arc<VolumeInner>>,
+    pub(crate) volumes: HashMap<Name, Arc<VolumeInner>>,
     snapshots: HashMap<(Name, Name), Arc<VolumeInner>>,
     pub(crate) temps: HashMap<String, Arc<VolumeInner>>,
     /// Chain and merged index of frozen layers, by layer id.
-    frozen: HashMap<String, (Chain, ExtentMap)>,
+    pub(crate) frozen: HashMap<String, (Chain, ExtentMap)>,
 }
 
 pub(crate) fn now() -> u64 {
@@ -462,68 +462,6 @@ impl Store {
         Ok((chain, map))
     }
 
-    /// Freezes a volume's top layer and gives it a fresh one. `extra` adds what else the
-    /// change needs (a snapshot entry, a clone), given the frozen layer; the transaction
-    /// commits while writes are held off, so the frozen layer holds each write wholly or
-    /// not at all.
-    fn freeze_top(
-        &self,
-        meta: &mut Meta,
-        name: &Name,
-        extra: impl FnOnce(&str) -> Vec<Change>,
-        records: &[RecordChange],
-    ) -> Result<()> {
-        let vol = meta
-            .catalog
-            .volumes()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
-        let depth = meta.catalog.chain(&vol.top).len();
-        if depth >= MAX_CHAIN {
-            return Err(StoreError::ChainTooDeep {
-                volume: name.to_string(),
-                depth,
-                max: MAX_CHAIN,
-            });
-        }
-        let (id, blob_name, blob, journal) = self.new_blob()?;
-        let mut changes = vec![
-            Change::PutLayer(
-                id.clone(),
-                LayerEntry {
-                    parent: Some(vol.top.clone()),
-                    blob: blob_name.clone(),
-                    created: now(),
-                },
-            ),
-            Change::PutVolume(
-                name.clone(),
-                VolumeEntry {
-                    top: id,
-                    ..vol.clone()
-                },
-            ),
-        ];
-        changes.extend(extra(&vol.top));
-        let loaded = meta.volumes.get(name).cloned();
-        let result = match &loaded {
-            Some(inner) => inner.quiesce().and_then(|q| {
-                let (chain, map, _) = q.frozen_view();
-                crate::failpoint!("freeze-before-catalog");
-                self.commit(meta, changes, records)?;
-                q.push_top(blob, journal);
-                meta.frozen.insert(vol.top.clone(), (chain, map));
-                Ok(())
-            }),
-            None => self.commit(meta, changes, records),
-        };
-        if result.is_err() {
-            self.discard_blob(&blob_name);
-        }
-        result
-    }
-
     /// Takes a read-only, point-in-time snapshot `volume@snap`. O(1): no data is copied.
     pub fn snapshot(&self, volume: &Name, snap: &Name) -> Result<VolumeInfo> {
         self.snapshot_with(volume, snap, &[])
@@ -550,15 +488,15 @@ impl Store {
             .get(volume)
             .map(|v| v.size)
             .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
-        let entry = |frozen: &str| {
+        let entry = |frozen: &[String]| {
             let e = SnapshotEntry {
                 size,
-                layer: frozen.to_string(),
+                layer: frozen.first().cloned().unwrap_or_default(),
                 created: now(),
             };
             vec![Change::PutSnapshot(volume.clone(), snap.clone(), e)]
         };
-        self.freeze_top(&mut meta, volume, entry, records)?;
+        self.freeze_tops(&mut meta, std::slice::from_ref(volume), entry, records)?;
         self.info_locked(&meta, &r)
     }
 
@@ -618,10 +556,10 @@ impl Store {
         };
         let result = match snap {
             Some(e) => self.commit(&mut meta, add_clone(&e.layer, e.size), records),
-            None => self.freeze_top(
+            None => self.freeze_tops(
                 &mut meta,
-                &src.volume,
-                |frozen| add_clone(frozen, src_vol.size),
+                std::slice::from_ref(&src.volume),
+                |frozen| add_clone(frozen.first().map_or("", String::as_str), src_vol.size),
                 records,
             ),
         };

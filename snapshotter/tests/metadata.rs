@@ -498,3 +498,46 @@ fn a_store_of_ten_thousand_objects_opens_and_works() {
     assert_eq!(store.list().unwrap().len(), 9_999);
     assert!(store.inspect(&r("v42")).is_err());
 }
+
+#[test]
+fn several_disks_are_snapshotted_at_one_instant_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rich_store(dir.path());
+    store.create_volume(&n("data"), SIZE).unwrap();
+    let (root, data) = (
+        store.open_volume(&r("vm1")).unwrap(),
+        store.open_volume(&r("data")).unwrap(),
+    );
+    root.write_at(&[5u8; 4096], 0).unwrap();
+    data.write_at(&[6u8; 4096], 0).unwrap();
+    let pair = [(n("vm1"), n("snap")), (n("data"), n("snap"))];
+    // A refused record change: no snapshot of either, both disks keep working.
+    let blobs = blob_count(dir.path());
+    let e = store.snapshot_many(&pair, &[delete("nope")]).unwrap_err();
+    assert!(matches!(e, StoreError::NoSuchRecord { .. }), "{e}");
+    assert!(store.inspect(&r("vm1@snap")).is_err() && store.inspect(&r("data@snap")).is_err());
+    assert_eq!(blob_count(dir.path()), blobs);
+    let twice = [(n("data"), n("a")), (n("data"), n("b"))];
+    assert!(store.snapshot_many(&twice, &[]).is_err());
+    assert!(store.inspect(&r("data@a")).is_err());
+    // Both, with the record, then writes after the instant stay out of the snapshots.
+    let rec = RecordChange::Put {
+        kind: "VirtualMachineSnapshot".into(),
+        name: "vm1-snap".into(),
+        value: serde_json::json!({"disks": ["vm1@snap", "data@snap"]}),
+    };
+    let infos = store.snapshot_many(&pair, &[rec]).unwrap();
+    assert_eq!(infos.len(), 2);
+    root.write_at(&[7u8; 4096], 0).unwrap();
+    data.write_at(&[8u8; 4096], 0).unwrap();
+    drop((root, data));
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(&read_all(&store, "vm1@snap")[..4096], &[5u8; 4096][..]);
+    assert_eq!(&read_all(&store, "data@snap")[..4096], &[6u8; 4096][..]);
+    assert_eq!(&read_all(&store, "vm1")[..4096], &[7u8; 4096][..]);
+    assert_eq!(&read_all(&store, "data")[..4096], &[8u8; 4096][..]);
+    assert!(store
+        .get_record("VirtualMachineSnapshot", "vm1-snap")
+        .is_ok());
+}
