@@ -3,7 +3,9 @@
 //!
 //! `platter-bench store [--out FILE]`: snapshot/clone latency by volume size, 4 KiB read
 //! rate by chain depth against `qemu-img bench` on qcow2 chains, sequential store IO
-//! against plain file IO.
+//! against plain file IO, and store operations by the number of volumes in the store.
+//!
+//! `platter-bench store-ops [--out FILE]`: that last table alone.
 //!
 //! `platter-bench import [--out FILE]`: `platter import` (qcow2 file, raw.gz over HTTP,
 //! containerDisk from a local registry) against qemu-img, curl | gunzip and skopeo.
@@ -15,6 +17,7 @@
 mod import;
 mod nbd;
 mod store;
+mod store_ops;
 mod table;
 mod vm;
 
@@ -36,6 +39,14 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
         /// Directory for the stores and images (default: a temp dir under target/).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Store operations (create, snapshot, clone, delete) at 10, 1,000, 10,000 volumes.
+    StoreOps {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Directory for the store (default: a temp dir under target/).
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
@@ -86,6 +97,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let (report, out) = match cli.cmd {
         Cmd::Store { out, dir } => (store::run(dir.as_deref())?, out),
+        Cmd::StoreOps { out, dir } => (store::run_ops(dir.as_deref())?, out),
         Cmd::Nbd {
             out,
             platter,

@@ -37,7 +37,20 @@ pub fn run(dir: Option<&Path>) -> Result<String> {
     out += &chain_reads(tmp.path())?.to_string();
     out += "\n";
     out += &sequential(tmp.path())?.to_string();
+    out += "\n";
+    out += &crate::store_ops::run(tmp.path())?.to_string();
     Ok(out)
+}
+
+/// The store-operations table alone.
+pub fn run_ops(dir: Option<&Path>) -> Result<String> {
+    let tmp = tempfile::Builder::new()
+        .prefix("platter-bench-")
+        .tempdir_in(dir.unwrap_or(Path::new("target")))?;
+    Ok(format!(
+        "## Volume store operations\n\n{}",
+        crate::store_ops::run(tmp.path())?
+    ))
 }
 
 /// Writes 1 GiB in 1 MiB pieces spread over the volume, flushed.

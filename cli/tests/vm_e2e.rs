@@ -499,9 +499,9 @@ fn connect_on_every_subcommand_and_the_recorded_uri() {
         false,
     );
     assert_eq!(list_row(&env.store, &vm)["uri"], VIRSH_URI);
-    let record = env.store.join("vms").join(format!("{vm}.json"));
-    let saved: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    // The record as the store keeps it (in its metadata database), asked of the server.
+    let saved =
+        control(&env.store, serde_json::json!({"op": "vm_get", "name": vm}))["record"].clone();
     assert_eq!(saved["uri"], VIRSH_URI, "{saved}");
 
     let bogus = "qemu:///system?socket=/nonexistent/platter/libvirt-sock";
@@ -538,7 +538,10 @@ fn connect_on_every_subcommand_and_the_recorded_uri() {
     // The record's URI is what later commands use ...
     let mut moved = saved.clone();
     moved["uri"] = bogus.into();
-    std::fs::write(&record, serde_json::to_vec(&moved).unwrap()).unwrap();
+    control(
+        &env.store,
+        serde_json::json!({"op": "vm_put", "name": vm, "record": moved}),
+    );
     refused(&["vm", "start", &vm]);
     refused(&["vm", "stop", &vm]);
     refused(&["vm", "list"]);
@@ -547,9 +550,24 @@ fn connect_on_every_subcommand_and_the_recorded_uri() {
     let rows = json(&env.store, &["vm", "list", "--connect", VIRSH_URI]);
     assert_eq!(rows[0]["uri"], VIRSH_URI, "{rows}");
     assert_ne!(rows[0]["state"], "undefined", "{rows}");
-    std::fs::write(&record, serde_json::to_vec(&saved).unwrap()).unwrap();
+    control(
+        &env.store,
+        serde_json::json!({"op": "vm_put", "name": vm, "record": saved}),
+    );
     wait_console(&env.store, &vm, &["PLATTER-DONE"]);
     env.ok(&["vm", "stop", &vm]);
     env.ok(&["vm", "delete", &vm, "--connect", VIRSH_URI]);
     assert!(!env.ok(&["vm", "list"]).contains(&vm));
+}
+
+/// One request to the running server's control socket; its response object.
+fn control(store: &std::path::Path, req: serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, Write};
+    let mut sock = std::os::unix::net::UnixStream::connect(store.join("run/control.sock")).unwrap();
+    writeln!(sock, "{req}").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&sock).read_line(&mut line).unwrap();
+    let reply: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(reply.get("response").is_some(), "{req} -> {reply}");
+    reply["response"].clone()
 }

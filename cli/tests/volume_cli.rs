@@ -70,7 +70,7 @@ fn bad_input_is_a_one_line_error_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path();
     ok(st, &["volume", "create", "a", "--size", "1G"]);
-    let before = std::fs::read(st.join("catalog")).unwrap();
+    let before = json(st, &["volume", "list"]);
     for (args, needle) in [
         (
             vec!["volume", "create", "Bad_Name", "--size", "1G"],
@@ -94,17 +94,16 @@ fn bad_input_is_a_one_line_error_and_changes_nothing() {
         assert!(e.contains(needle), "{args:?}: {e}");
     }
     assert_eq!(
-        std::fs::read(st.join("catalog")).unwrap(),
+        json(st, &["volume", "list"]),
         before,
         "a refused command changed the store"
     );
-    // A damaged catalog is reported as such.
-    let mut bad = before.clone();
-    let at = bad.len() - 10;
-    bad[at] ^= 0x20;
-    std::fs::write(st.join("catalog"), &bad).unwrap();
+    // A damaged metadata database is reported as such.
+    let db = st.join("meta.redb");
+    let bytes = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &bytes[..bytes.len() / 2]).unwrap();
     let e = fails(st, &["volume", "list"]);
-    assert!(e.contains("damaged") && e.contains("catalog"), "{e}");
+    assert!(e.contains("damaged") && e.contains("meta.redb"), "{e}");
 }
 
 #[test]

@@ -103,17 +103,17 @@ pub fn handle(
             params,
         } => crate::transfer::push(store, &target, &dest, &params, ctx.cancel, events)?,
         Request::VmPut { name, record } => {
-            crate::vms::put(store.dir(), &name, &record)?;
+            crate::vms::put(store, &name, &record)?;
             Response::Vm { record }
         }
         Request::VmGet { name } => Response::Vm {
-            record: crate::vms::get(store.dir(), &name)?,
+            record: crate::vms::get(store, &name)?,
         },
         Request::VmList => Response::Vms {
-            items: crate::vms::list(store.dir())?,
+            items: crate::vms::list(store)?,
         },
         Request::VmRemove { name } => {
-            crate::vms::remove(store.dir(), &name)?;
+            crate::vms::remove(store, &name)?;
             Response::VmRemoved {
                 name: name.to_string(),
             }

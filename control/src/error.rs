@@ -203,9 +203,12 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
         StoreError::Locked { .. } => ErrorKind::Unavailable,
         StoreError::NewerFormat { .. } | StoreError::ChainTooDeep { .. } => ErrorKind::Unsupported,
         StoreError::Damaged { .. } => ErrorKind::Damaged,
-        StoreError::NoSuchVolume(_) | StoreError::NoSuchSnapshot(_) | StoreError::Deleted(_) => {
-            ErrorKind::NotFound
-        }
+        StoreError::NoSuchVolume(_)
+        | StoreError::NoSuchSnapshot(_)
+        | StoreError::Deleted(_)
+        | StoreError::NoSuchRecord { .. } => ErrorKind::NotFound,
+        StoreError::BadRecord { .. } => ErrorKind::Invalid,
+        StoreError::Database { .. } => ErrorKind::Failed,
         StoreError::Exists(_) => ErrorKind::AlreadyExists,
         StoreError::HasDependants { .. } => ErrorKind::InUse,
         StoreError::BadSize { .. }
@@ -296,6 +299,7 @@ fn vm_record(e: &VmRecordError) -> (ErrorKind, Option<String>) {
         VmRecordError::Damaged { path, .. } => {
             (ErrorKind::Damaged, Some(path.display().to_string()))
         }
+        VmRecordError::Store(e) => (store_kind(e), e.object()),
     }
 }
 

@@ -42,8 +42,8 @@ impl Blob {
             .open(&data_path)
             .map_err(StoreError::io("create blob data", &data_path))?;
         let journal = JournalFile::create(&dir.join(JOURNAL_FILE), block_size)?;
-        // The directory entries are synced before any catalog change names this blob:
-        // else a power cut could keep the catalog and lose the blob's directory or files
+        // The directory entries are synced before any metadata commit names this blob:
+        // else a power cut could keep the commit and lose the blob's directory or files
         // (the store would then be damaged). Their contents need no sync: a data file
         // that lost its writes is what an empty layer holds, and a journal whose header
         // never reached the disk reads as empty (`journal::recover`).

@@ -58,6 +58,18 @@ pub enum StoreError {
         depth: usize,
         max: usize,
     },
+    #[error("{kind} {name} does not exist")]
+    NoSuchRecord { kind: String, name: String },
+    /// `record` is the kind and the name, quoted.
+    #[error("record {record}: {reason}")]
+    BadRecord { record: String, reason: String },
+    /// The metadata database failed in a way that is neither an IO error nor damage.
+    #[error("metadata database {path}: {op}: {detail}")]
+    Database {
+        op: &'static str,
+        path: PathBuf,
+        detail: String,
+    },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error("export of {object} to {path}: {detail}")]
@@ -97,9 +109,11 @@ impl StoreError {
             false => format!("volume {r}"),
         };
         match self {
-            StoreError::Io { path, .. } | StoreError::Damaged { path, .. } => {
-                Some(path.display().to_string())
-            }
+            StoreError::Io { path, .. }
+            | StoreError::Damaged { path, .. }
+            | StoreError::Database { path, .. } => Some(path.display().to_string()),
+            StoreError::NoSuchRecord { kind, name } => Some(format!("{kind} {name}")),
+            StoreError::BadRecord { record, .. } => Some(format!("record {record}")),
             StoreError::Locked { dir, .. } | StoreError::NewerFormat { dir, .. } => {
                 Some(dir.display().to_string())
             }

@@ -9,13 +9,14 @@
 //! the blocks happen to sit in its data file.
 //!
 //! A sealed blob is made by hard-linking the frozen blob's files under the new name, so
-//! sealing copies nothing; the old name is collected once the catalog stops naming it.
+//! sealing copies nothing; the old name is collected once the metadata stops naming it.
 
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
 use crate::blob::{self, Blob, DATA_FILE, JOURNAL_FILE};
+use crate::catalog::{Change, LayerEntry};
 use crate::error::{Result, StoreError};
 use crate::extent_map::{ExtentMap, Target};
 use crate::store::{Meta, Store};
@@ -80,31 +81,38 @@ fn link_blob(blobs: &Path, from: &str, to: &str) -> Result<()> {
 
 /// Seals every frozen, unsealed layer. Returns (sealed, deduplicated) counts.
 pub(crate) fn seal_frozen(store: &Store, meta: &mut Meta) -> Result<(usize, usize)> {
-    let mut cat = meta.catalog.clone();
-    let todo: Vec<(String, String)> = cat
-        .layers
+    let tops = meta.catalog.tops();
+    let todo: Vec<(String, LayerEntry)> = meta
+        .catalog
+        .layers()
         .iter()
-        .filter(|(id, l)| l.blob.starts_with("w-") && !cat.is_top(id))
-        .map(|(id, l)| (id.clone(), l.blob.clone()))
+        .filter(|(id, l)| l.blob.starts_with("w-") && !tops.contains(id.as_str()))
+        .map(|(id, l)| (id.clone(), l.clone()))
         .collect();
+    drop(tops);
     if todo.is_empty() {
         return Ok((0, 0));
     }
     let blobs = store.blobs_dir();
     let (mut sealed, mut deduped) = (0, 0);
-    for (id, name) in todo {
-        let (b, _, records) = Blob::open(blobs, &name, false)?;
+    let mut changes = Vec::new();
+    for (id, layer) in todo {
+        let (b, _, records) = Blob::open(blobs, &layer.blob, false)?;
         let target = format!("sha256-{}", blob_digest(&b, &records)?);
         if blobs.join(&target).exists() {
             deduped += 1;
         } else {
-            link_blob(blobs, &name, &target)?;
+            link_blob(blobs, &layer.blob, &target)?;
         }
         sealed += 1;
-        if let Some(l) = cat.layers.get_mut(&id) {
-            l.blob = target;
-        }
+        changes.push(Change::PutLayer(
+            id,
+            LayerEntry {
+                blob: target,
+                ..layer
+            },
+        ));
     }
-    store.save_and_reload(meta, cat)?;
+    store.save_and_reload(meta, changes)?;
     Ok((sealed, deduped))
 }

@@ -1,5 +1,6 @@
 //! The store: opens a directory, holds its lock, and carries out every metadata change
-//! (create, snapshot, clone, resize, delete, gc) as one atomic catalog update.
+//! (create, snapshot, clone, resize, delete, gc) as one transaction of the metadata
+//! database, optionally together with record changes (a VM and its disks).
 //!
 //! Views of frozen layers (their chain and merged index) are built once and shared by
 //! every volume and snapshot above them; a volume's own view is its parent's frozen view
@@ -20,20 +21,19 @@ use rustix::fs::{flock, FlockOperation};
 use platter_types::{Name, VolumeRef};
 
 use crate::blob::{self, Blob};
-use crate::catalog::{
-    Catalog, DecodeError, LayerEntry, SnapshotEntry, VolumeEntry, FORMAT_VERSION,
-};
+use crate::catalog::{Catalog, Change, LayerEntry, SnapshotEntry, VolumeEntry};
 use crate::error::{Result, StoreError};
 use crate::extent_map::ExtentMap;
 use crate::info::{GcReport, Kind, LayerInfo, VolumeInfo};
 use crate::journal::{JournalFile, Record};
+use crate::metadb::MetaDb;
+use crate::records::RecordChange;
 use crate::volume::{Chain, DirSync, State, Volume, VolumeInner, BLOCK};
 
 /// Deepest layer chain a volume may have (snapshots add one layer each).
 pub const MAX_CHAIN: usize = 4096;
 /// Largest volume size accepted (1 PiB).
 pub const MAX_VOLUME_SIZE: u64 = 1 << 50;
-const CATALOG: &str = "catalog";
 
 /// An open store. Cheap to clone; shared by every thread of the process.
 #[derive(Clone)]
@@ -44,19 +44,22 @@ struct StoreInner {
     dir_sync: Arc<DirSync>,
     blobs_dir: PathBuf,
     _lock: File,
+    /// The truth; written only while `meta` is locked, so the cache follows it in order.
+    pub(crate) db: MetaDb,
     meta: Mutex<Meta>,
 }
 
 pub(crate) struct Meta {
+    /// The read cache of the database, changed only by committed changes.
     pub catalog: Catalog,
-    volumes: HashMap<Name, Arc<VolumeInner>>,
+    pub(crate) volumes: HashMap<Name, Arc<VolumeInner>>,
     snapshots: HashMap<(Name, Name), Arc<VolumeInner>>,
-    temps: HashMap<String, Arc<VolumeInner>>,
+    pub(crate) temps: HashMap<String, Arc<VolumeInner>>,
     /// Chain and merged index of frozen layers, by layer id.
-    frozen: HashMap<String, (Chain, ExtentMap)>,
+    pub(crate) frozen: HashMap<String, (Chain, ExtentMap)>,
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -69,7 +72,7 @@ fn new_id() -> String {
     hex::encode(b)
 }
 
-fn check_size(object: &str, size: u64) -> Result<()> {
+pub(crate) fn check_size(object: &str, size: u64) -> Result<()> {
     let bad = |reason: &str| {
         Err(StoreError::BadSize {
             object: object.to_string(),
@@ -90,14 +93,15 @@ fn check_size(object: &str, size: u64) -> Result<()> {
 }
 
 impl Store {
-    /// Opens the store in `dir`, creating it if needed, and takes its lock. Imports left
-    /// unfinished by a crash and unreferenced blobs are removed.
+    /// Opens the store in `dir`, creating it if needed, and takes its lock. A format 1
+    /// store is migrated first (see `migrate.rs`). Imports left unfinished by a crash and
+    /// unreferenced blobs are removed.
     pub fn open(dir: &Path) -> Result<Store> {
         for d in [dir.to_path_buf(), dir.join("blobs"), dir.join("run")] {
             std::fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
         }
         let lock = lock_store(dir)?;
-        let catalog = read_catalog(dir)?;
+        let (db, catalog) = crate::migrate::open(dir)?;
         let store = Store(Arc::new(StoreInner {
             dir: dir.to_path_buf(),
             dir_sync: Arc::new(DirSync {
@@ -106,6 +110,7 @@ impl Store {
             }),
             blobs_dir: dir.join("blobs"),
             _lock: lock,
+            db,
             meta: Mutex::new(Meta {
                 catalog,
                 volumes: HashMap::new(),
@@ -116,14 +121,33 @@ impl Store {
         }));
         {
             let mut meta = store.0.meta.lock();
-            if !meta.catalog.temp_volumes.is_empty() {
-                let mut cat = meta.catalog.clone();
-                cat.temp_volumes.clear();
-                store.save(&mut meta, cat)?;
+            let temps: Vec<Change> = meta
+                .catalog
+                .temp_volumes()
+                .keys()
+                .map(|id| Change::DeleteTemp(id.clone()))
+                .collect();
+            if !temps.is_empty() {
+                store.commit(&mut meta, temps, &[])?;
             }
             store.collect(&mut meta)?;
         }
         Ok(store)
+    }
+
+    pub(crate) fn lock_meta(&self) -> parking_lot::MutexGuard<'_, Meta> {
+        self.0.meta.lock()
+    }
+
+    pub(crate) fn db(&self) -> &MetaDb {
+        &self.0.db
+    }
+
+    /// The v1 `catalog` file that would describe this store (so tests can make a format 1
+    /// store to migrate).
+    #[doc(hidden)]
+    pub fn v1_catalog(&self) -> Vec<u8> {
+        crate::catalog_v1::encode(&self.0.meta.lock().catalog)
     }
 
     pub fn dir(&self) -> &Path {
@@ -135,51 +159,71 @@ impl Store {
         self.0.dir.join("run")
     }
 
-    fn save(&self, meta: &mut Meta, mut cat: Catalog) -> Result<()> {
-        cat.generation = meta.catalog.generation + 1;
-        write_catalog(&self.0.dir, &cat)?;
+    /// Commits `changes` (and `records`) in one durable transaction, then applies them
+    /// to the cache. Nothing is applied if the commit fails.
+    pub(crate) fn commit(
+        &self,
+        meta: &mut Meta,
+        changes: Vec<Change>,
+        records: &[RecordChange],
+    ) -> Result<()> {
+        self.0.db.commit(&changes, records)?;
+        // As with the v1 catalog, the next flush also syncs the store directory.
         self.0.dir_sync.needed.store(true, Ordering::Release);
-        meta.catalog = cat;
+        for c in &changes {
+            meta.catalog.apply(c);
+        }
         Ok(())
     }
 
-    fn new_blob(&self) -> Result<(String, String, Arc<Blob>, JournalFile)> {
+    pub(crate) fn new_blob(&self) -> Result<(String, String, Arc<Blob>, JournalFile)> {
         let id = new_id();
         let name = format!("w-{id}");
         let (blob, journal) = Blob::create(&self.0.blobs_dir, &name, BLOCK as u32)?;
         Ok((id, name, Arc::new(blob), journal))
     }
 
-    fn discard_blob(&self, name: &str) {
+    pub(crate) fn discard_blob(&self, name: &str) {
         let _ = std::fs::remove_dir_all(self.0.blobs_dir.join(name));
     }
 
     pub fn create_volume(&self, name: &Name, size: u64) -> Result<VolumeInfo> {
+        self.create_volume_with(name, size, &[])
+    }
+
+    /// [`Store::create_volume`] and `records` in one transaction: both or neither.
+    pub fn create_volume_with(
+        &self,
+        name: &Name,
+        size: u64,
+        records: &[RecordChange],
+    ) -> Result<VolumeInfo> {
         check_size(name.as_str(), size)?;
         let mut meta = self.0.meta.lock();
-        if meta.catalog.volumes.contains_key(name) {
+        if meta.catalog.volumes().contains_key(name) {
             return Err(StoreError::Exists(format!("volume {name}")));
         }
         let (id, blob, _, _) = self.new_blob()?;
-        let mut cat = meta.catalog.clone();
-        cat.layers.insert(
-            id.clone(),
-            LayerEntry {
-                parent: None,
-                blob: blob.clone(),
-                created: now(),
-            },
-        );
-        cat.volumes.insert(
-            name.clone(),
-            VolumeEntry {
-                size,
-                top: id,
-                created: now(),
-                origin: None,
-            },
-        );
-        if let Err(e) = self.save(&mut meta, cat) {
+        let changes = vec![
+            Change::PutLayer(
+                id.clone(),
+                LayerEntry {
+                    parent: None,
+                    blob: blob.clone(),
+                    created: now(),
+                },
+            ),
+            Change::PutVolume(
+                name.clone(),
+                VolumeEntry {
+                    size,
+                    top: id,
+                    created: now(),
+                    origin: None,
+                },
+            ),
+        ];
+        if let Err(e) = self.commit(&mut meta, changes, records) {
             self.discard_blob(&blob);
             return Err(e);
         }
@@ -191,9 +235,9 @@ impl Store {
         let mut out = Vec::new();
         for (name, snaps) in meta
             .catalog
-            .volumes
+            .volumes()
             .keys()
-            .map(|n| (n, meta.catalog.snapshots.get(n)))
+            .map(|n| (n, meta.catalog.snapshots().get(n)))
         {
             out.push(self.info_locked(&meta, &VolumeRef::volume(name.clone()))?);
             for s in snaps.into_iter().flat_map(|s| s.keys()) {
@@ -214,10 +258,10 @@ impl Store {
         self.info_locked(&meta, r)
     }
 
-    fn info_locked(&self, meta: &Meta, r: &VolumeRef) -> Result<VolumeInfo> {
+    pub(crate) fn info_locked(&self, meta: &Meta, r: &VolumeRef) -> Result<VolumeInfo> {
         let cat = &meta.catalog;
         let vol = cat
-            .volumes
+            .volumes()
             .get(&r.volume)
             .ok_or_else(|| StoreError::NoSuchVolume(r.volume.to_string()))?;
         let (kind, size, top, created, origin) = match &r.snapshot {
@@ -230,9 +274,7 @@ impl Store {
             ),
             Some(s) => {
                 let e = cat
-                    .snapshots
-                    .get(&r.volume)
-                    .and_then(|m| m.get(s))
+                    .snapshot(&r.volume, s)
                     .ok_or_else(|| StoreError::NoSuchSnapshot(r.to_string()))?;
                 (Kind::Snapshot, e.size, e.layer.clone(), e.created, None)
             }
@@ -242,7 +284,7 @@ impl Store {
             .into_iter()
             .map(|id| {
                 let blob = cat
-                    .layers
+                    .layers()
                     .get(&id)
                     .map(|l| l.blob.clone())
                     .unwrap_or_default();
@@ -256,7 +298,7 @@ impl Store {
             .collect();
         let snapshots = match &r.snapshot {
             None => cat
-                .snapshots
+                .snapshots()
                 .get(&r.volume)
                 .map(|m| m.keys().map(|s| format!("{}@{s}", r.volume)).collect())
                 .unwrap_or_default(),
@@ -290,7 +332,7 @@ impl Store {
     fn load(&self, meta: &mut Meta, r: &VolumeRef) -> Result<Arc<VolumeInner>> {
         let vol = meta
             .catalog
-            .volumes
+            .volumes()
             .get(&r.volume)
             .cloned()
             .ok_or_else(|| StoreError::NoSuchVolume(r.volume.to_string()))?;
@@ -302,9 +344,7 @@ impl Store {
                 }
                 let e = meta
                     .catalog
-                    .snapshots
-                    .get(&r.volume)
-                    .and_then(|m| m.get(s))
+                    .snapshot(&r.volume, s)
                     .cloned()
                     .ok_or_else(|| StoreError::NoSuchSnapshot(r.to_string()))?;
                 let (chain, map) = self.frozen_view(meta, &e.layer)?;
@@ -340,7 +380,7 @@ impl Store {
         }
     }
 
-    fn load_writable(
+    pub(crate) fn load_writable(
         &self,
         meta: &mut Meta,
         label: String,
@@ -365,9 +405,14 @@ impl Store {
         vol: &VolumeEntry,
         rewrite: bool,
     ) -> Result<(State, JournalFile)> {
-        let layer = meta.catalog.layers.get(&vol.top).cloned().ok_or_else(|| {
-            StoreError::damaged(&self.0.dir, format!("layer {} missing", vol.top))
-        })?;
+        let layer = meta
+            .catalog
+            .layers()
+            .get(&vol.top)
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::damaged(&self.0.dir, format!("layer {} missing", vol.top))
+            })?;
         let (chain, base) = match &layer.parent {
             Some(p) => self.frozen_view(meta, p)?,
             None => (Arc::new(Vec::new()), ExtentMap::new()),
@@ -420,7 +465,7 @@ impl Store {
         };
         for id in ids.iter().skip(known.map_or(0, |i| i + 1)) {
             let entry =
-                meta.catalog.layers.get(id).ok_or_else(|| {
+                meta.catalog.layers().get(id).ok_or_else(|| {
                     StoreError::damaged(&self.0.dir, format!("layer {id} missing"))
                 })?;
             let (blob, _, records) = Blob::open(&self.0.blobs_dir, &entry.blob, false)?;
@@ -437,152 +482,106 @@ impl Store {
         Ok((chain, map))
     }
 
-    /// Freezes a volume's top layer and gives it a fresh one. `update` adds what else the
-    /// catalog change needs (a snapshot entry, a clone); it runs while writes are held off.
-    fn freeze_top(
-        &self,
-        meta: &mut Meta,
-        name: &Name,
-        update: impl FnOnce(&mut Catalog, &str) -> Result<()>,
-    ) -> Result<()> {
-        let vol = meta
-            .catalog
-            .volumes
-            .get(name)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
-        let depth = meta.catalog.chain(&vol.top).len();
-        if depth >= MAX_CHAIN {
-            return Err(StoreError::ChainTooDeep {
-                volume: name.to_string(),
-                depth,
-                max: MAX_CHAIN,
-            });
-        }
-        let (id, blob_name, blob, journal) = self.new_blob()?;
-        let mut cat = meta.catalog.clone();
-        cat.layers.insert(
-            id.clone(),
-            LayerEntry {
-                parent: Some(vol.top.clone()),
-                blob: blob_name.clone(),
-                created: now(),
-            },
-        );
-        if let Some(v) = cat.volumes.get_mut(name) {
-            v.top = id;
-        }
-        let loaded = meta.volumes.get(name).cloned();
-        let result = (|| {
-            update(&mut cat, &vol.top)?;
-            match &loaded {
-                Some(inner) => {
-                    let q = inner.quiesce()?;
-                    let (chain, map, _) = q.frozen_view();
-                    crate::failpoint!("freeze-before-catalog");
-                    self.save(meta, cat)?;
-                    q.push_top(blob, journal);
-                    meta.frozen.insert(vol.top.clone(), (chain, map));
-                    Ok(())
-                }
-                None => self.save(meta, cat),
-            }
-        })();
-        if result.is_err() {
-            self.discard_blob(&blob_name);
-        }
-        result
-    }
-
     /// Takes a read-only, point-in-time snapshot `volume@snap`. O(1): no data is copied.
     pub fn snapshot(&self, volume: &Name, snap: &Name) -> Result<VolumeInfo> {
+        self.snapshot_with(volume, snap, &[])
+    }
+
+    /// [`Store::snapshot`] and `records` in one transaction: both or neither.
+    pub fn snapshot_with(
+        &self,
+        volume: &Name,
+        snap: &Name,
+        records: &[RecordChange],
+    ) -> Result<VolumeInfo> {
         let mut meta = self.0.meta.lock();
         let r = VolumeRef {
             volume: volume.clone(),
             snapshot: Some(snap.clone()),
         };
-        if meta
-            .catalog
-            .snapshots
-            .get(volume)
-            .is_some_and(|m| m.contains_key(snap))
-        {
+        if meta.catalog.snapshot(volume, snap).is_some() {
             return Err(StoreError::Exists(format!("snapshot {r}")));
         }
         let size = meta
             .catalog
-            .volumes
+            .volumes()
             .get(volume)
             .map(|v| v.size)
             .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
-        self.freeze_top(&mut meta, volume, |cat, frozen| {
-            let entry = SnapshotEntry {
+        let entry = |frozen: &[String]| {
+            let e = SnapshotEntry {
                 size,
-                layer: frozen.to_string(),
+                layer: frozen.first().cloned().unwrap_or_default(),
                 created: now(),
             };
-            cat.snapshots
-                .entry(volume.clone())
-                .or_default()
-                .insert(snap.clone(), entry);
-            Ok(())
-        })?;
+            vec![Change::PutSnapshot(volume.clone(), snap.clone(), e)]
+        };
+        self.freeze_tops(&mut meta, std::slice::from_ref(volume), entry, records)?;
         self.info_locked(&meta, &r)
     }
 
     /// Makes a writable volume `new` from a volume or snapshot. O(1): no data is copied.
     pub fn clone_volume(&self, src: &VolumeRef, new: &Name) -> Result<VolumeInfo> {
+        self.clone_volume_with(src, new, &[])
+    }
+
+    /// [`Store::clone_volume`] and `records` in one transaction: both or neither (a VM
+    /// record created with its disk).
+    pub fn clone_volume_with(
+        &self,
+        src: &VolumeRef,
+        new: &Name,
+        records: &[RecordChange],
+    ) -> Result<VolumeInfo> {
         let mut meta = self.0.meta.lock();
-        if meta.catalog.volumes.contains_key(new) {
+        if meta.catalog.volumes().contains_key(new) {
             return Err(StoreError::Exists(format!("volume {new}")));
         }
         let src_vol = meta
             .catalog
-            .volumes
+            .volumes()
             .get(&src.volume)
             .cloned()
             .ok_or_else(|| StoreError::NoSuchVolume(src.volume.to_string()))?;
-        let (id, blob_name, _, _) = self.new_blob()?;
-        let add_clone = |cat: &mut Catalog, parent: &str, size: u64| {
-            cat.layers.insert(
-                id.clone(),
-                LayerEntry {
-                    parent: Some(parent.to_string()),
-                    blob: blob_name.clone(),
-                    created: now(),
-                },
-            );
-            cat.volumes.insert(
-                new.clone(),
-                VolumeEntry {
-                    size,
-                    top: id.clone(),
-                    created: now(),
-                    origin: Some(src.clone()),
-                },
-            );
+        let snap = match &src.snapshot {
+            Some(s) => Some(
+                meta.catalog
+                    .snapshot(&src.volume, s)
+                    .cloned()
+                    .ok_or_else(|| StoreError::NoSuchSnapshot(src.to_string()))?,
+            ),
+            None => None,
         };
-        let result = match &src.snapshot {
-            Some(s) => {
-                let snap = meta
-                    .catalog
-                    .snapshots
-                    .get(&src.volume)
-                    .and_then(|m| m.get(s))
-                    .cloned();
-                match snap {
-                    None => Err(StoreError::NoSuchSnapshot(src.to_string())),
-                    Some(e) => {
-                        let mut cat = meta.catalog.clone();
-                        add_clone(&mut cat, &e.layer, e.size);
-                        self.save(&mut meta, cat)
-                    }
-                }
-            }
-            None => self.freeze_top(&mut meta, &src.volume, |cat, frozen| {
-                add_clone(cat, frozen, src_vol.size);
-                Ok(())
-            }),
+        let (id, blob_name, _, _) = self.new_blob()?;
+        let add_clone = |parent: &str, size: u64| {
+            vec![
+                Change::PutLayer(
+                    id.clone(),
+                    LayerEntry {
+                        parent: Some(parent.to_string()),
+                        blob: blob_name.clone(),
+                        created: now(),
+                    },
+                ),
+                Change::PutVolume(
+                    new.clone(),
+                    VolumeEntry {
+                        size,
+                        top: id.clone(),
+                        created: now(),
+                        origin: Some(src.clone()),
+                    },
+                ),
+            ]
+        };
+        let result = match snap {
+            Some(e) => self.commit(&mut meta, add_clone(&e.layer, e.size), records),
+            None => self.freeze_tops(
+                &mut meta,
+                std::slice::from_ref(&src.volume),
+                |frozen| add_clone(frozen.first().map_or("", String::as_str), src_vol.size),
+                records,
+            ),
         };
         if let Err(e) = result {
             self.discard_blob(&blob_name);
@@ -597,22 +596,26 @@ impl Store {
         let mut meta = self.0.meta.lock();
         let old = meta
             .catalog
-            .volumes
+            .volumes()
             .get(volume)
-            .map(|v| v.size)
+            .cloned()
             .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
-        if new_size < old {
+        if new_size < old.size {
             return Err(StoreError::Shrink {
                 name: volume.to_string(),
-                from: old,
+                from: old.size,
                 to: new_size,
             });
         }
-        let mut cat = meta.catalog.clone();
-        if let Some(v) = cat.volumes.get_mut(volume) {
-            v.size = new_size;
-        }
-        self.save(&mut meta, cat)?;
+        let entry = VolumeEntry {
+            size: new_size,
+            ..old
+        };
+        self.commit(
+            &mut meta,
+            vec![Change::PutVolume(volume.clone(), entry)],
+            &[],
+        )?;
         if let Some(inner) = meta.volumes.get(volume) {
             inner.state.write().size = new_size;
         }
@@ -622,10 +625,16 @@ impl Store {
     /// Deletes a volume (with its snapshots) or one snapshot. Refused while clones depend
     /// on it. Space of layers nothing else uses is given back at once.
     pub fn delete(&self, r: &VolumeRef) -> Result<()> {
+        self.delete_with(r, &[])
+    }
+
+    /// [`Store::delete`] and `records` in one transaction: both or neither (a VM record
+    /// removed with its disk).
+    pub fn delete_with(&self, r: &VolumeRef, records: &[RecordChange]) -> Result<()> {
         let mut meta = self.0.meta.lock();
-        if !meta.catalog.volumes.contains_key(&r.volume) {
+        let Some(vol) = meta.catalog.volumes().get(&r.volume).cloned() else {
             return Err(StoreError::NoSuchVolume(r.volume.to_string()));
-        }
+        };
         let clones = meta.catalog.clones_of(&r.volume, r.snapshot.as_ref());
         if !clones.is_empty() {
             let names: Vec<String> = clones.iter().map(|c| c.to_string()).collect();
@@ -638,23 +647,34 @@ impl Store {
                 dependants,
             });
         }
-        let mut cat = meta.catalog.clone();
+        let mut changes = Vec::new();
+        let mut released = Vec::new();
         match &r.snapshot {
             Some(s) => {
-                let removed = cat.snapshots.get_mut(&r.volume).and_then(|m| m.remove(s));
-                if removed.is_none() {
-                    return Err(StoreError::NoSuchSnapshot(r.to_string()));
-                }
-                if cat.snapshots.get(&r.volume).is_some_and(|m| m.is_empty()) {
-                    cat.snapshots.remove(&r.volume);
-                }
+                let e = meta
+                    .catalog
+                    .snapshot(&r.volume, s)
+                    .ok_or_else(|| StoreError::NoSuchSnapshot(r.to_string()))?;
+                released.push(e.layer.clone());
+                changes.push(Change::DeleteSnapshot(r.volume.clone(), s.clone()));
             }
             None => {
-                cat.volumes.remove(&r.volume);
-                cat.snapshots.remove(&r.volume);
+                released.push(vol.top.clone());
+                changes.push(Change::DeleteVolume(r.volume.clone()));
+                for (s, e) in meta
+                    .catalog
+                    .snapshots()
+                    .get(&r.volume)
+                    .into_iter()
+                    .flatten()
+                {
+                    released.push(e.layer.clone());
+                    changes.push(Change::DeleteSnapshot(r.volume.clone(), s.clone()));
+                }
             }
         }
-        self.save(&mut meta, cat)?;
+        let blobs = self.drop_layers(&meta, &released, &mut changes);
+        self.commit(&mut meta, changes, records)?;
         let gone: Vec<Arc<VolumeInner>> = match &r.snapshot {
             Some(s) => meta
                 .snapshots
@@ -676,43 +696,71 @@ impl Store {
         for v in gone {
             v.mark_deleted();
         }
-        self.collect(&mut meta)?;
+        self.remove_blobs(&mut meta, blobs);
         Ok(())
     }
 
-    /// Removes layers nothing reaches and blob directories no layer names. Returns the
-    /// bytes freed and the number of layers removed.
+    /// Adds to `changes` the removal of the layers that nothing reaches once `released`
+    /// lose one reference each; returns (layer, blob) of each.
+    pub(crate) fn drop_layers(
+        &self,
+        meta: &Meta,
+        released: &[String],
+        changes: &mut Vec<Change>,
+    ) -> Vec<(String, String)> {
+        let ids: Vec<&str> = released.iter().map(String::as_str).collect();
+        let dead = meta.catalog.unreachable_after(&ids);
+        let mut out = Vec::new();
+        for id in dead {
+            if let Some(l) = meta.catalog.layers().get(&id) {
+                out.push((id.clone(), l.blob.clone()));
+            }
+            changes.push(Change::DeleteLayer(id));
+        }
+        out
+    }
+
+    /// After a committed removal of layers: forgets their views and removes each blob no
+    /// layer names any more. A blob that cannot be removed now is collected at the next
+    /// open or gc; the change itself is already durable.
+    pub(crate) fn remove_blobs(&self, meta: &mut Meta, dead: Vec<(String, String)>) {
+        for (id, blob) in dead {
+            meta.frozen.remove(&id);
+            if meta.catalog.blob_users(&blob) == 0 {
+                let path = self.0.blobs_dir.join(&blob);
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(blob = %path.display(), error = %e, "could not remove an unused blob");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes layers nothing reaches and blob directories no layer names (a full scan,
+    /// for open and gc). Returns the bytes freed and the number of layers removed.
     fn collect(&self, meta: &mut Meta) -> Result<(u64, usize)> {
         let live = meta.catalog.live_layers();
         let dead: Vec<String> = meta
             .catalog
-            .layers
+            .layers()
             .keys()
             .filter(|id| !live.contains(*id))
             .cloned()
             .collect();
         if !dead.is_empty() {
-            let mut cat = meta.catalog.clone();
-            for id in &dead {
-                cat.layers.remove(id);
-            }
-            self.save(meta, cat)?;
+            let changes = dead.iter().map(|id| Change::DeleteLayer(id.clone()));
+            self.commit(meta, changes.collect(), &[])?;
             for id in &dead {
                 meta.frozen.remove(id);
             }
         }
-        let used: std::collections::BTreeSet<&str> = meta
-            .catalog
-            .layers
-            .values()
-            .map(|l| l.blob.as_str())
-            .collect();
         let mut freed = 0;
         let entries = std::fs::read_dir(&self.0.blobs_dir)
             .map_err(StoreError::io("list blobs", &self.0.blobs_dir))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if !used.contains(name.as_str()) {
+            if meta.catalog.blob_users(&name) == 0 {
                 freed += blob::dir_allocated_bytes(&e.path());
                 std::fs::remove_dir_all(e.path())
                     .map_err(StoreError::io("remove blob", e.path()))?;
@@ -742,9 +790,9 @@ impl Store {
         &self.0.blobs_dir
     }
 
-    /// Saves a catalog changed by sealing, then rebuilds every loaded view from disk so
-    /// that no index points into a blob that was replaced.
-    pub(crate) fn save_and_reload(&self, meta: &mut Meta, cat: Catalog) -> Result<()> {
+    /// Commits layer changes made by sealing, then rebuilds every loaded view from disk
+    /// so that no index points into a blob that was replaced.
+    pub(crate) fn save_and_reload(&self, meta: &mut Meta, changes: Vec<Change>) -> Result<()> {
         let loaded: Vec<(Name, Arc<VolumeInner>)> = meta
             .volumes
             .iter()
@@ -754,13 +802,13 @@ impl Store {
             .iter()
             .map(|(_, v)| v.quiesce())
             .collect::<Result<_>>()?;
-        self.save(meta, cat)?;
+        self.commit(meta, changes, &[])?;
         meta.frozen.clear();
         meta.snapshots.clear();
         for ((name, _), q) in loaded.iter().zip(guards) {
             let vol = meta
                 .catalog
-                .volumes
+                .volumes()
                 .get(name)
                 .cloned()
                 .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
@@ -768,137 +816,6 @@ impl Store {
             q.replace(state, Some(journal));
         }
         Ok(())
-    }
-
-    /// A hidden volume for an import: invisible until [`TempVolume::commit`], removed if
-    /// dropped without it (or found after a crash).
-    pub fn create_temp_volume(&self, size: u64) -> Result<TempVolume> {
-        check_size("import", size)?;
-        let mut meta = self.0.meta.lock();
-        let (id, blob_name, _, _) = self.new_blob()?;
-        let mut cat = meta.catalog.clone();
-        let entry = VolumeEntry {
-            size,
-            top: id.clone(),
-            created: now(),
-            origin: None,
-        };
-        cat.layers.insert(
-            id.clone(),
-            LayerEntry {
-                parent: None,
-                blob: blob_name.clone(),
-                created: now(),
-            },
-        );
-        cat.temp_volumes.insert(id.clone(), entry.clone());
-        if let Err(e) = self.save(&mut meta, cat) {
-            self.discard_blob(&blob_name);
-            return Err(e);
-        }
-        let inner = self.load_writable(&mut meta, format!("import-{}", &id[..8]), &entry, false)?;
-        inner.bulk.store(true, std::sync::atomic::Ordering::Relaxed);
-        meta.temps.insert(id.clone(), inner.clone());
-        Ok(TempVolume {
-            store: self.clone(),
-            id,
-            volume: Some(Volume(inner)),
-        })
-    }
-
-    fn drop_temp(&self, id: &str) -> Result<()> {
-        let mut meta = self.0.meta.lock();
-        if let Some(v) = meta.temps.remove(id) {
-            v.mark_deleted();
-        }
-        let mut cat = meta.catalog.clone();
-        if cat.temp_volumes.remove(id).is_some() {
-            self.save(&mut meta, cat)?;
-        }
-        self.collect(&mut meta).map(|_| ())
-    }
-}
-
-/// A volume being imported; see [`Store::create_temp_volume`].
-pub struct TempVolume {
-    store: Store,
-    id: String,
-    volume: Option<Volume>,
-}
-
-impl std::ops::Deref for TempVolume {
-    type Target = Volume;
-    fn deref(&self) -> &Volume {
-        // Set at creation and taken only by `commit`, which consumes self.
-        self.volume
-            .as_ref()
-            .unwrap_or_else(|| unreachable!("temp volume used after commit"))
-    }
-}
-
-impl TempVolume {
-    /// Changes the size of an import before it is committed (a stream whose length was
-    /// not known up front). Shrinking discards what lies past the new end.
-    pub fn set_size(&mut self, size: u64) -> Result<()> {
-        check_size("import", size)?;
-        let vol = self
-            .volume
-            .as_ref()
-            .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
-        let old = vol.size();
-        if size < old {
-            let from = size.div_ceil(BLOCK) * BLOCK;
-            if from < old {
-                vol.trim(from, old - from)?;
-            }
-            if from > size {
-                vol.write_zeroes(size, (from - size).min(old - size), true)?;
-            }
-        }
-        // In memory only: an import's size reaches the catalog when it is committed (a
-        // crash discards the import whatever its size), so growing a stream costs no
-        // catalog write per chunk.
-        vol.0.state.write().size = size;
-        Ok(())
-    }
-
-    /// Flushes and publishes the import as volume `name`. Every clone of the handle must
-    /// be dropped first: writes through a stale clone fail afterwards.
-    pub fn commit(mut self, name: &Name) -> Result<VolumeInfo> {
-        let vol = self
-            .volume
-            .take()
-            .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
-        vol.flush()?;
-        let mut meta = self.store.0.meta.lock();
-        if meta.catalog.volumes.contains_key(name) {
-            self.volume = Some(vol);
-            return Err(StoreError::Exists(format!("volume {name}")));
-        }
-        let mut cat = meta.catalog.clone();
-        let mut entry = cat
-            .temp_volumes
-            .remove(&self.id)
-            .ok_or_else(|| StoreError::Deleted(self.id.clone()))?;
-        entry.size = vol.size();
-        cat.volumes.insert(name.clone(), entry);
-        crate::failpoint!("commit-before-catalog");
-        self.store.save(&mut meta, cat)?;
-        if let Some(inner) = meta.temps.remove(&self.id) {
-            inner.mark_deleted();
-        }
-        self.store
-            .info_locked(&meta, &VolumeRef::volume(name.clone()))
-    }
-}
-
-impl Drop for TempVolume {
-    fn drop(&mut self) {
-        if self.volume.take().is_some() {
-            if let Err(e) = self.store.drop_temp(&self.id) {
-                tracing::warn!(import = %self.id, error = %e, "could not remove an unfinished import");
-            }
-        }
     }
 }
 
@@ -952,50 +869,6 @@ fn lock_store(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
-fn read_catalog(dir: &Path) -> Result<Catalog> {
-    let path = dir.join(CATALOG);
-    match std::fs::read(&path) {
-        Ok(bytes) => Catalog::decode(&bytes).map_err(|e| match e {
-            DecodeError::Newer(found) => StoreError::NewerFormat {
-                dir: dir.to_path_buf(),
-                found,
-                supported: FORMAT_VERSION,
-            },
-            DecodeError::Damaged(why) => StoreError::damaged(&path, why),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A store with blobs but no catalog lost its catalog: never start it afresh.
-            let has_blobs = std::fs::read_dir(dir.join("blobs"))
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(false);
-            if has_blobs {
-                return Err(StoreError::damaged(
-                    &path,
-                    "catalog is missing but the store holds blobs",
-                ));
-            }
-            let cat = Catalog::new();
-            write_catalog(dir, &cat)?;
-            Ok(cat)
-        }
-        Err(e) => Err(StoreError::io("read catalog", &path)(e)),
-    }
-}
-
-fn write_catalog(dir: &Path, cat: &Catalog) -> Result<()> {
-    let tmp = dir.join("catalog.tmp");
-    let path = dir.join(CATALOG);
-    let mut f = File::create(&tmp).map_err(StoreError::io("write catalog", &tmp))?;
-    f.write_all(&cat.encode())
-        .and_then(|_| f.sync_data())
-        .map_err(StoreError::io("write catalog", &tmp))?;
-    crate::failpoint!("catalog-before-rename");
-    // The rename is atomic; it is not followed by a directory sync: a power failure right
-    // after it may bring back the previous catalog (consistent, its new blobs collected as
-    // garbage), never a mix. Everything written before a flush stays durable regardless.
-    std::fs::rename(&tmp, &path).map_err(StoreError::io("replace catalog", &path))
-}
-
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("dir", &self.0.dir).finish()
@@ -1004,7 +877,7 @@ impl std::fmt::Debug for Store {
 
 impl Drop for StoreInner {
     fn drop(&mut self) {
-        // Make the last catalog change durable before the process lets go of the store.
+        // The store directory sync a flush would have done (kept from format 1, harmless).
         if let Err(e) = self.dir_sync.sync_if_needed() {
             tracing::warn!(error = %e, "syncing the store directory failed");
         }

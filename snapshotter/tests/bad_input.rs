@@ -14,8 +14,39 @@ fn r(s: &str) -> VolumeRef {
     VolumeRef::parse(s).unwrap()
 }
 
-fn catalog_bytes(dir: &Path) -> Vec<u8> {
-    std::fs::read(dir.join("catalog")).unwrap()
+/// What the store says exists, to compare before and after a refused change.
+fn listing(store: &Store) -> String {
+    format!("{:?}", store.list().unwrap())
+}
+
+fn blob_names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    v.sort();
+    v
+}
+
+const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+
+fn set_format_version(dir: &Path, v: u64) {
+    let db = redb::Database::open(dir.join("meta.redb")).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(META)
+        .unwrap()
+        .insert("format_version", v)
+        .unwrap();
+    tx.commit().unwrap();
+}
+
+fn format_version(dir: &Path) -> u64 {
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Database::open(dir.join("meta.redb")).unwrap();
+    let tx = db.begin_read().unwrap();
+    let t = tx.open_table(META).unwrap();
+    let v = t.get("format_version").unwrap().unwrap().value();
+    v
 }
 
 #[test]
@@ -38,15 +69,22 @@ fn dependants_block_delete_and_are_named() {
     store.snapshot(&n("base"), &n("gold")).unwrap();
     store.clone_volume(&r("base@gold"), &n("vm1")).unwrap();
     store.clone_volume(&r("base"), &n("vm2")).unwrap();
-    let before = catalog_bytes(dir.path());
+    let before = listing(&store);
     let e = store.delete(&r("base@gold")).unwrap_err().to_string();
     assert!(e.contains("vm1") && e.contains("base@gold"), "{e}");
     let e = store.delete(&r("base")).unwrap_err().to_string();
     assert!(e.contains("vm1") && e.contains("vm2"), "{e}");
     assert_eq!(
-        catalog_bytes(dir.path()),
+        listing(&store),
         before,
-        "a refused delete changed the catalog"
+        "a refused delete changed the store"
+    );
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        listing(&store),
+        before,
+        "a refused delete changed the store"
     );
     store.delete(&r("vm1")).unwrap();
     store.delete(&r("base@gold")).unwrap();
@@ -130,28 +168,44 @@ fn store_with_data(dir: &Path) {
 fn newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     store_with_data(dir.path());
-    let text = String::from_utf8(catalog_bytes(dir.path()))
-        .unwrap()
-        .replacen("PLATTER-CATALOG 1 ", "PLATTER-CATALOG 2 ", 1);
-    std::fs::write(dir.path().join("catalog"), &text).unwrap();
+    set_format_version(dir.path(), 3);
     let e = Store::open(dir.path()).err().unwrap();
-    assert!(matches!(e, StoreError::NewerFormat { found: 2, .. }), "{e}");
-    assert_eq!(
-        catalog_bytes(dir.path()),
-        text.as_bytes(),
-        "the store was changed"
-    );
+    assert!(matches!(e, StoreError::NewerFormat { found: 3, .. }), "{e}");
+    assert!(e.to_string().contains("upgrade platter"), "{e}");
+    assert_eq!(format_version(dir.path()), 3, "the store was changed");
+    set_format_version(dir.path(), 2);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.list().unwrap().len(), 1);
 }
 
 #[test]
-fn truncated_or_flipped_catalog_is_damage() {
+fn newer_v1_catalog_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     store_with_data(dir.path());
-    let good = catalog_bytes(dir.path());
-    let blobs_before: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let v1 = Store::open(dir.path()).unwrap().v1_catalog();
+    std::fs::remove_file(dir.path().join("meta.redb")).unwrap();
+    let text =
+        String::from_utf8(v1)
+            .unwrap()
+            .replacen("PLATTER-CATALOG 1 ", "PLATTER-CATALOG 9 ", 1);
+    std::fs::write(dir.path().join("catalog"), &text).unwrap();
+    let e = Store::open(dir.path()).err().unwrap();
+    assert!(matches!(e, StoreError::NewerFormat { found: 9, .. }), "{e}");
+    assert_eq!(
+        std::fs::read(dir.path().join("catalog")).unwrap(),
+        text.as_bytes(),
+        "the store was changed"
+    );
+    assert!(!dir.path().join("meta.redb").exists());
+}
+
+#[test]
+fn truncated_or_flipped_v1_catalog_is_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_data(dir.path());
+    let good = Store::open(dir.path()).unwrap().v1_catalog();
+    std::fs::remove_file(dir.path().join("meta.redb")).unwrap();
+    let blobs_before = blob_names(dir.path());
     let mut cases = vec![good[..good.len() / 2].to_vec(), Vec::new()];
     for at in [0, 20, good.len() / 2, good.len() - 2] {
         let mut b = good.clone();
@@ -163,18 +217,62 @@ fn truncated_or_flipped_catalog_is_damage() {
         let e = Store::open(dir.path()).err().unwrap();
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("catalog"), "{e}");
-        let blobs: Vec<_> = std::fs::read_dir(dir.path().join("blobs"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(blobs, blobs_before, "a damaged store was modified");
+        assert_eq!(
+            blob_names(dir.path()),
+            blobs_before,
+            "a damaged store was modified"
+        );
+        assert!(!dir.path().join("meta.redb").exists());
     }
-    std::fs::remove_file(dir.path().join("catalog")).unwrap();
+}
+
+#[test]
+fn damaged_database_is_refused_and_named() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with_data(dir.path());
+    let path = dir.path().join("meta.redb");
+    let good = std::fs::read(&path).unwrap();
+    let blobs_before = blob_names(dir.path());
+    let before = listing(&Store::open(dir.path()).unwrap());
+    let mut cases = vec![
+        good[..good.len() / 2].to_vec(),
+        good[..100].to_vec(),
+        Vec::new(),
+        vec![0xa5; good.len()],
+    ];
+    // Flips all over the file: in a page that is in use, damage; in free space, nothing.
+    for i in 0..64 {
+        let mut b = good.clone();
+        let at = i * good.len() / 64 + 7;
+        b[at] ^= 0x5a;
+        cases.push(b);
+    }
+    let mut refused = 0;
+    for bad in cases {
+        std::fs::write(&path, &bad).unwrap();
+        match Store::open(dir.path()) {
+            Err(e) => {
+                assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+                assert!(e.to_string().contains("meta.redb"), "{e}");
+                assert_eq!(
+                    blob_names(dir.path()),
+                    blobs_before,
+                    "a damaged store was modified"
+                );
+                refused += 1;
+            }
+            Ok(store) => assert_eq!(listing(&store), before, "damage was read as metadata"),
+        }
+    }
+    eprintln!("{refused} of 68 damaged databases refused, the others read back intact");
+    assert!(refused >= 4, "only {refused} damaged files were refused");
+    std::fs::remove_file(&path).unwrap();
     let e = Store::open(dir.path()).err().unwrap();
     assert!(
         matches!(e, StoreError::Damaged { .. }),
-        "a store whose catalog vanished must not start empty: {e}"
+        "a store whose metadata vanished must not start empty: {e}"
     );
+    assert!(e.to_string().contains("meta.redb"), "{e}");
 }
 
 #[test]

@@ -18,7 +18,7 @@ const FAILPOINTS: [&str; 4] = [
     "journal-before-header",
     "flush-after-data-sync",
     "freeze-before-catalog",
-    "catalog-before-rename",
+    "meta-before-commit",
 ];
 
 #[derive(Debug, Clone, Copy)]
