@@ -75,8 +75,10 @@ pub fn handle(
         Request::VolumeResize { name, size } => Response::Volume(store.resize(&name, size)?.into()),
         Request::VolumeDelete { target } => {
             // A VM's disk goes with the VM (`vm delete`), never from under it.
-            crate::vm::check_volume_unused(store, &target)?;
-            store.delete(&target)?;
+            crate::vm::locked(ctx.vm_host.as_deref(), crate::vm::VOLUME_USES, || {
+                crate::vm::check_volume_unused(store, &target)?;
+                store.delete(&target).map_err(ControlError::from)
+            })?;
             Response::Deleted {
                 target: target.to_string(),
             }

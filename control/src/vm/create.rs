@@ -17,7 +17,7 @@ use crate::error::{ControlError, ErrorKind};
 use crate::Context;
 
 use super::image::{ensure_image, local_content};
-use super::{info, locked, records, serving, VmError, VmHost};
+use super::{info, locked, records, serving, VmError, VmHost, VOLUME_USES};
 
 pub fn create(
     store: &Store,
@@ -49,12 +49,19 @@ pub fn create(
         }
         let disks = disks(store, host, p, ctx, events)?;
         let record = define(&dir, host, &launcher, p, disks.clone()).and_then(|r| {
+            // The volume is looked at again, and the record saved, under the lock that
+            // `volume delete` checks the records under: it cannot go in between.
+            locked(Some(host), VOLUME_USES, || {
+                if let Some(v) = &p.volume {
+                    check_volume(store, &p.name, v)?;
+                }
+                records::put(store, &r)
+            })
             // A domain without a record is invisible to platter: undefine it.
-            records::put(store, &r)
-                .inspect_err(|_| {
-                    let _ = launcher.delete(p.name.as_str());
-                })
-                .map(|()| r)
+            .inspect_err(|_| {
+                let _ = launcher.delete(p.name.as_str());
+            })
+            .map(|()| r)
         });
         let record = match record {
             Ok(r) => r,

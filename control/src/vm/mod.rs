@@ -53,6 +53,10 @@ impl VmHost {
     }
 }
 
+/// The lock held while a VM record starts to use a volume, and while `volume delete`
+/// checks that none does before it deletes.
+pub(crate) const VOLUME_USES: &str = "volume uses";
+
 /// The host, or the error that says to start `platter serve`.
 fn serving<'a>(host: Option<&'a VmHost>, store: &Path) -> Result<&'a VmHost, VmError> {
     host.ok_or_else(|| VmError::NotServing {
@@ -61,7 +65,7 @@ fn serving<'a>(host: Option<&'a VmHost>, store: &Path) -> Result<&'a VmHost, VmE
 }
 
 /// Runs `f` holding the lock of `key` (when serving; in-process one process has the store).
-fn locked<T>(host: Option<&VmHost>, key: &str, f: impl FnOnce() -> T) -> T {
+pub(crate) fn locked<T>(host: Option<&VmHost>, key: &str, f: impl FnOnce() -> T) -> T {
     match host {
         Some(h) => {
             let lock = h.lock(key);
