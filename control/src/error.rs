@@ -119,15 +119,16 @@ fn kind_or_failed<'de, D: Deserializer<'de>>(d: D) -> Result<ErrorKind, D::Error
 /// The error of a reply line: the typed [`Failure`], or the plain text older servers
 /// send (read as kind `failed`).
 pub(crate) fn failure_or_text<'de, D: Deserializer<'de>>(d: D) -> Result<Failure, D::Error> {
-    use serde::de::Error;
-    // Only an object is a typed failure: serde would also read `["k","o","m"]` as one.
-    match serde_json::Value::deserialize(d)? {
-        serde_json::Value::String(t) => Ok(Failure::from_text(t)),
-        v @ serde_json::Value::Object(_) => serde_json::from_value(v).map_err(D::Error::custom),
-        other => Err(D::Error::custom(format!(
-            "an error is an object or a string, not {other}"
-        ))),
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Typed(Failure),
+        Text(String),
     }
+    Ok(match Wire::deserialize(d)? {
+        Wire::Typed(f) => f,
+        Wire::Text(t) => Failure::from_text(t),
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
