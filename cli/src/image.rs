@@ -1,4 +1,5 @@
-//! `platter import`, `platter push`, and the image cache behind `vm create --image`.
+//! `platter import` and `platter push` (the image cache behind `vm create --image` is
+//! `platter_control::vm::ensure_image`).
 //!
 //! Imports into the store go through the control API (a running server does the work, or
 //! this process does when none runs; an import from `-` passes this process's stdin to
@@ -8,22 +9,20 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
-
 use platter_control::api::{ImportParams, PushParams};
-use platter_control::{ErrorKind, Request, Response};
+use platter_control::{Request, Response};
 use platter_importer::sink::{DeviceSink, FileSink};
-use platter_types::{format_size, Name, VolumeRef};
+use platter_types::format_size;
 
-use crate::args::{ImportArgs, OutputFormat, PushArgs, RegistryArgs};
+use crate::args::{ImportArgs, OutputFormat, PushArgs};
 use crate::interrupt::Interrupts;
 use crate::progress::Progress;
-use crate::run::{execute, execute_interruptible};
-use crate::usage::{kind, Usage};
+use crate::run::execute_interruptible;
+use crate::usage::Usage;
 
 /// A local path in SOURCE or DEST becomes absolute, so a server in another directory
 /// finds it; URLs and registry references pass unchanged.
-fn absolutize(reference: &str) -> Result<String> {
+pub(crate) fn absolutize(reference: &str) -> Result<String> {
     for prefix in ["oci-archive:", "oci:"] {
         if let Some(rest) = reference.strip_prefix(prefix) {
             let (path, tag) = match rest.rsplit_once(':') {
@@ -185,119 +184,9 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
     }
 }
 
-/// A registry reference pinned to `digest` (`docker://HOST/REPO:TAG` → `…/REPO@digest`).
-fn pin(source: &str, digest: &str) -> String {
-    let Some(rest) = source.strip_prefix("docker://") else {
-        return source.to_string();
-    };
-    if rest.contains('@') {
-        return source.to_string();
-    }
-    let (head, last) = rest.rsplit_once('/').unwrap_or(("", rest));
-    let repo = last.split_once(':').map_or(last, |(r, _)| r);
-    let prefix = if head.is_empty() {
-        String::new()
-    } else {
-        format!("{head}/")
-    };
-    format!("docker://{prefix}{repo}@{digest}")
-}
-
-/// The cached, read-only base of an image for `vm create --image`: imported once into
-/// volume `img-<key>` and snapshotted as `@base`; reused after. For a registry image the
-/// key is its manifest digest (resolved first, and the import pinned to it), so a moved
-/// tag gets a new cache entry; for other sources it is the sha256 of the reference.
-///
-/// Several `vm create` may race here for the same image (three VMs created at once): the
-/// loser of the import or of the snapshot finds the winner's result and uses it.
-pub fn ensure_cached(dir: &Path, image: &str, registry: &RegistryArgs) -> Result<VolumeRef> {
-    let mut source = absolutize(image)?;
-    let params = ImportParams {
-        format: None,
-        checksum: None,
-        size: None,
-        registry: registry.params(),
-        backing: None,
-    };
-    let opts = platter_control::transfer::import_options(&params)?;
-    let key = match platter_importer::resolve_digest(&source, &opts)
-        .with_context(|| format!("resolving image {image}"))?
-    {
-        Some(digest) => {
-            source = pin(&source, &digest);
-            hex_prefix(&Sha256::digest(digest.as_bytes()))
-        }
-        None => hex_prefix(&Sha256::digest(source.as_bytes())),
-    };
-    let name = Name::new(&format!("img-{key}"))?;
-    let base = VolumeRef {
-        volume: name.clone(),
-        snapshot: Some(Name::new("base")?),
-    };
-    // Only "not found" means absent: any other failure to look is reported.
-    let exists = |target: &VolumeRef| -> Result<bool> {
-        let inspected = execute(
-            dir,
-            Request::VolumeInspect {
-                target: target.clone(),
-            },
-            OutputFormat::Table,
-        );
-        match inspected {
-            Ok(_) => Ok(true),
-            Err(e) if kind(&e) == Some(ErrorKind::NotFound) => Ok(false),
-            Err(e) => Err(e.context(format!("looking for the cached image {image}"))),
-        }
-    };
-    if exists(&base)? {
-        return Ok(base);
-    }
-    // A half-made cache entry (imported, never snapshotted) is finished, not re-imported.
-    let volume = VolumeRef::volume(name.clone());
-    if !exists(&volume)? {
-        // Ctrl-C here cancels the import and waits until its temporary volume is gone.
-        let imported = execute_interruptible(
-            dir,
-            Request::Import {
-                source,
-                name: name.clone(),
-                params,
-            },
-            OutputFormat::Table,
-            "import",
-        );
-        match imported {
-            Err(e) if e.is::<crate::interrupt::Interrupted>() => return Err(e),
-            // Imports are atomic: if the volume exists now, a concurrent import made it.
-            Err(e) if !exists(&volume).unwrap_or(false) => {
-                return Err(e.context(format!("importing image {image}")))
-            }
-            _ => {}
-        }
-    }
-    let snapshot = execute(
-        dir,
-        Request::VolumeSnapshot {
-            volume: name,
-            snapshot: Name::new("base")?,
-        },
-        OutputFormat::Table,
-    );
-    match snapshot {
-        Ok(_) => Ok(base),
-        Err(e) if kind(&e) == Some(ErrorKind::AlreadyExists) => Ok(base),
-        Err(_) if exists(&base).unwrap_or(false) => Ok(base),
-        Err(e) => Err(e.context(format!("snapshotting the cached image {image}"))),
-    }
-}
-
-fn hex_prefix(d: &[u8]) -> String {
-    d.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{check_push_dest, pin};
+    use super::check_push_dest;
 
     #[test]
     fn bare_push_destinations_are_refused_with_a_hint() {
@@ -311,20 +200,5 @@ mod tests {
         for ok in ["docker://h/r:t", "oci:/tmp/l:t", "oci-archive:/tmp/a.tar:t"] {
             assert!(check_push_dest(ok).is_ok(), "{ok}");
         }
-    }
-
-    #[test]
-    fn pins_registry_references_to_a_digest() {
-        let d = "sha256:abc";
-        assert_eq!(
-            pin("docker://127.0.0.1:5000/a/b:v1", d),
-            "docker://127.0.0.1:5000/a/b@sha256:abc"
-        );
-        assert_eq!(
-            pin("docker://127.0.0.1:5000/a/b", d),
-            "docker://127.0.0.1:5000/a/b@sha256:abc"
-        );
-        assert_eq!(pin("docker://h/r@sha256:xyz", d), "docker://h/r@sha256:xyz");
-        assert_eq!(pin("/tmp/disk.qcow2", d), "/tmp/disk.qcow2");
     }
 }

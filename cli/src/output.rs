@@ -47,6 +47,15 @@ pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
         Response::Pushed { report } => {
             println!("pushed {}", report["destination"].as_str().unwrap_or("?"))
         }
+        // `platter vm` prints these itself (cli/src/vm.rs); names for anyone else.
+        Response::VmInfo { vm } => println!("{} {}", vm.name, vm.state),
+        Response::VmInfos { items } => items
+            .iter()
+            .for_each(|vm| println!("{} {}", vm.name, vm.state)),
+        Response::VmStopped { name, .. } => println!("stopped vm {name}"),
+        Response::VmDeleted { name, .. } => println!("deleted vm {name}"),
+        Response::VmConsole { log, .. } => println!("{}", log.display()),
+        Response::Image { base, .. } => println!("{base}"),
     }
     Ok(())
 }
@@ -72,6 +81,18 @@ fn json_of(resp: &Response) -> serde_json::Value {
         Response::VmRemoved { name } => Ok(serde_json::json!({ "deleted": name })),
         Response::Imported { report, .. } => Ok(report.clone()),
         Response::Pushed { report } => Ok(report.clone()),
+        Response::VmInfo { vm } => serde_json::to_value(vm),
+        Response::VmInfos { items } => serde_json::to_value(items),
+        Response::VmStopped { name, outcome } => {
+            Ok(serde_json::json!({ "stopped": name, "outcome": outcome }))
+        }
+        Response::VmDeleted { name, volumes } => {
+            Ok(serde_json::json!({ "deleted": name, "volumes": volumes }))
+        }
+        Response::VmConsole { name, log, running } => {
+            Ok(serde_json::json!({ "name": name, "log": log, "running": running }))
+        }
+        Response::Image { base, iso } => Ok(serde_json::json!({ "base": base, "iso": iso })),
     };
     v.unwrap_or(serde_json::Value::Null)
 }

@@ -103,9 +103,14 @@ async fn serve(
         }
         None => None,
     };
-    let control_task = tokio::spawn(platter_control::server::run(
+    // VMs created through this server get their disks from this NBD socket.
+    let nbd_abs = std::path::absolute(nbd_path)
+        .with_context(|| format!("NBD socket {}", nbd_path.display()))?;
+    let vm_host = Arc::new(platter_control::vm::VmHost::new(nbd_abs));
+    let control_task = tokio::spawn(platter_control::server::run_with(
         control,
         store.clone(),
+        Some(vm_host),
         shutdown.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));

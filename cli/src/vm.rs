@@ -1,13 +1,10 @@
-//! `platter vm …`: VMs run by libvirt whose disks are exports of `platter serve`.
+//! `platter vm …`: arguments → VM requests of the control API → output.
 //!
-//! Store changes (clones for throw-away disks, VM records) go through the control socket
-//! of the running server; libvirt calls are made here. A VM needs `platter serve` running
-//! on its store: that is what serves its disks.
-//!
-//! Every subcommand takes `--connect URI`; without it a VM is reached through the URI it
-//! was created with (kept in its record), else `qemu:///system`. An `--image` that is an
-//! ISO 9660 image becomes a read-only CD-ROM (the cached image's `@base` snapshot, shared,
-//! never cloned); any other image a throw-away clone booted as a disk.
+//! The use cases (checks, the image cache, disks, libvirt, records) are in
+//! `platter_control::vm`, run by `platter serve` (which serves the disks); only reading the
+//! console log file is done here. Every subcommand takes `--connect URI`; without it a VM
+//! is reached through the URI it was created with (kept in its record), else
+//! `qemu:///system`.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -16,22 +13,19 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 
-use platter_control::{client, Request, Response};
-use platter_launcher::cloudinit::build_seed_iso_from_file;
-use platter_launcher::probe::{export_content, Content};
-use platter_launcher::{
-    AccelChoice, Boot, Launcher, Media, StopOutcome, VmDisk, VmRecord, VmSpec, VmState, DEFAULT_URI,
-};
-use platter_types::{format_size, Name, VolumeRef};
+use platter_control::api::{VmCreateParams, VmInfo};
+use platter_control::{ControlError, Request, Response};
+use platter_launcher::{AccelChoice, StopOutcome};
+use platter_types::{format_size, Name};
 
 use crate::args::OutputFormat;
-use crate::run::control_socket;
-use crate::usage::Usage;
+use crate::run::{execute, execute_interruptible};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCmd {
     /// Define a VM (and start it with --start).
     Create(Box<CreateArgs>),
+    /// Start a defined VM.
     Start {
         name: Name,
         #[command(flatten)]
@@ -45,6 +39,7 @@ pub enum VmCmd {
         #[command(flatten)]
         libvirt: Connect,
     },
+    /// Stop (as `vm stop`), then start.
     Restart {
         name: Name,
         #[arg(long, default_value = "30")]
@@ -58,6 +53,7 @@ pub enum VmCmd {
         #[command(flatten)]
         libvirt: Connect,
     },
+    /// Every VM of the store with its state.
     List {
         #[command(flatten)]
         libvirt: Connect,
@@ -118,146 +114,69 @@ fn parse_size(s: &str) -> Result<u64, String> {
     platter_types::parse_size(s).map_err(|e| e.to_string())
 }
 
-/// A connection to the running server of this store, or a clear error.
-struct Server {
-    dir: PathBuf,
-}
-
-impl Server {
-    fn connect(dir: &Path) -> Result<Server> {
-        let sock = control_socket(dir);
-        if client::connect(&sock).is_none() {
-            bail!("platter serve is not running for store {}: VMs need it to serve their disks (start `platter --store {} serve`)", dir.display(), dir.display());
-        }
-        Ok(Server {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn call(&self, req: Request) -> Result<Response> {
-        crate::run::execute(&self.dir, req, OutputFormat::Table)
-    }
-
-    /// Whether the store has a record of VM `name`.
-    fn has_record(&self, name: &Name) -> Result<bool> {
-        match self.call(Request::VmList)? {
-            Response::Vms { items } => Ok(items
-                .iter()
-                .any(|r| r.get("name").and_then(|n| n.as_str()) == Some(name.as_str()))),
-            other => bail!("unexpected reply {other:?}"),
-        }
-    }
-
-    fn nbd_socket(&self) -> PathBuf {
-        self.dir.join("run").join("nbd.sock")
-    }
-}
-
-/// The record of VM `name`, through the running server or from the store itself: a VM
-/// that does not exist is reported as such whether or not `platter serve` runs.
-fn record(dir: &Path, name: &Name) -> Result<VmRecord> {
-    // Looking must not create a store (opening one in-process would).
+/// Looking for a VM must not create a store (opening one in-process would).
+fn store_exists(dir: &Path, name: &Name) -> Result<()> {
     if !dir.exists() {
         bail!(
             "vm {name} does not exist: there is no store at {}",
             dir.display()
         );
     }
-    match crate::run::execute(
-        dir,
-        Request::VmGet { name: name.clone() },
-        OutputFormat::Table,
-    )? {
-        Response::Vm { record } => {
-            serde_json::from_value(record).with_context(|| format!("vm {name}: record"))
-        }
-        other => bail!("unexpected reply {other:?}"),
-    }
-}
-
-/// What `vm create` can refuse before it needs a server: resources out of range (a usage
-/// error) and files that are not there.
-fn check_create_args(a: &CreateArgs) -> Result<()> {
-    let placeholder = VmDisk {
-        volume: VolumeRef::volume(a.name.clone()),
-        throwaway: false,
-        media: Media::Disk,
-    };
-    let mut spec = VmSpec::new(a.name.clone(), vec![placeholder]);
-    spec.memory_bytes = a.memory;
-    spec.cpus = a.cpus;
-    if let Err(reason) = spec.validate() {
-        let e = platter_launcher::LauncherError::InvalidSpec {
-            name: a.name.to_string(),
-            reason,
-        };
-        return Err(Usage(e.to_string()).into());
-    }
-    let files = [
-        ("--kernel", &a.kernel),
-        ("--initrd", &a.initrd),
-        ("--cloud-init-user-data", &a.cloud_init_user_data),
-    ];
-    for (opt, path) in files {
-        let Some(path) = path else { continue };
-        match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => {}
-            Ok(_) => bail!("{opt} {}: not a file", path.display()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                bail!("{opt} {}: no such file", path.display())
-            }
-            Err(e) => return Err(e).with_context(|| format!("{opt} {}", path.display())),
-        }
-    }
     Ok(())
 }
 
-/// The libvirt URI for VM `name` when the caller may have no record at hand (stop,
-/// restart): `--connect`, else the record's, else the default. A missing record is not an
-/// error here: libvirt then says whether the VM exists.
-fn uri_for(dir: &Path, name: &Name, connect: Option<&str>) -> String {
-    if let Some(uri) = connect {
-        return uri.to_string();
-    }
-    match crate::run::execute(
-        dir,
-        Request::VmGet { name: name.clone() },
-        OutputFormat::Table,
-    ) {
-        Ok(Response::Vm { record }) => match serde_json::from_value::<VmRecord>(record) {
-            Ok(r) => r.uri_or(None).to_string(),
-            Err(e) => {
-                tracing::debug!(vm = %name, error = %e, "unreadable vm record; default URI");
-                DEFAULT_URI.to_string()
-            }
-        },
-        other => {
-            tracing::debug!(vm = %name, ?other, "no vm record; default URI");
-            DEFAULT_URI.to_string()
-        }
-    }
+fn absolute(option: &str, path: &Option<PathBuf>) -> Result<Option<PathBuf>> {
+    path.as_ref()
+        .map(|p| std::path::absolute(p).with_context(|| format!("{option} {}", p.display())))
+        .transpose()
+}
+
+/// The request of `vm create`, its paths absolute (the server may run elsewhere).
+fn create_params(a: CreateArgs) -> Result<VmCreateParams> {
+    Ok(VmCreateParams {
+        kernel: absolute("--kernel", &a.kernel)?,
+        initrd: absolute("--initrd", &a.initrd)?,
+        cloud_init_user_data: absolute("--cloud-init-user-data", &a.cloud_init_user_data)?,
+        image: a
+            .image
+            .as_deref()
+            .map(crate::image::absolutize)
+            .transpose()?,
+        volume: a.volume,
+        memory: a.memory,
+        cpus: a.cpus,
+        cmdline: a.cmdline,
+        accel: a.accel,
+        connect: a.connect,
+        start: a.start,
+        registry: a.registry.params(),
+        name: a.name,
+    })
 }
 
 pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
     match cmd {
         VmCmd::Create(a) => create(dir, *a, output),
         VmCmd::Start { name, libvirt } => {
-            let rec = record(dir, &name)?;
-            Server::connect(dir)?;
-            let l = Launcher::new(Some(rec.uri_or(libvirt.connect.as_deref())))?;
-            l.ensure_defined(&rec)?;
-            l.start(name.as_str())?;
-            println!("started vm {name}");
-            Ok(())
+            store_exists(dir, &name)?;
+            let req = Request::VmStart {
+                name: name.clone(),
+                connect: libvirt.connect,
+            };
+            let vm = vm_info(execute(dir, req, OutputFormat::Table)?)?;
+            print_vm(&vm, output, &format!("started vm {name}"))
         }
         VmCmd::Stop {
             name,
             timeout,
             libvirt,
         } => {
-            let uri = uri_for(dir, &name, libvirt.connect.as_deref());
-            let outcome =
-                Launcher::new(Some(&uri))?.stop(name.as_str(), Duration::from_secs(timeout))?;
+            let req = Request::VmStop {
+                name: name.clone(),
+                timeout,
+                connect: libvirt.connect,
+            };
+            let outcome = stopped(execute(dir, req, OutputFormat::Table)?)?;
             let how = match outcome {
                 StopOutcome::AlreadyStopped => "it was not running".to_string(),
                 StopOutcome::Graceful => "shut down by the guest".to_string(),
@@ -271,298 +190,142 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
             timeout,
             libvirt,
         } => {
-            let uri = uri_for(dir, &name, libvirt.connect.as_deref());
-            Launcher::new(Some(&uri))?.restart(name.as_str(), Duration::from_secs(timeout))?;
+            let req = Request::VmRestart {
+                name: name.clone(),
+                timeout,
+                connect: libvirt.connect,
+            };
+            stopped(execute(dir, req, OutputFormat::Table)?)?;
             println!("restarted vm {name}");
             Ok(())
         }
-        VmCmd::Delete { name, libvirt } => delete(dir, &name, libvirt.connect.as_deref()),
-        VmCmd::List { libvirt } => list(dir, output, libvirt.connect.as_deref()),
+        VmCmd::Delete { name, libvirt } => {
+            store_exists(dir, &name)?;
+            let req = Request::VmDelete {
+                name: name.clone(),
+                connect: libvirt.connect,
+            };
+            match execute(dir, req, OutputFormat::Table)? {
+                Response::VmDeleted { .. } => println!("deleted vm {name}"),
+                other => bail!("unexpected reply {other:?}"),
+            }
+            Ok(())
+        }
+        VmCmd::List { libvirt } => list(dir, output, libvirt.connect),
         VmCmd::Console {
             name,
             follow,
             libvirt,
-        } => console(dir, &name, follow, libvirt.connect.as_deref()),
+        } => console(dir, &name, follow, libvirt.connect),
     }
 }
 
-/// The disks of a new VM from `--volume` and `--image`: a throw-away clone of a disk
-/// image, or an ISO image's cached snapshot as a CD-ROM (after the volume, if any, so a
-/// blank volume falls through to the CD under BIOS boot).
-fn create_disks(srv: &Server, a: &CreateArgs) -> Result<Vec<VmDisk>> {
-    let volume = a.volume.as_ref().map(|v| VmDisk {
-        volume: VolumeRef::volume(v.clone()),
-        throwaway: false,
-        media: Media::Disk,
+fn vm_info(resp: Response) -> Result<VmInfo> {
+    match resp {
+        Response::VmInfo { vm } => Ok(vm),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn stopped(resp: Response) -> Result<StopOutcome> {
+    match resp {
+        Response::VmStopped { outcome, .. } => Ok(outcome),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn print_vm(vm: &VmInfo, output: OutputFormat, line: &str) -> Result<()> {
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(vm)?),
+        OutputFormat::Table => println!("{line}"),
+    }
+    Ok(())
+}
+
+/// `root`, `img-…@base (CD-ROM)`, `vm-disk (throw-away clone)`, joined.
+fn describe_disks(vm: &VmInfo) -> String {
+    let disks = vm.disks.iter().map(|d| match vm.throwaway.contains(d) {
+        true => format!("{d} (throw-away clone)"),
+        false => d.clone(),
     });
-    let Some(image) = &a.image else {
-        return match volume {
-            Some(v) => Ok(vec![v]),
-            None => bail!("vm create needs --volume or --image"),
-        };
-    };
-    let base = crate::image::ensure_cached(&srv.dir, image, &a.registry)?;
-    let content = export_content(&srv.nbd_socket(), &base.to_string())
-        .with_context(|| format!("vm {}: image {image}", a.name))?;
-    match (content, volume) {
-        (Content::Iso, volume) => {
-            let cd = VmDisk {
-                volume: base,
-                throwaway: false,
-                media: Media::Cdrom,
-            };
-            Ok(volume.into_iter().chain([cd]).collect())
-        }
-        (Content::Disk, Some(_)) => bail!(
-            "vm {}: image {image} is a disk image, not an ISO: --volume with --image attaches an ISO as a CD-ROM next to the volume; boot a disk image with --image alone",
-            a.name
-        ),
-        (Content::Disk, None) => {
-            let clone = Name::new(&format!("{}-disk", a.name))
-                .with_context(|| format!("vm name {} is too long for its disk's name", a.name))?;
-            srv.call(Request::VolumeClone {
-                source: base,
-                name: clone.clone(),
-            })
-            .with_context(|| format!("vm {}: making its throw-away disk {clone}", a.name))?;
-            Ok(vec![VmDisk {
-                volume: VolumeRef::volume(clone),
-                throwaway: true,
-                media: Media::Disk,
-            }])
-        }
-    }
-}
-
-/// `vda`, `img-…@base (CD-ROM)`, `vm-disk (throw-away clone)`, joined.
-fn describe_disks(disks: &[VmDisk]) -> String {
-    disks
-        .iter()
-        .map(|d| match (d.media, d.throwaway) {
-            (Media::Cdrom, _) => format!("{} (CD-ROM)", d.volume),
-            (Media::Disk, true) => format!("{} (throw-away clone)", d.volume),
-            (Media::Disk, false) => d.volume.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let cdroms = vm.cdroms.iter().map(|c| format!("{c} (CD-ROM)"));
+    disks.chain(cdroms).collect::<Vec<_>>().join(", ")
 }
 
 fn create(dir: &Path, a: CreateArgs, output: OutputFormat) -> Result<()> {
-    check_create_args(&a)?;
-    let srv = Server::connect(dir)?;
-    let launcher = Launcher::new(a.connect.as_deref())?;
-    // Checked before anything is made: a second create must not touch the first VM's disk.
-    if srv.has_record(&a.name)? {
-        bail!(
-            "vm {} already exists in store {}; delete it first (`platter vm delete {}`) or pick another name",
-            a.name,
-            dir.display(),
-            a.name
-        );
-    }
-    let disks = create_disks(&srv, &a)?;
-    let throwaway: Vec<VolumeRef> = disks
-        .iter()
-        .filter(|d| d.throwaway)
-        .map(|d| d.volume.clone())
-        .collect();
-    let record = match define(dir, &srv, &launcher, &a, disks) {
-        Ok(r) => r,
-        Err(e) => {
-            // Nothing of a VM that was never defined stays behind.
-            for v in throwaway {
-                let _ = srv.call(Request::VolumeDelete { target: v });
-            }
-            return Err(e);
-        }
-    };
-    srv.call(Request::VmPut {
-        name: a.name.clone(),
-        record: serde_json::to_value(&record)?,
+    let params = create_params(a)?;
+    // Checked before a store is opened or a server asked.
+    platter_control::vm::check_params(&params).map_err(ControlError::from)?;
+    let (name, start, image) = (params.name.clone(), params.start, params.image.is_some());
+    let req = Request::VmCreate { params };
+    // With --image, Ctrl-C cancels the image's import and leaves nothing behind.
+    let vm = vm_info(match image {
+        true => execute_interruptible(dir, req, OutputFormat::Table, "import")?,
+        false => execute(dir, req, OutputFormat::Table)?,
     })?;
-    if a.start {
-        launcher.start(a.name.as_str())?;
-    }
-    match output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&record)?),
-        OutputFormat::Table => println!(
-            "created vm {} ({}, {}, accel {:?}: {}, libvirt {}){}",
-            a.name,
-            format_size(record.memory_bytes),
-            describe_disks(&record.disks),
-            record.accel.accel,
-            record.accel.reason,
-            launcher.uri(),
-            if a.start { ", started" } else { "" }
-        ),
-    }
-    Ok(())
+    let line = format!(
+        "created vm {name} ({}, {}, accel {}: {}, libvirt {}){}",
+        format_size(vm.memory),
+        describe_disks(&vm),
+        vm.accel,
+        vm.accel_reason,
+        vm.uri,
+        if start { ", started" } else { "" }
+    );
+    print_vm(&vm, output, &line)
 }
 
-/// The spec from the arguments, the cloud-init seed, and the libvirt domain.
-fn define(
-    dir: &Path,
-    srv: &Server,
-    launcher: &Launcher,
-    a: &CreateArgs,
-    disks: Vec<VmDisk>,
-) -> Result<VmRecord> {
-    let vm_dir = dir.join("vms");
-    std::fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
-    let mut spec = VmSpec::new(a.name.clone(), disks);
-    spec.memory_bytes = a.memory;
-    spec.cpus = a.cpus;
-    spec.accel = a.accel;
-    if let Some(kernel) = &a.kernel {
-        spec.boot = Boot::Kernel {
-            kernel: std::path::absolute(kernel)?,
-            initrd: a.initrd.as_ref().map(std::path::absolute).transpose()?,
-            cmdline: a.cmdline.clone(),
-        };
-    }
-    if let Some(ud) = &a.cloud_init_user_data {
-        let seed = vm_dir.join(format!("{}.seed.iso", a.name));
-        build_seed_iso_from_file(&a.name, ud, &seed)?;
-        spec.cloud_init_seed = Some(seed);
-    }
-    let console_log = vm_dir.join(format!("{}.console.log", a.name));
-    let created = launcher.create(&spec, &srv.nbd_socket(), &console_log);
-    if created.is_err() {
-        if let Some(seed) = &spec.cloud_init_seed {
-            let _ = std::fs::remove_file(seed);
-        }
-    }
-    Ok(created?)
-}
-
-fn delete(dir: &Path, name: &Name, connect: Option<&str>) -> Result<()> {
-    let rec = record(dir, name)?;
-    let srv = Server::connect(dir)?;
-    // Refused before anything is touched: a throw-away disk that was snapshotted and
-    // cloned cannot go while its clones need it.
-    let volumes = match srv.call(Request::VolumeList)? {
-        Response::Volumes { items } => items,
+fn list(dir: &Path, output: OutputFormat, connect: Option<String>) -> Result<()> {
+    let items = match execute(dir, Request::VmStatus { connect }, OutputFormat::Table)? {
+        Response::VmInfos { items } => items,
         other => bail!("unexpected reply {other:?}"),
     };
-    for disk in rec.throwaway_volumes() {
-        let disk = disk.volume.as_str();
-        let dependants: Vec<&str> = volumes
-            .iter()
-            .filter(|v| {
-                v.origin.as_deref().is_some_and(|o| {
-                    o == disk || o.strip_prefix(disk).is_some_and(|r| r.starts_with('@'))
-                })
-            })
-            .map(|v| v.name.as_str())
-            .collect();
-        if !dependants.is_empty() {
-            bail!(
-                "cannot delete vm {name}: its throw-away disk {disk} has clones that depend on it ({}); delete them first",
-                dependants.join(", ")
-            );
-        }
-    }
-    let launcher = Launcher::new(Some(rec.uri_or(connect)))?;
-    match launcher.delete(name.as_str()) {
-        Ok(()) | Err(platter_launcher::LauncherError::NoSuchVm { .. }) => {}
-        Err(e) => return Err(e.into()),
-    }
-    for v in rec.throwaway_volumes() {
-        srv.call(Request::VolumeDelete { target: v.clone() })?;
-    }
-    for f in [Some(rec.console_log.clone()), rec.cloud_init_seed.clone()]
-        .into_iter()
-        .flatten()
-    {
-        let _ = std::fs::remove_file(f);
-    }
-    srv.call(Request::VmRemove { name: name.clone() })?;
-    println!("deleted vm {name}");
-    Ok(())
-}
-
-fn list(dir: &Path, output: OutputFormat, connect: Option<&str>) -> Result<()> {
-    let records: Vec<VmRecord> =
-        match crate::run::execute(dir, Request::VmList, OutputFormat::Table)? {
-            Response::Vms { items } => items
-                .into_iter()
-                .filter_map(|v| serde_json::from_value(v).ok())
-                .collect(),
-            other => bail!("unexpected reply {other:?}"),
-        };
-    // One connection per URI, made when first needed (an explicit --connect at once, so
-    // that a bad URI is reported even with no VMs).
-    let mut launchers: Vec<(String, Launcher)> = Vec::new();
-    if let Some(uri) = connect {
-        launchers.push((uri.to_string(), Launcher::new(Some(uri))?));
-    }
-    let mut rows = Vec::new();
-    for r in &records {
-        let uri = r.uri_or(connect);
-        let i = match launchers.iter().position(|(u, _)| u == uri) {
-            Some(i) => i,
-            None => {
-                launchers.push((uri.to_string(), Launcher::new(Some(uri))?));
-                launchers.len() - 1
-            }
-        };
-        let state = launchers[i]
-            .1
-            .state(r.name.as_str())
-            .map(|s| s.to_string())
-            .unwrap_or_else(|_| "undefined".into());
-        rows.push(serde_json::json!({
-            "name": r.name, "state": state, "accel": format!("{:?}", r.accel.accel).to_lowercase(),
-            "memory": r.memory_bytes, "cpus": r.cpus, "uri": uri,
-            "disks": r.disks.iter().filter(|d| d.media == Media::Disk).map(|d| d.volume.to_string()).collect::<Vec<_>>(),
-            "cdroms": r.disks.iter().filter(|d| d.media == Media::Cdrom).map(|d| d.volume.to_string()).collect::<Vec<_>>(),
-        }));
-    }
     if output == OutputFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
     println!(
         "{:<20} {:<12} {:<6} {:<8} {:<4} DISKS",
         "NAME", "STATE", "ACCEL", "MEMORY", "CPUS"
     );
-    let names = |v: &serde_json::Value, suffix: &str| -> Vec<String> {
-        v.as_array()
-            .map(|d| {
-                d.iter()
-                    .filter_map(|x| x.as_str())
-                    .map(|x| format!("{x}{suffix}"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    for r in rows {
-        let mut disks = names(&r["disks"], "");
-        disks.extend(names(&r["cdroms"], "(cdrom)"));
+    for vm in items {
+        let mut disks = vm.disks.clone();
+        disks.extend(vm.cdroms.iter().map(|c| format!("{c}(cdrom)")));
         println!(
             "{:<20} {:<12} {:<6} {:<8} {:<4} {}",
-            r["name"].as_str().unwrap_or(""),
-            r["state"].as_str().unwrap_or(""),
-            r["accel"].as_str().unwrap_or(""),
-            format_size(r["memory"].as_u64().unwrap_or(0)),
-            r["cpus"],
+            vm.name,
+            vm.state,
+            vm.accel,
+            format_size(vm.memory),
+            vm.cpus,
             disks.join(",")
         );
     }
     Ok(())
 }
 
-fn console(dir: &Path, name: &Name, follow: bool, connect: Option<&str>) -> Result<()> {
-    let rec = record(dir, name)?;
-    // Only --follow needs libvirt (to see the VM stop); an explicit --connect is checked
-    // either way, so a wrong URI is never silently ignored.
-    let launcher = if follow || connect.is_some() {
-        Some(Launcher::new(Some(rec.uri_or(connect)))?)
-    } else {
-        None
+/// Where the console is logged and whether the VM runs, from the server (or the store).
+fn console_state(
+    dir: &Path,
+    name: &Name,
+    connect: &Option<String>,
+    follow: bool,
+) -> Result<(PathBuf, bool)> {
+    let req = Request::VmConsole {
+        name: name.clone(),
+        connect: connect.clone(),
+        follow,
     };
-    let path = &rec.console_log;
-    let mut f = match std::fs::File::open(path) {
+    match execute(dir, req, OutputFormat::Table)? {
+        Response::VmConsole { log, running, .. } => Ok((log, running)),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn console(dir: &Path, name: &Name, follow: bool, connect: Option<String>) -> Result<()> {
+    store_exists(dir, name)?;
+    let (path, _) = console_state(dir, name, &connect, follow)?;
+    let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,
         // libvirt makes the log when the VM first starts.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -574,7 +337,6 @@ fn console(dir: &Path, name: &Name, follow: bool, connect: Option<&str>) -> Resu
     };
     let mut out = std::io::stdout();
     let mut pos = 0u64;
-    let launcher = launcher.filter(|_| follow);
     loop {
         // A restart truncates the log: start again from its beginning.
         if f.metadata().map(|m| m.len() < pos).unwrap_or(false) {
@@ -586,13 +348,10 @@ fn console(dir: &Path, name: &Name, follow: bool, connect: Option<&str>) -> Resu
         pos += buf.len() as u64;
         out.write_all(&buf)?;
         out.flush()?;
-        let Some(l) = &launcher else { return Ok(()) };
-        if buf.is_empty()
-            && !matches!(
-                l.state(name.as_str()),
-                Ok(VmState::Running | VmState::Blocked | VmState::Paused)
-            )
-        {
+        if !follow {
+            return Ok(());
+        }
+        if buf.is_empty() && !console_state(dir, name, &connect, true)?.1 {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(200));

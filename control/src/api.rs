@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use platter_launcher::{AccelChoice, StopOutcome};
 use platter_snapshotter::{GcReport, VolumeInfo};
 use platter_types::{Name, VolumeRef};
 
@@ -89,6 +90,59 @@ pub enum Request {
         #[serde(default)]
         params: PushParams,
     },
+    /// Defines a VM (and starts it with `start`): its disks checked or made (an `--image`
+    /// cached and cloned), its record saved. Needs `platter serve` (it serves the disks);
+    /// what can be refused without one is refused first, also in-process.
+    VmCreate {
+        params: VmCreateParams,
+    },
+    /// Starts a defined VM (defining its domain again from the record if libvirt lost it).
+    VmStart {
+        name: Name,
+        #[serde(default)]
+        connect: Option<String>,
+    },
+    /// ACPI shutdown, then power off after `timeout` seconds.
+    VmStop {
+        name: Name,
+        timeout: u64,
+        #[serde(default)]
+        connect: Option<String>,
+    },
+    /// Stop (as `vm_stop`), then start.
+    VmRestart {
+        name: Name,
+        timeout: u64,
+        #[serde(default)]
+        connect: Option<String>,
+    },
+    /// Powers off and undefines a VM, deletes its throw-away disks and its record.
+    VmDelete {
+        name: Name,
+        #[serde(default)]
+        connect: Option<String>,
+    },
+    /// Every VM of the store with its libvirt state (`vm_list` gives the bare records).
+    VmStatus {
+        #[serde(default)]
+        connect: Option<String>,
+    },
+    /// Where VM `name`'s serial console is logged and, with `follow` (or an explicit
+    /// `connect`, which is then checked), whether it is running.
+    VmConsole {
+        name: Name,
+        #[serde(default)]
+        connect: Option<String>,
+        #[serde(default)]
+        follow: bool,
+    },
+    /// The cached, read-only base of an image (`img-KEY@base`) for `vm create --image`:
+    /// imported once (a registry image pinned to its digest), snapshotted, reused after.
+    ImageEnsure {
+        source: String,
+        #[serde(default)]
+        registry: RegistryParams,
+    },
     /// Liveness check (used by clients to tell a live server from a stale socket).
     Ping,
 }
@@ -129,6 +183,112 @@ pub enum Response {
     Pushed {
         report: serde_json::Value,
     },
+    /// One VM (`vm_create`, `vm_start`, `vm_restart`).
+    VmInfo {
+        vm: VmInfo,
+    },
+    /// Every VM (`vm_status`).
+    VmInfos {
+        items: Vec<VmInfo>,
+    },
+    VmStopped {
+        name: String,
+        outcome: StopOutcome,
+    },
+    VmDeleted {
+        name: String,
+        /// The throw-away disks deleted with it.
+        volumes: Vec<String>,
+    },
+    VmConsole {
+        name: String,
+        log: PathBuf,
+        running: bool,
+    },
+    /// The cached image's base snapshot, and what it is to a guest.
+    Image {
+        base: VolumeRef,
+        iso: bool,
+    },
+}
+
+/// What `vm create` asks for, as the command line gives it. Paths are absolute (the
+/// server may run in another directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCreateParams {
+    pub name: Name,
+    /// Boot from (and write to) this volume; with an ISO `image`, the ISO is a CD-ROM
+    /// next to it.
+    #[serde(default)]
+    pub volume: Option<Name>,
+    /// Boot from a throw-away clone of this image (an ISO: a read-only CD-ROM).
+    #[serde(default)]
+    pub image: Option<String>,
+    pub memory: u64,
+    pub cpus: u32,
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default)]
+    pub cmdline: Option<String>,
+    #[serde(default)]
+    pub cloud_init_user_data: Option<PathBuf>,
+    #[serde(default)]
+    pub accel: AccelChoice,
+    /// The libvirt URI (default `qemu:///system`), kept in the record.
+    #[serde(default)]
+    pub connect: Option<String>,
+    #[serde(default)]
+    pub start: bool,
+    #[serde(default)]
+    pub registry: RegistryParams,
+}
+
+impl VmCreateParams {
+    /// The defaults of `platter vm create NAME`: 512 MiB, 1 vCPU, automatic accelerator.
+    pub fn new(name: Name) -> VmCreateParams {
+        VmCreateParams {
+            name,
+            volume: None,
+            image: None,
+            memory: 512 << 20,
+            cpus: 1,
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+            cloud_init_user_data: None,
+            accel: AccelChoice::Auto,
+            connect: None,
+            start: false,
+            registry: RegistryParams::default(),
+        }
+    }
+}
+
+/// A VM as every command shows it (`vm create -o json`, `vm list -o json`): one shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub name: String,
+    /// libvirt's state (`running`, `shut-off`, …), or `undefined` when libvirt has no
+    /// such domain.
+    pub state: String,
+    /// `kvm` or `tcg`, and why it was chosen.
+    pub accel: String,
+    pub accel_reason: String,
+    /// Bytes.
+    pub memory: u64,
+    pub cpus: u32,
+    /// The libvirt URI the VM is reached through.
+    pub uri: String,
+    /// Disk exports in boot order.
+    pub disks: Vec<String>,
+    /// CD-ROM exports in boot order (the cloud-init seed not included).
+    pub cdroms: Vec<String>,
+    /// The disks made for this VM alone, deleted with it.
+    pub throwaway: Vec<String>,
+    /// Where the serial console is logged.
+    pub console_log: PathBuf,
 }
 
 /// Registry and HTTP access options, as the command line gives them.

@@ -4,9 +4,11 @@
 //!
 //! Besides its JSON, a request comes with a [`Context`]: a cancel flag (Ctrl-C in the
 //! CLI, or the client going away from the server) and where standard input is, for an
-//! import from `-`.
+//! import from `-`; inside `platter serve` also the [`VmHost`] that the VM use cases
+//! (`crate::vm`) need to define and boot VMs.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use platter_importer::CancelFlag;
 use platter_snapshotter::Store;
@@ -14,6 +16,7 @@ use platter_snapshotter::Store;
 use crate::api::{Event, Request, Response};
 pub use crate::error::ControlError;
 use crate::export::export;
+use crate::vm::VmHost;
 
 /// Where an import from `-` reads.
 #[derive(Debug, Default)]
@@ -34,6 +37,8 @@ pub struct Context {
     /// removed what it wrote. Quick requests ignore it.
     pub cancel: CancelFlag,
     pub stdin: Stdin,
+    /// Set by `platter serve`: VMs can be defined and booted (their disks are served).
+    pub vm_host: Option<Arc<VmHost>>,
 }
 
 impl Context {
@@ -42,6 +47,7 @@ impl Context {
         Context {
             cancel,
             stdin: Stdin::Own,
+            vm_host: None,
         }
     }
 }
@@ -68,7 +74,11 @@ pub fn handle(
         }
         Request::VolumeResize { name, size } => Response::Volume(store.resize(&name, size)?.into()),
         Request::VolumeDelete { target } => {
-            store.delete(&target)?;
+            // A VM's disk goes with the VM (`vm delete`), never from under it.
+            crate::vm::locked(ctx.vm_host.as_deref(), crate::vm::VOLUME_USES, || {
+                crate::vm::check_volume_unused(store, &target)?;
+                store.delete(&target).map_err(ControlError::from)
+            })?;
             Response::Deleted {
                 target: target.to_string(),
             }
@@ -118,5 +128,56 @@ pub fn handle(
                 name: name.to_string(),
             }
         }
+        req => return vm_request(store, req, ctx, events),
     })
+}
+
+/// The VM use cases (`crate::vm`).
+fn vm_request(
+    store: &Store,
+    req: Request,
+    ctx: Context,
+    events: &mut dyn FnMut(Event),
+) -> Result<Response, ControlError> {
+    let host = ctx.vm_host.clone();
+    let host = host.as_deref();
+    match req {
+        Request::VmCreate { params } => Ok(Response::VmInfo {
+            vm: crate::vm::create(store, host, &params, ctx, events)?,
+        }),
+        Request::VmStart { name, connect } => {
+            crate::vm::start(store, host, &name, connect.as_deref())
+        }
+        Request::VmStop {
+            name,
+            timeout,
+            connect,
+        } => crate::vm::stop(store, &name, timeout, connect.as_deref()),
+        Request::VmRestart {
+            name,
+            timeout,
+            connect,
+        } => crate::vm::restart(store, &name, timeout, connect.as_deref()),
+        Request::VmDelete { name, connect } => {
+            crate::vm::delete(store, host, &name, connect.as_deref())
+        }
+        Request::VmStatus { connect } => crate::vm::status(store, connect.as_deref()),
+        Request::VmConsole {
+            name,
+            connect,
+            follow,
+        } => crate::vm::console(store, &name, connect.as_deref(), follow),
+        Request::ImageEnsure { source, registry } => {
+            let cached =
+                crate::vm::ensure_image(store, host, &source, &registry, ctx.cancel, events)?;
+            Ok(Response::Image {
+                base: cached.base,
+                iso: cached.content == platter_launcher::probe::Content::Iso,
+            })
+        }
+        other => Err(ControlError::Protocol {
+            path: store.dir().to_path_buf(),
+            detail: format!("request {other:?} reached the VM use cases"),
+        }),
+    }
 }

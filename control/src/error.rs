@@ -17,6 +17,7 @@ use platter_snapshotter::StoreError;
 
 use crate::export::ExportError;
 use crate::transfer::ParamError;
+use crate::vm::VmError;
 use crate::vms::VmRecordError;
 
 /// What kind of failure, for a caller to act on. On the wire in snake_case
@@ -142,6 +143,9 @@ pub enum ControlError {
     ImportNameTaken { name: String, inner: ImportError },
     #[error(transparent)]
     Vm(#[from] VmRecordError),
+    /// A VM use case (`crate::vm`) refused or failed.
+    #[error(transparent)]
+    VmOp(#[from] VmError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -172,6 +176,7 @@ impl ControlError {
                 (ErrorKind::AlreadyExists, Some(format!("volume {name}")))
             }
             ControlError::Vm(e) => vm_record(e),
+            ControlError::VmOp(e) => e.kind(),
             ControlError::Store(e) => (store_kind(e), e.object()),
             ControlError::Export(e) => export(e),
             ControlError::Socket { path, source } => (

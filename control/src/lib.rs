@@ -15,6 +15,7 @@ pub mod export;
 mod export_qcow2;
 pub mod server;
 pub mod transfer;
+pub mod vm;
 pub mod vms;
 
 pub use api::{Event, Reply, Request, Response};

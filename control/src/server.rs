@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::io::IoSliceMut;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 use tokio::io::{AsyncWriteExt, Interest};
@@ -27,6 +28,7 @@ use platter_snapshotter::Store;
 use crate::api::{Reply, Request};
 use crate::dispatch::{handle, Context, Stdin};
 use crate::error::{ErrorKind, Failure};
+use crate::vm::VmHost;
 
 /// Longest request line accepted; longer requests get an error and the connection closes.
 const MAX_REQUEST: usize = 1 << 20;
@@ -48,8 +50,20 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves until `shutdown` is cancelled; in-flight requests finish first.
+/// Serves until `shutdown` is cancelled; in-flight requests finish first. VM requests
+/// that need served disks are refused (see [`run_with`]).
 pub async fn run(listener: UnixListener, store: Store, shutdown: CancellationToken) {
+    run_with(listener, store, None, shutdown).await
+}
+
+/// [`run`], with the [`VmHost`] of the `platter serve` that serves the disks: VMs can be
+/// created and started through this server.
+pub async fn run_with(
+    listener: UnixListener,
+    store: Store,
+    vm_host: Option<Arc<VmHost>>,
+    shutdown: CancellationToken,
+) {
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
         tokio::select! {
@@ -58,8 +72,9 @@ pub async fn run(listener: UnixListener, store: Store, shutdown: CancellationTok
                 Ok((stream, _)) => {
                     let store = store.clone();
                     let shutdown = shutdown.clone();
+                    let vm_host = vm_host.clone();
                     tracker.spawn(async move {
-                        if let Err(e) = serve_conn(stream, store, shutdown).await {
+                        if let Err(e) = serve_conn(stream, store, vm_host, shutdown).await {
                             tracing::debug!(error = %e, "control connection ended");
                         }
                     });
@@ -176,6 +191,7 @@ impl Incoming {
 async fn serve_conn(
     stream: UnixStream,
     store: Store,
+    vm_host: Option<Arc<VmHost>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = stream.into_split();
@@ -218,7 +234,12 @@ async fn serve_conn(
             },
             _ => Stdin::Absent,
         };
-        if !run_request(&mut incoming, &mut wr, &store, req, stdin).await {
+        let ctx = Context {
+            cancel: CancelFlag::new(),
+            stdin,
+            vm_host: vm_host.clone(),
+        };
+        if !run_request(&mut incoming, &mut wr, &store, req, ctx).await {
             return Ok(());
         }
     }
@@ -231,17 +252,13 @@ async fn run_request(
     wr: &mut OwnedWriteHalf,
     store: &Store,
     req: Request,
-    stdin: Stdin,
+    ctx: Context,
 ) -> bool {
-    let cancel = CancelFlag::new();
+    let cancel = ctx.cancel.clone();
     if incoming.eof {
         // The client already closed its side: nobody waits for long work.
         cancel.cancel();
     }
-    let ctx = Context {
-        cancel: cancel.clone(),
-        stdin,
-    };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let store = store.clone();
     let work = tokio::task::spawn_blocking(move || {

@@ -11,8 +11,9 @@
 //! - [`access`]: making the NBD socket and boot files usable by the `libvirt-qemu` user;
 //! - [`probe`]: whether a served volume is an ISO image (a CD-ROM) or a disk.
 //!
-//! The crate never starts libvirtd, serves disks or owns volumes: the caller (the CLI)
-//! runs `platter serve`, persists the [`VmRecord`] and deletes throw-away volumes.
+//! The crate never starts libvirtd, serves disks or owns volumes: the caller (the VM use
+//! cases in `platter-control`, run by `platter serve`) serves the disks, persists the
+//! [`VmRecord`] and deletes throw-away volumes.
 #![forbid(unsafe_code)]
 
 pub mod accel;
