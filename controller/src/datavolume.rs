@@ -91,6 +91,14 @@ enum Kind {
     SourceRef,
 }
 
+/// The phase of work under way (or waiting to be retried) for this kind of source.
+fn in_progress(kind: &Kind) -> Phase {
+    match kind {
+        Kind::Clone => Phase::CloneInProgress,
+        _ => Phase::ImportInProgress,
+    }
+}
+
 fn source_kind(dv: &DataVolume) -> Kind {
     match &dv.spec.source {
         Some(s) if s.blank.is_some() => Kind::Blank,
@@ -151,11 +159,7 @@ pub fn reconcile(dv: &DataVolume, seen: &Observed, now: Now) -> Decision {
         set(&mut st.conditions, "Bound", true, "Bound", "", &ts);
         set(&mut st.conditions, "Ready", false, "", "", &ts);
         set(&mut st.conditions, "Running", true, "", "", &ts);
-        let phase = match kind {
-            Kind::Clone => Phase::CloneInProgress,
-            _ => Phase::ImportInProgress,
-        };
-        (phase, progress(done, total))
+        (in_progress(&kind), progress(done, total))
     } else {
         schedule(dv, seen, kind, size, now, &ts, &mut st, &mut d)
     };
@@ -193,11 +197,8 @@ fn schedule(
                 ts,
             );
             d.requeue_after = Some(wait);
-            let phase = match kind {
-                Kind::Clone => Phase::CloneInProgress,
-                _ => Phase::ImportInProgress,
-            };
-            return (phase, st.progress.clone().unwrap_or_else(|| "N/A".into()));
+            let progress = st.progress.clone().unwrap_or_else(|| "N/A".into());
+            return (in_progress(&kind), progress);
         }
     }
     set(&mut st.conditions, "Running", false, "", "", ts);
