@@ -47,15 +47,29 @@ pub fn create(
                 return Err(not_iso(p, image));
             }
         }
-        let disks = disks(store, host, p, ctx, events)?;
-        let record = define(&dir, host, &launcher, p, disks.clone()).and_then(|r| {
+        let (disks, clone) = disks(store, host, p, ctx, events)?;
+        let record = define(&dir, host, &launcher, p, disks).and_then(|r| {
             // The volume is looked at again, and the record saved, under the lock that
-            // `volume delete` checks the records under: it cannot go in between.
+            // `volume delete` checks the records under: it cannot go in between. A
+            // throw-away disk is cloned in the transaction that creates the record, so a
+            // crash leaves both or neither.
             locked(Some(host), VOLUME_USES, || {
                 if let Some(v) = &p.volume {
                     check_volume(store, &p.name, v)?;
                 }
-                records::put(store, &r)
+                match &clone {
+                    Some((base, name)) => store
+                        .clone_volume_with(base, name, &[records::create_change(&r)?])
+                        .map(|_| ())
+                        .map_err(|e| {
+                            VmError::Step {
+                                step: format!("vm {}: making its throw-away disk {name}", p.name),
+                                source: Box::new(e.into()),
+                            }
+                            .into()
+                        }),
+                    None => records::put(store, &r),
+                }
             })
             // A domain without a record is invisible to platter: undefine it.
             .inspect_err(|_| {
@@ -63,15 +77,7 @@ pub fn create(
             })
             .map(|()| r)
         });
-        let record = match record {
-            Ok(r) => r,
-            Err(e) => {
-                for d in disks.iter().filter(|d| d.throwaway) {
-                    let _ = store.delete(&d.volume);
-                }
-                return Err(e);
-            }
-        };
+        let record = record?;
         if p.start {
             launcher.start(p.name.as_str()).map_err(VmError::from)?;
         }
@@ -155,23 +161,27 @@ fn not_iso(p: &VmCreateParams, image: &str) -> ControlError {
     .into()
 }
 
+/// A throw-away disk still to be made: cloned from `.0` as `.1`, with the VM's record.
+type PendingClone = (VolumeRef, Name);
+
 /// The disks of the new VM from `volume` and `image`: a throw-away clone of a disk image,
 /// or an ISO image's cached snapshot as a CD-ROM (after the volume, if any, so a blank
-/// volume falls through to the CD under BIOS boot).
+/// volume falls through to the CD under BIOS boot). A throw-away clone is not made here:
+/// its source and name are returned, to be cloned with the record.
 fn disks(
     store: &Store,
     host: &VmHost,
     p: &VmCreateParams,
     ctx: Context,
     events: &mut dyn FnMut(Event),
-) -> Result<Vec<VmDisk>, ControlError> {
+) -> Result<(Vec<VmDisk>, Option<PendingClone>), ControlError> {
     let volume = p.volume.as_ref().map(|v| VmDisk {
         volume: VolumeRef::volume(v.clone()),
         throwaway: false,
         media: Media::Disk,
     });
     let Some(image) = &p.image else {
-        return Ok(volume.into_iter().collect());
+        return Ok((volume.into_iter().collect(), None));
     };
     let cached = ensure_image(store, Some(host), image, &p.registry, ctx.cancel, events)?;
     match (cached.content, volume) {
@@ -181,7 +191,7 @@ fn disks(
                 throwaway: false,
                 media: Media::Cdrom,
             };
-            Ok(volume.into_iter().chain([cd]).collect())
+            Ok((volume.into_iter().chain([cd]).collect(), None))
         }
         (Content::Disk, Some(_)) => Err(not_iso(p, image)),
         (Content::Disk, None) => {
@@ -189,17 +199,12 @@ fn disks(
                 Name::new(&format!("{}-disk", p.name)).map_err(|_| VmError::NameTooLong {
                     vm: p.name.to_string(),
                 })?;
-            store
-                .clone_volume(&cached.base, &clone)
-                .map_err(|e| VmError::Step {
-                    step: format!("vm {}: making its throw-away disk {clone}", p.name),
-                    source: Box::new(e.into()),
-                })?;
-            Ok(vec![VmDisk {
-                volume: VolumeRef::volume(clone),
+            let disk = VmDisk {
+                volume: VolumeRef::volume(clone.clone()),
                 throwaway: true,
                 media: Media::Disk,
-            }])
+            };
+            Ok((vec![disk], Some((cached.base, clone))))
         }
     }
 }

@@ -8,7 +8,7 @@ use platter_launcher::{
     Launcher, LauncherError, Media, StopOutcome, VmRecord, VmState, DEFAULT_URI,
 };
 use platter_snapshotter::{Store, StoreError};
-use platter_types::Name;
+use platter_types::{Name, VolumeRef};
 
 use crate::api::{Response, VmInfo};
 use crate::error::ControlError;
@@ -150,13 +150,26 @@ pub fn delete(
             Ok(()) | Err(LauncherError::NoSuchVm { .. }) => {}
             Err(e) => return Err(VmError::from(e).into()),
         }
+        // The record goes in the transaction that deletes the last throw-away disk, so a
+        // crash leaves the VM whole (to delete again) or gone, never a record naming a
+        // disk that is not there.
         let mut deleted = Vec::new();
-        for v in rec.throwaway_volumes() {
-            match store.delete(v) {
+        let disks: Vec<&VolumeRef> = rec.throwaway_volumes().collect();
+        let mut record_left = true;
+        for (i, v) in disks.iter().enumerate() {
+            let last = i + 1 == disks.len();
+            let with: &[_] = if last {
+                &[records::delete_change(name)]
+            } else {
+                &[]
+            };
+            match store.delete_with(v, with) {
+                Ok(()) => record_left &= !last,
                 // Gone already: an earlier delete stopped after it.
-                Ok(()) | Err(StoreError::NoSuchVolume(_)) => deleted.push(v.to_string()),
+                Err(StoreError::NoSuchVolume(_)) => {}
                 Err(e) => return Err(e.into()),
             }
+            deleted.push(v.to_string());
         }
         for f in [Some(rec.console_log.clone()), rec.cloud_init_seed.clone()]
             .into_iter()
@@ -164,7 +177,9 @@ pub fn delete(
         {
             let _ = std::fs::remove_file(f);
         }
-        records::remove(store, name)?;
+        if record_left {
+            records::remove(store, name)?;
+        }
         Ok(Response::VmDeleted {
             name: name.to_string(),
             volumes: deleted,

@@ -3,7 +3,7 @@
 //! too). Swapping the record store touches this file and the dispatcher, nothing else.
 
 use platter_launcher::VmRecord;
-use platter_snapshotter::Store;
+use platter_snapshotter::{RecordChange, Store, VM_KIND};
 use platter_types::{Name, VolumeRef};
 use serde::Deserialize;
 
@@ -42,11 +42,32 @@ pub(crate) fn list(store: &Store) -> Result<Vec<VmRecord>, ControlError> {
 }
 
 pub(crate) fn put(store: &Store, record: &VmRecord) -> Result<(), ControlError> {
-    let value = serde_json::to_value(record).map_err(|e| VmError::Record {
+    Ok(crate::vms::put(store, &record.name, &value(record)?)?)
+}
+
+fn value(record: &VmRecord) -> Result<serde_json::Value, ControlError> {
+    Ok(serde_json::to_value(record).map_err(|e| VmError::Record {
         vm: record.name.to_string(),
         detail: e.to_string(),
-    })?;
-    Ok(crate::vms::put(store, &record.name, &value)?)
+    })?)
+}
+
+/// The change that creates `record`, for a store operation that must commit with it (a
+/// VM and its throw-away disk appear in one transaction).
+pub(crate) fn create_change(record: &VmRecord) -> Result<RecordChange, ControlError> {
+    Ok(RecordChange::Create {
+        kind: VM_KIND.to_string(),
+        name: record.name.to_string(),
+        value: value(record)?,
+    })
+}
+
+/// The change that removes VM `name`'s record (with its last throw-away disk).
+pub(crate) fn delete_change(name: &Name) -> RecordChange {
+    RecordChange::Delete {
+        kind: VM_KIND.to_string(),
+        name: name.to_string(),
+    }
 }
 
 pub(crate) fn remove(store: &Store, name: &Name) -> Result<(), ControlError> {
