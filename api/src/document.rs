@@ -68,6 +68,8 @@ impl Object {
 pub struct Document {
     /// Position in the file, from 1.
     pub index: usize,
+    /// The apiVersion as written (upstream or ours), kept for `get -o yaml`.
+    pub api_version: String,
     pub object: Object,
     /// Fields given but not acted on (see [`IGNORED`]), as paths.
     pub ignored: Vec<String>,
@@ -180,6 +182,11 @@ pub fn parse_documents(text: &str) -> Result<Vec<Result<Document, DocumentError>
         .collect())
 }
 
+/// A value as YAML text (`get -o yaml`).
+pub fn to_yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_default()
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).to_string()
 }
@@ -259,6 +266,7 @@ pub fn parse_document(index: usize, mut v: Value) -> Result<Document, DocumentEr
     }
     Ok(Document {
         index,
+        api_version,
         object,
         ignored,
     })

@@ -16,7 +16,8 @@ pub struct Cli {
     /// Store directory [default: $PLATTER_STORE, /var/lib/platter for root, else $XDG_DATA_HOME/platter]
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
-    /// Output format: tables for people, one JSON document for scripts.
+    /// Output format: tables for people, one JSON document for scripts (`get` also takes
+    /// yaml, and wide for more columns).
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
     #[command(subcommand)]
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum OutputFormat {
     Table,
     Json,
+    Yaml,
+    Wide,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +47,18 @@ pub enum Command {
     /// Run VMs from volumes or images.
     #[command(subcommand)]
     Vm(crate::vm::VmCmd),
+    /// Create or update KubeVirt/CDI objects from YAML (a file, a directory, or -).
+    Apply(crate::objects::ApplyArgs),
+    /// List objects of a kind (dv, vm, vmi, vmsnapshot, vmrestore), or show one.
+    Get(crate::objects::GetArgs),
+    /// Show an object: spec, status, conditions and events.
+    Describe(crate::objects::NamedArgs),
+    /// Delete an object and what it made (a VM's domain and disks, a DataVolume's volume).
+    Delete(crate::objects::DeleteArgs),
+    /// Wait until an object has a condition, or is gone.
+    Wait(crate::objects::WaitArgs),
+    /// Fill a DataVolume that has an upload source from FILE or - (standard input).
+    Upload(crate::objects::UploadArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -171,7 +171,7 @@ pub fn push(dir: &Path, a: PushArgs, output: OutputFormat) -> Result<()> {
         Response::Pushed { report } => {
             match output {
                 OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-                OutputFormat::Table => println!(
+                _ => println!(
                     "pushed {} to {} ({})",
                     a.target,
                     a.dest,

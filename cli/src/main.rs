@@ -5,6 +5,7 @@
 mod args;
 mod image;
 mod interrupt;
+mod objects;
 mod output;
 mod progress;
 mod run;

@@ -56,6 +56,11 @@ pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
         Response::VmDeleted { name, .. } => println!("deleted vm {name}"),
         Response::VmConsole { log, .. } => println!("{}", log.display()),
         Response::Image { base, .. } => println!("{base}"),
+        // `apply`, `get` and friends print these themselves (cli/src/objects.rs).
+        Response::Applied(a) => println!("{} objects", a.results.len()),
+        Response::Objects { items } => items.iter().for_each(|s| println!("{}", s.describe())),
+        Response::ObjectDeleting { kind, name } => println!("deleting {kind} {name}"),
+        Response::Uploaded { name, .. } => println!("uploaded into DataVolume {name}"),
     }
     Ok(())
 }
@@ -93,6 +98,16 @@ fn json_of(resp: &Response) -> serde_json::Value {
             Ok(serde_json::json!({ "name": name, "log": log, "running": running }))
         }
         Response::Image { base, iso } => Ok(serde_json::json!({ "base": base, "iso": iso })),
+        Response::Applied(a) => serde_json::to_value(a),
+        Response::Objects { items } => Ok(serde_json::Value::Array(
+            items.iter().map(|s| s.document()).collect(),
+        )),
+        Response::ObjectDeleting { kind, name } => {
+            Ok(serde_json::json!({ "deleting": { "kind": kind, "name": name } }))
+        }
+        Response::Uploaded { name, volume } => {
+            Ok(serde_json::json!({ "uploaded": name, "volume": volume }))
+        }
     };
     v.unwrap_or(serde_json::Value::Null)
 }

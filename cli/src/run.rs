@@ -99,12 +99,29 @@ fn call(
 
 pub fn run(cli: Cli) -> Result<()> {
     let dir = store_dir(&cli);
+    let object_command = matches!(
+        cli.command,
+        Command::Get(_) | Command::Describe(_) | Command::Apply(_) | Command::Wait(_)
+    );
+    if matches!(cli.output, OutputFormat::Yaml | OutputFormat::Wide) && !object_command {
+        return Err(Usage(
+            "-o yaml and -o wide are for get (and apply, describe, wait): use -o table or -o json"
+                .into(),
+        )
+        .into());
+    }
     let req = match cli.command {
         Command::Volume(v) => volume_request(v)?,
         Command::Serve(a) => return crate::serve::run(&dir, a),
         Command::Import(a) => return crate::image::import(&dir, a, cli.output),
         Command::Push(a) => return crate::image::push(&dir, a, cli.output),
         Command::Vm(v) => return crate::vm::run(&dir, v, cli.output),
+        Command::Apply(a) => return crate::objects::apply(&dir, a, cli.output),
+        Command::Get(a) => return crate::objects::get(&dir, a, cli.output),
+        Command::Describe(a) => return crate::objects::describe(&dir, a),
+        Command::Delete(a) => return crate::objects::delete(&dir, a, cli.output),
+        Command::Wait(a) => return crate::objects::wait(&dir, a, cli.output),
+        Command::Upload(a) => return crate::objects::upload(&dir, a, cli.output),
     };
     let resp = match req {
         req @ Request::VolumeExport { .. } => {

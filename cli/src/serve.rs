@@ -107,10 +107,21 @@ async fn serve(
     let nbd_abs = std::path::absolute(nbd_path)
         .with_context(|| format!("NBD socket {}", nbd_path.display()))?;
     let vm_host = Arc::new(platter_control::vm::VmHost::new(nbd_abs));
+    // The declarative objects' reconciler: its own thread (it calls libvirt and the
+    // store, both blocking), stopped with the server.
+    let stop_reconciler = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconciler = {
+        let r = platter_control::objects::Reconciler::new(store.clone(), vm_host.clone());
+        let stop = stop_reconciler.clone();
+        std::thread::Builder::new()
+            .name("reconciler".into())
+            .spawn(move || r.run(&stop))
+            .context("starting the reconciler")?
+    };
     let control_task = tokio::spawn(platter_control::server::run_with(
         control,
         store.clone(),
-        Some(vm_host),
+        Some(vm_host.clone()),
         shutdown.clone(),
     ));
     let signals = tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -126,6 +137,9 @@ async fn serve(
     let exports = Arc::new(StoreExports::new(store));
     let served = platter_disk_server::run(listeners, exports, config, shutdown.clone()).await;
     shutdown.cancel();
+    stop_reconciler.store(true, std::sync::atomic::Ordering::Relaxed);
+    vm_host.runtime().wake();
+    let _ = tokio::task::spawn_blocking(move || reconciler.join()).await;
     let _ = control_task.await;
     if let Some(t) = metrics_task {
         let _ = t.await;

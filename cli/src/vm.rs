@@ -237,7 +237,7 @@ fn stopped(resp: Response) -> Result<StopOutcome> {
 fn print_vm(vm: &VmInfo, output: OutputFormat, line: &str) -> Result<()> {
     match output {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(vm)?),
-        OutputFormat::Table => println!("{line}"),
+        _ => println!("{line}"),
     }
     Ok(())
 }

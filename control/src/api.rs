@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use platter_api::Kind;
 use platter_launcher::{AccelChoice, StopOutcome};
 use platter_snapshotter::{GcReport, VolumeInfo};
 use platter_types::{Name, VolumeRef};
@@ -143,6 +144,37 @@ pub enum Request {
         #[serde(default)]
         registry: RegistryParams,
     },
+    /// Applies a file of declarative documents (all of them, or none); with `dry_run`
+    /// only checks them.
+    Apply {
+        /// What the file is called in errors (`vm.yaml`, `-`).
+        file: String,
+        text: String,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Objects of a kind: one by name, or all (in `namespace`, or every namespace).
+    ObjectGet {
+        kind: Kind,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+    },
+    /// Marks an object for deletion; the reconciler removes what it made, then it.
+    ObjectDelete {
+        kind: Kind,
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+    },
+    /// Fills a DataVolume with an upload source from the client's standard input or file
+    /// (passed with the request).
+    Upload {
+        name: String,
+        #[serde(default)]
+        namespace: Option<String>,
+    },
     /// Liveness check (used by clients to tell a live server from a stale socket).
     Ping,
 }
@@ -204,6 +236,19 @@ pub enum Response {
         name: String,
         log: PathBuf,
         running: bool,
+    },
+    Applied(crate::objects::Applied),
+    Objects {
+        items: Vec<crate::objects::Stored>,
+    },
+    /// The object is marked for deletion (or gone already).
+    ObjectDeleting {
+        kind: Kind,
+        name: String,
+    },
+    Uploaded {
+        name: String,
+        volume: VolumeInfoWire,
     },
     /// The cached image's base snapshot, and what it is to a guest.
     Image {

@@ -128,6 +128,44 @@ pub fn handle(
                 name: name.to_string(),
             }
         }
+        Request::Apply {
+            file,
+            text,
+            dry_run,
+        } => {
+            if !dry_run {
+                crate::objects::serving(ctx.vm_host.as_deref(), store)?;
+            }
+            let applied =
+                crate::objects::apply(store, &file, &text, dry_run, crate::objects::now())?;
+            if let Some(h) = &ctx.vm_host {
+                h.runtime().wake();
+            }
+            Response::Applied(applied)
+        }
+        Request::ObjectGet {
+            kind,
+            name,
+            namespace,
+        } => Response::Objects {
+            items: crate::objects::query(store, kind, name.as_deref(), namespace.as_deref())?,
+        },
+        Request::ObjectDelete {
+            kind,
+            name,
+            namespace,
+        } => {
+            let host = crate::objects::serving(ctx.vm_host.as_deref(), store)?;
+            let ns = namespace.as_deref().unwrap_or("default");
+            let key = crate::objects::key(ns, &name);
+            crate::objects::delete(store, kind, &key, crate::objects::now())?;
+            host.runtime().wake();
+            Response::ObjectDeleting { kind, name }
+        }
+        Request::Upload { name, namespace } => {
+            let ns = namespace.unwrap_or_else(|| "default".into());
+            crate::objects::upload(store, &ns, &name, ctx, events)?
+        }
         req => return vm_request(store, req, ctx, events),
     })
 }
@@ -159,6 +197,7 @@ fn vm_request(
             connect,
         } => crate::vm::restart(store, &name, timeout, connect.as_deref()),
         Request::VmDelete { name, connect } => {
+            crate::objects::check_not_declared(store, &name)?;
             crate::vm::delete(store, host, &name, connect.as_deref())
         }
         Request::VmStatus { connect } => crate::vm::status(store, connect.as_deref()),

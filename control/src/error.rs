@@ -150,6 +150,9 @@ pub enum ControlError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// A request about declarative objects (apply, get, delete, upload).
+    #[error(transparent)]
+    Object(#[from] crate::objects::ObjectError),
     /// An error reported by a server, as it sent it.
     #[error("{0}")]
     Remote(Failure),
@@ -179,6 +182,7 @@ impl ControlError {
             ControlError::VmOp(e) => e.kind(),
             ControlError::Store(e) => (store_kind(e), e.object()),
             ControlError::Export(e) => export(e),
+            ControlError::Object(e) => e.kind(),
             ControlError::Socket { path, source } => (
                 match source.kind() {
                     std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {

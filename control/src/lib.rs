@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod error;
 pub mod export;
 mod export_qcow2;
+pub mod objects;
 pub mod server;
 pub mod transfer;
 pub mod vm;

@@ -232,6 +232,10 @@ async fn serve_conn(
                 Some(fd) => Stdin::Passed(fd.into()),
                 None => Stdin::Absent,
             },
+            Request::Upload { .. } => match incoming.fds.pop_front() {
+                Some(fd) => Stdin::Passed(fd.into()),
+                None => Stdin::Absent,
+            },
             _ => Stdin::Absent,
         };
         let ctx = Context {

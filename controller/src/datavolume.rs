@@ -270,10 +270,24 @@ fn clone_source_name(dv: &DataVolume) -> String {
 fn phase_event(dv: &DataVolume, phase: Phase, seen: &Observed) -> Event {
     let name = dv.metadata.name.as_deref().unwrap_or_default();
     match phase {
-        Phase::Succeeded => Event::normal(
-            "ImportSucceeded",
-            format!("Successfully imported into DataVolume {name}"),
-        ),
+        Phase::Succeeded => match source_kind(dv) {
+            Kind::Clone => Event::normal(
+                "CloneSucceeded",
+                format!("Successfully cloned into DataVolume {name}"),
+            ),
+            Kind::Blank => Event::normal(
+                "BlankSucceeded",
+                format!("Successfully created blank DataVolume {name}"),
+            ),
+            Kind::Upload => Event::normal(
+                "UploadSucceeded",
+                format!("Successfully uploaded into DataVolume {name}"),
+            ),
+            _ => Event::normal(
+                "ImportSucceeded",
+                format!("Successfully imported into DataVolume {name}"),
+            ),
+        },
         Phase::Failed => Event::warning(
             "ImportFailed",
             seen.last_failure

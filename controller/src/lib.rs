@@ -57,6 +57,32 @@ pub fn rfc3339(t: Now) -> String {
     )
 }
 
+/// The Unix time of an RFC 3339 UTC timestamp as [`rfc3339`] writes it
+/// (`2026-12-06T21:05:00Z`); `None` for any other text.
+pub fn parse_rfc3339(s: &str) -> Option<Now> {
+    let b = s.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<u64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = i64::try_from(y).ok()? - i64::from(m <= 2);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days)
+        .ok()
+        .map(|d| d * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
 /// Days since 1970-01-01 to (year, month, day): Howard Hinnant's civil calendar algorithm.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -78,5 +104,10 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_796_590_800), "2026-12-06T21:00:00Z");
+        for t in [0, 951_782_400, 1_796_590_800, 1_796_590_861] {
+            assert_eq!(super::parse_rfc3339(&super::rfc3339(t)), Some(t));
+        }
+        assert_eq!(super::parse_rfc3339("2026-13-01T00:00:00Z"), None);
+        assert_eq!(super::parse_rfc3339("yesterday"), None);
     }
 }

@@ -28,6 +28,6 @@ mod xml;
 
 pub use accel::{Accel, AccelChoice, AccelDecision};
 pub use error::{LauncherError, Result};
-pub use libvirt::{Launcher, StopOutcome, VmState, VmStatus, DEFAULT_URI};
+pub use libvirt::{LastExit, Launcher, StopOutcome, VmState, VmStatus, DEFAULT_URI};
 pub use vm::{Boot, Media, VmDisk, VmRecord, VmSpec};
 pub use xml::XmlError;

@@ -71,6 +71,37 @@ impl From<DomainState> for VmState {
     }
 }
 
+/// How a shut-off domain last ended, from libvirt's shutoff reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastExit {
+    /// Not known: defined and never started, or libvirtd restarted since.
+    Unknown,
+    /// The guest powered itself off.
+    Shutdown,
+    /// Powered off from outside (`vm stop` past its grace period, `virsh destroy`).
+    Destroyed,
+    /// The guest crashed or QEMU failed.
+    Crashed,
+}
+
+impl LastExit {
+    /// From libvirt's state reason (a shutoff reason for a shut-off domain).
+    fn from_reason(reason: &virt::domain::DomainStateReasonEnum) -> LastExit {
+        use virt::domain::{DomainShutoffReason as R, DomainStateReason};
+        use virt::enumutil::Enum;
+        match reason {
+            Enum::Known(DomainStateReason::Shutoff(Enum::Known(r))) => match r {
+                R::Shutdown => LastExit::Shutdown,
+                R::Destroyed => LastExit::Destroyed,
+                R::Crashed | R::Failed => LastExit::Crashed,
+                _ => LastExit::Unknown,
+            },
+            _ => LastExit::Unknown,
+        }
+    }
+}
+
 /// One platter VM as libvirt sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmStatus {
@@ -319,6 +350,19 @@ impl Launcher {
     pub fn state(&self, name: &str) -> Result<VmState> {
         let dom = self.lookup(name)?;
         domain_state(&dom, name)
+    }
+
+    /// The state and, for a shut-off domain, how it last ended (libvirt's shutoff
+    /// reason; `Unknown` when it has not run since it was defined or libvirtd restarted).
+    pub fn state_and_exit(&self, name: &str) -> Result<(VmState, Option<LastExit>)> {
+        let dom = self.lookup(name)?;
+        let (state, reason) = dom.state().map_err(|e| vm_err("query", name, e))?;
+        let state = match state {
+            virt::enumutil::Enum::Known(s) => VmState::from(s),
+            virt::enumutil::Enum::Unknown(_) => VmState::Unknown,
+        };
+        let exit = (state == VmState::ShutOff).then(|| LastExit::from_reason(&reason));
+        Ok((state, exit))
     }
 
     /// Every platter VM libvirt knows, by name.

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use platter_launcher::cloudinit::build_seed_iso_from_file;
+use platter_launcher::cloudinit::{build_seed_iso, build_seed_iso_from_file};
 use platter_launcher::probe::Content;
 use platter_launcher::{Boot, Launcher, Media, VmDisk, VmRecord, VmSpec};
 use platter_snapshotter::Store;
@@ -48,7 +48,8 @@ pub fn create(
             }
         }
         let (disks, clone) = disks(store, host, p, ctx, events)?;
-        let record = define(&dir, host, &launcher, p, disks).and_then(|r| {
+        let seed = p.cloud_init_user_data.clone().map(Seed::File);
+        let record = define(&dir, host, &launcher, spec_of(p, disks), seed).and_then(|r| {
             // The volume is looked at again, and the record saved, under the lock that
             // `volume delete` checks the records under: it cannot go in between. A
             // throw-away disk is cloned in the transaction that creates the record, so a
@@ -209,20 +210,8 @@ fn disks(
     }
 }
 
-/// The spec, the cloud-init seed and the libvirt domain; the record to keep.
-fn define(
-    dir: &Path,
-    host: &VmHost,
-    launcher: &Launcher,
-    p: &VmCreateParams,
-    disks: Vec<VmDisk>,
-) -> Result<VmRecord, ControlError> {
-    let vm_dir = dir.join("vms");
-    std::fs::create_dir_all(&vm_dir).map_err(|source| VmError::Io {
-        what: "creating",
-        path: vm_dir.clone(),
-        source,
-    })?;
+/// The launcher's spec of `p` with `disks`.
+fn spec_of(p: &VmCreateParams, disks: Vec<VmDisk>) -> VmSpec {
     let mut spec = VmSpec::new(p.name.clone(), disks);
     spec.memory_bytes = p.memory;
     spec.cpus = p.cpus;
@@ -234,12 +223,73 @@ fn define(
             cmdline: p.cmdline.clone(),
         };
     }
-    if let Some(ud) = &p.cloud_init_user_data {
-        let seed = vm_dir.join(format!("{}.seed.iso", p.name));
-        build_seed_iso_from_file(&p.name, ud, &seed).map_err(VmError::from)?;
-        spec.cloud_init_seed = Some(seed);
+    spec
+}
+
+/// Where a VM's cloud-init user data comes from.
+pub enum Seed {
+    /// `--cloud-init-user-data FILE`.
+    File(PathBuf),
+    /// A VirtualMachine's `cloudInitNoCloud.userData`.
+    Bytes(Vec<u8>),
+}
+
+/// Defines a VM whose disks exist already (a declarative VirtualMachine's: its
+/// DataVolumes and the throw-away disks the reconciler made): the domain, then the
+/// record, under the lock `volume delete` checks records under. A failure leaves no
+/// domain and no record.
+pub fn define_prepared(
+    store: &Store,
+    host: &VmHost,
+    spec: VmSpec,
+    seed: Option<Seed>,
+) -> Result<VmRecord, ControlError> {
+    let name = spec.name.clone();
+    locked(Some(host), &format!("vm {name}"), || {
+        let dir = store_dir(store)?;
+        if let Some(r) = records::get(store, &name)? {
+            return Ok(r);
+        }
+        spec.validate()
+            .map_err(|reason| platter_launcher::LauncherError::InvalidSpec {
+                name: name.to_string(),
+                reason,
+            })
+            .map_err(VmError::from)?;
+        let launcher = Launcher::new(None).map_err(VmError::from)?;
+        let record = define(&dir, host, &launcher, spec, seed)?;
+        locked(Some(host), VOLUME_USES, || records::put(store, &record)).inspect_err(|_| {
+            let _ = launcher.delete(name.as_str());
+        })?;
+        Ok(record)
+    })
+}
+
+/// The cloud-init seed and the libvirt domain of `spec`; the record to keep.
+fn define(
+    dir: &Path,
+    host: &VmHost,
+    launcher: &Launcher,
+    mut spec: VmSpec,
+    seed: Option<Seed>,
+) -> Result<VmRecord, ControlError> {
+    let vm_dir = dir.join("vms");
+    std::fs::create_dir_all(&vm_dir).map_err(|source| VmError::Io {
+        what: "creating",
+        path: vm_dir.clone(),
+        source,
+    })?;
+    let name = spec.name.clone();
+    if let Some(seed) = seed {
+        let path = vm_dir.join(format!("{name}.seed.iso"));
+        match seed {
+            Seed::File(ud) => build_seed_iso_from_file(&name, &ud, &path),
+            Seed::Bytes(ud) => build_seed_iso(&name, &ud, &path),
+        }
+        .map_err(VmError::from)?;
+        spec.cloud_init_seed = Some(path);
     }
-    let console_log = vm_dir.join(format!("{}.console.log", p.name));
+    let console_log = vm_dir.join(format!("{name}.console.log"));
     let created = launcher.create(&spec, host.nbd_socket(), &console_log);
     if created.is_err() {
         if let Some(seed) = &spec.cloud_init_seed {

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use create::{check_params, create};
+pub use create::{check_params, create, define_prepared, Seed};
 pub use error::VmError;
 pub use image::{ensure_image, CachedImage};
 pub use lifecycle::{console, delete, info, restart, start, status, stop};
@@ -32,6 +32,8 @@ pub use records::check_volume_unused;
 pub struct VmHost {
     nbd_socket: PathBuf,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// The declarative objects' jobs and the reconciler's bell.
+    runtime: crate::objects::Runtime,
 }
 
 impl VmHost {
@@ -39,7 +41,12 @@ impl VmHost {
         VmHost {
             nbd_socket,
             locks: Mutex::new(HashMap::new()),
+            runtime: crate::objects::Runtime::default(),
         }
+    }
+
+    pub fn runtime(&self) -> &crate::objects::Runtime {
+        &self.runtime
     }
 
     pub fn nbd_socket(&self) -> &Path {

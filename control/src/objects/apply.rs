@@ -1,0 +1,512 @@
+//! `platter apply -f`: every document of a file checked (syntax, kind, fields, the
+//! upstream validation, references, immutable specs), then all of them written in one
+//! transaction, or none.
+//!
+//! Why all or none: a file usually describes one system (a VM and the disks it needs);
+//! applying part of it would leave a VM waiting for a disk whose document was refused,
+//! and re-applying the fixed file must not trip over the half that went in.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use platter_api::{parse_documents, DataVolume, Document, Kind, Object, VirtualMachine};
+use platter_controller::Now;
+use platter_snapshotter::Store;
+use platter_types::VolumeRef;
+
+use super::{get, key, local_name, put_change, ObjectError, Stored};
+
+/// What apply did (or, with `--dry-run`, would do) with one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyResult {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// `created`, `unchanged` or `configured` (kubectl's words).
+    pub action: String,
+    /// Fields given but not acted on (docs/declarative.md).
+    #[serde(default)]
+    pub ignored: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub dry_run: bool,
+    pub results: Vec<ApplyResult>,
+}
+
+/// Applies the documents of `text` (`file` names it in errors).
+pub fn apply(
+    store: &Store,
+    file: &str,
+    text: &str,
+    dry_run: bool,
+    now: Now,
+) -> Result<Applied, ObjectError> {
+    let docs = parse_documents(text).map_err(|e| ObjectError::Syntax {
+        file: file.to_string(),
+        detail: e.to_string(),
+    })?;
+    let mut errors = Vec::new();
+    let mut accepted: Vec<Document> = Vec::new();
+    for d in docs {
+        match d {
+            Ok(doc) => accepted.push(doc),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if accepted.is_empty() && errors.is_empty() {
+        return Err(ObjectError::Documents {
+            file: file.to_string(),
+            errors: vec!["no documents".into()],
+        });
+    }
+    let batch = Batch::new(&accepted);
+    let mut writes = Vec::new();
+    let mut results = Vec::new();
+    let mut seen = BTreeSet::new();
+    for doc in &accepted {
+        let o = &doc.object;
+        let k = key(o.namespace(), o.name());
+        let fail = |field: &str, msg: String| {
+            format!(
+                "document {} ({} {}): {}{msg}",
+                doc.index,
+                o.kind(),
+                o.name(),
+                if field.is_empty() {
+                    String::new()
+                } else {
+                    format!("{field}: ")
+                }
+            )
+        };
+        if !seen.insert((o.kind(), k.clone())) {
+            errors.push(fail("metadata.name", "given twice in this file".into()));
+            continue;
+        }
+        let existing = match get(store, o.kind(), &k) {
+            Ok(e) => e,
+            Err(e) => {
+                errors.push(fail("", e.to_string()));
+                continue;
+            }
+        };
+        let checked = match &existing {
+            Some(old) => update(old, o),
+            None => create_checks(store, o, &batch),
+        };
+        match checked {
+            Err((field, msg)) => errors.push(fail(&field, msg)),
+            Ok(change) => {
+                let action = match (&existing, &change) {
+                    (None, _) => "created",
+                    (Some(_), None) => "unchanged",
+                    (Some(_), Some(_)) => "configured",
+                };
+                let stored = match (existing, change) {
+                    (None, _) => {
+                        let mut s = Stored::new(&doc.api_version, o);
+                        fill_server_fields(&mut s, now);
+                        Some(s)
+                    }
+                    (Some(_), None) => None,
+                    (Some(_), Some(s)) => Some(s),
+                };
+                if let Some(s) = stored {
+                    writes.push(put_change(&s));
+                }
+                results.push(ApplyResult {
+                    kind: o.kind(),
+                    namespace: o.namespace().to_string(),
+                    name: o.name().to_string(),
+                    action: action.into(),
+                    ignored: doc.ignored.clone(),
+                });
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ObjectError::Documents {
+            file: file.to_string(),
+            errors,
+        });
+    }
+    if !dry_run && !writes.is_empty() {
+        store.change_records(&writes)?;
+    }
+    Ok(Applied { dry_run, results })
+}
+
+/// uid, creationTimestamp, generation: what a Kubernetes API server sets on create.
+pub(super) fn fill_server_fields(s: &mut Stored, now: Now) {
+    let uid = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(s.kind.as_str());
+        h.update(s.namespace());
+        h.update(s.name());
+        h.update(now.to_le_bytes());
+        h.update(std::process::id().to_le_bytes());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        h.update(nanos.to_le_bytes());
+        let d = h.finalize();
+        let x: String = d.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{}-{}-{}-{}-{}",
+            &x[0..8],
+            &x[8..12],
+            &x[12..16],
+            &x[16..20],
+            &x[20..32]
+        )
+    };
+    if let Value::Object(meta) = &mut s.object["metadata"] {
+        meta.insert("uid".into(), Value::String(uid));
+        meta.insert(
+            "creationTimestamp".into(),
+            Value::String(platter_controller::rfc3339(now)),
+        );
+        meta.insert("generation".into(), Value::from(1));
+        if !meta.contains_key("namespace") {
+            meta.insert("namespace".into(), Value::String("default".into()));
+        }
+    }
+}
+
+/// The objects of the file, for references between them.
+struct Batch {
+    dvs: BTreeSet<String>,
+}
+
+impl Batch {
+    fn new(docs: &[Document]) -> Batch {
+        let mut dvs = BTreeSet::new();
+        for d in docs {
+            match &d.object {
+                Object::DataVolume(dv) => {
+                    dvs.insert(key(d.object.namespace(), name_of(&dv.metadata)));
+                }
+                Object::VirtualMachine(vm) => {
+                    for t in &vm.spec.data_volume_templates {
+                        dvs.insert(key(d.object.namespace(), name_of(&t.metadata)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Batch { dvs }
+    }
+}
+
+fn name_of(m: &platter_api::ObjectMeta) -> &str {
+    m.name.as_deref().unwrap_or_default()
+}
+
+type Refusal = (String, String);
+
+/// A document for an object that exists: the same spec is a no-op; a DataVolume's spec
+/// cannot change (as CDI refuses it); a VM's run strategy may change, nothing else yet.
+fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
+    if old.deleting() {
+        return Err((
+            String::new(),
+            format!(
+                "{} is being deleted: wait for it to go (platter wait {} {} --for delete)",
+                old.describe(),
+                old.kind.short_names()[0],
+                old.name()
+            ),
+        ));
+    }
+    let new_value = super::object_value(new);
+    let old_spec = &old.object["spec"];
+    let new_spec = &new_value["spec"];
+    if old_spec == new_spec {
+        return Ok(None);
+    }
+    match new {
+        Object::VirtualMachine(_) => {
+            let strip = |v: &Value| {
+                let mut v = v.clone();
+                if let Value::Object(m) = &mut v {
+                    m.remove("running");
+                    m.remove("runStrategy");
+                }
+                v
+            };
+            if strip(old_spec) != strip(new_spec) {
+                return Err((
+                    "spec.template".into(),
+                    "changing a VirtualMachine's template or dataVolumeTemplates is not supported: \
+                     only spec.runStrategy (or spec.running) may change; delete the VM and apply it again"
+                        .into(),
+                ));
+            }
+            let mut s = old.clone();
+            s.object["spec"] = new_spec.clone();
+            if let Some(g) = s.object["metadata"]["generation"].as_i64() {
+                s.object["metadata"]["generation"] = Value::from(g + 1);
+            }
+            Ok(Some(s))
+        }
+        _ => Err((
+            "spec".into(),
+            format!(
+                "Cannot update spec of {} {}: the spec is immutable once created (delete it and apply again)",
+                new.kind(),
+                new.name()
+            ),
+        )),
+    }
+}
+
+/// A new object: what it names must exist (in the store or in this file), and the platter
+/// names it will take must be free.
+fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stored>, Refusal> {
+    let ns = o.namespace();
+    let local =
+        local_name(ns, o.name()).map_err(|e| ("metadata.name".to_string(), e.to_string()))?;
+    match o {
+        Object::DataVolume(dv) => {
+            check_dv_new(store, dv, ns, "", batch)?;
+        }
+        Object::VirtualMachine(vm) => {
+            check_vm_new(store, vm, ns, &local, batch)?;
+        }
+        Object::VirtualMachineInstance(_)
+        | Object::VirtualMachineSnapshot(_)
+        | Object::VirtualMachineRestore(_) => {
+            return Err((
+                "kind".into(),
+                format!(
+                    "{} objects are not reconciled by this platter yet (DataVolume and VirtualMachine are)",
+                    o.kind()
+                ),
+            ))
+        }
+    }
+    Ok(None)
+}
+
+fn volume_exists(store: &Store, name: &platter_types::Name) -> bool {
+    store.inspect(&VolumeRef::volume(name.clone())).is_ok()
+}
+
+/// A DataVolume (or a VM's template, at `at`) that is new: its volume name is free and its
+/// clone source exists.
+fn check_dv_new(
+    store: &Store,
+    dv_spec_owner: &DataVolume,
+    ns: &str,
+    at: &str,
+    batch: &Batch,
+) -> Result<(), Refusal> {
+    let name = name_of(&dv_spec_owner.metadata);
+    check_dv_parts(store, &dv_spec_owner.spec, ns, name, at, batch)
+}
+
+fn check_dv_parts(
+    store: &Store,
+    spec: &platter_api::datavolume::DataVolumeSpec,
+    ns: &str,
+    name: &str,
+    at: &str,
+    batch: &Batch,
+) -> Result<(), Refusal> {
+    let local = local_name(ns, name).map_err(|e| (format!("{at}metadata.name"), e.to_string()))?;
+    if volume_exists(store, &local) {
+        return Err((
+            format!("{at}metadata.name"),
+            format!("volume {local} exists already and was not made by this DataVolume: choose another name, or delete the volume"),
+        ));
+    }
+    let source = spec.source.as_ref();
+    if let Some(src) = source.and_then(|s| s.pvc.as_ref()) {
+        let src_ns = if src.namespace.is_empty() {
+            ns
+        } else {
+            src.namespace.as_str()
+        };
+        let vol = local_name(src_ns, &src.name)
+            .map_err(|e| (format!("{at}spec.source.pvc"), e.to_string()))?;
+        if !volume_exists(store, &vol) && !batch.dvs.contains(&key(src_ns, &src.name)) {
+            let dv_exists = get(store, Kind::DataVolume, &key(src_ns, &src.name))
+                .ok()
+                .flatten()
+                .is_some();
+            if !dv_exists {
+                return Err((
+                    format!("{at}spec.source.pvc"),
+                    format!("the source claim {src_ns}/{} does not exist (no volume {vol}, no DataVolume of that name)", src.name),
+                ));
+            }
+        }
+    }
+    if source.is_some_and(|s| s.snapshot.is_some()) {
+        return Err((
+            format!("{at}spec.source.snapshot"),
+            "snapshot sources are not reconciled by this platter yet: use source.pvc of the VM's DataVolume".into(),
+        ));
+    }
+    if spec.source_ref.is_some() {
+        return Err((
+            format!("{at}spec.sourceRef"),
+            "DataSources are not kept by this platter yet: give spec.source".into(),
+        ));
+    }
+    if let Some(h) = source.and_then(|s| s.http.as_ref()) {
+        for (field, set) in [
+            ("secretRef", h.secret_ref.is_some()),
+            ("certConfigMap", h.cert_config_map.is_some()),
+            ("extraHeaders", !h.extra_headers.is_empty()),
+            ("secretExtraHeaders", !h.secret_extra_headers.is_empty()),
+        ] {
+            if set {
+                return Err((
+                    format!("{at}spec.source.http.{field}"),
+                    "there are no Secrets or ConfigMaps on one machine; platter does not act on it yet".into(),
+                ));
+            }
+        }
+    }
+    if let Some(r) = source.and_then(|s| s.registry.as_ref()) {
+        for (field, set) in [
+            ("secretRef", r.secret_ref.is_some()),
+            ("certConfigMap", r.cert_config_map.is_some()),
+        ] {
+            if set {
+                return Err((
+                    format!("{at}spec.source.registry.{field}"),
+                    "there are no Secrets or ConfigMaps on one machine; platter does not act on it yet".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_vm_new(
+    store: &Store,
+    vm: &VirtualMachine,
+    ns: &str,
+    local: &platter_types::Name,
+    batch: &Batch,
+) -> Result<(), Refusal> {
+    if crate::vm::records::get(store, local)
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return Err((
+            "metadata.name".into(),
+            format!("vm {local} exists already (made by platter vm create): choose another name"),
+        ));
+    }
+    for (i, t) in vm.spec.data_volume_templates.iter().enumerate() {
+        let at = format!("spec.dataVolumeTemplates[{i}].");
+        let name = name_of(&t.metadata);
+        if get(store, Kind::DataVolume, &key(ns, name))
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            check_dv_parts(store, &t.spec, ns, name, &at, batch)?;
+        }
+    }
+    let spec = &vm.spec.template.spec;
+    if spec
+        .domain
+        .firmware
+        .as_ref()
+        .is_some_and(|f| f.kernel_boot.is_some())
+    {
+        return Err((
+            "spec.template.spec.domain.firmware.kernelBoot".into(),
+            "kernel boot from a container image is not supported by this platter yet: boot from a disk".into(),
+        ));
+    }
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let at = format!("spec.template.spec.volumes[{i}]");
+        if let Some(d) = &v.data_volume {
+            let k = key(ns, &d.name);
+            let known =
+                batch.dvs.contains(&k) || get(store, Kind::DataVolume, &k).ok().flatten().is_some();
+            if !known {
+                return Err((
+                    format!("{at}.dataVolume.name"),
+                    format!("DataVolume {k} does not exist (nor is it in this file or the VM's dataVolumeTemplates)"),
+                ));
+            }
+        }
+        if let Some(c) = &v.persistent_volume_claim {
+            let k = key(ns, &c.claim_name);
+            let vol = local_name(ns, &c.claim_name).map_err(|e| {
+                (
+                    format!("{at}.persistentVolumeClaim.claimName"),
+                    e.to_string(),
+                )
+            })?;
+            let known = volume_exists(store, &vol)
+                || batch.dvs.contains(&k)
+                || get(store, Kind::DataVolume, &k).ok().flatten().is_some();
+            if !known {
+                return Err((
+                    format!("{at}.persistentVolumeClaim.claimName"),
+                    format!(
+                        "claim {k} does not exist (no volume {vol}, no DataVolume of that name)"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to delete a DataVolume whose volume a VM uses, naming the VM.
+pub(crate) fn check_dv_unused(store: &Store, dv: &Stored) -> Result<(), ObjectError> {
+    let local = local_name(dv.namespace(), dv.name())?;
+    // A VM object that names it (a dataVolume or a claim), other than the owner that is
+    // deleting it: KubeVirt's VMs keep their DataVolumes while they exist.
+    let owner = dv.object["metadata"]["ownerReferences"][0]["name"]
+        .as_str()
+        .map(str::to_string);
+    for vm in super::list(store, Kind::VirtualMachine)? {
+        if vm.deleting() && owner.as_deref() == Some(vm.name()) {
+            continue;
+        }
+        let Ok(Object::VirtualMachine(v)) = vm.typed() else {
+            continue;
+        };
+        let uses = v.spec.template.spec.volumes.iter().any(|vol| {
+            vol.data_volume
+                .as_ref()
+                .is_some_and(|d| d.name == dv.name())
+                || vol
+                    .persistent_volume_claim
+                    .as_ref()
+                    .is_some_and(|c| c.claim_name == dv.name())
+        });
+        if uses && vm.namespace() == dv.namespace() {
+            return Err(ObjectError::InUse {
+                what: dv.describe(),
+                by: vm.describe(),
+            });
+        }
+    }
+    if let Err(e) = crate::vm::check_volume_unused(store, &VolumeRef::volume(local)) {
+        let f = e.failure();
+        if f.kind == crate::ErrorKind::InUse {
+            return Err(ObjectError::Refused {
+                what: dv.describe(),
+                detail: f.message,
+            });
+        }
+    }
+    Ok(())
+}

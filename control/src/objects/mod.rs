@@ -1,0 +1,387 @@
+//! Declarative objects (DataVolume, VirtualMachine, ...) as `platter serve` keeps them: in
+//! the store's records table, one record per object under its kind and `namespace/name`,
+//! changed in transactions with the volumes they make. `apply` checks a whole file and
+//! writes all of its objects or none; `get` and `delete` work on one kind; the reconciler
+//! ([`reconciler`]) moves each object towards its spec and writes its status and events.
+//!
+//! What a record holds ([`Stored`]): the apiVersion the user wrote, the kind, the object
+//! (metadata, spec, status) as JSON, the object's events, and the reconciler's own
+//! bookkeeping ([`Internal`]: failed attempts, an upload that is ready) so that a restart
+//! of `serve` resumes every object where it was.
+
+mod apply;
+mod error;
+pub mod reconciler;
+mod world;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use platter_api::{Kind, Object};
+use platter_controller::{Event, Now};
+use platter_snapshotter::Store;
+use platter_types::Name;
+
+use crate::api::{Event as ApiEvent, Response};
+use crate::vm::VmHost;
+use crate::{Context, ControlError};
+
+pub use apply::{apply, Applied, ApplyResult};
+pub use error::ObjectError;
+pub use reconciler::{Reconciler, Runtime};
+
+/// Most events kept per object (the oldest go first), as Kubernetes keeps only recent ones.
+const MAX_EVENTS: usize = 50;
+
+/// One object as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stored {
+    pub api_version: String,
+    pub kind: Kind,
+    /// metadata, spec and status, as the typed object serializes them.
+    pub object: Value,
+    #[serde(default)]
+    pub events: Vec<EventRecord>,
+    #[serde(default)]
+    pub internal: Internal,
+}
+
+/// An event as `describe` shows it: repeated events are counted, not repeated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    pub first_timestamp: String,
+    pub last_timestamp: String,
+    pub count: u32,
+}
+
+/// The reconciler's own bookkeeping for an object (never shown as status).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Internal {
+    /// Failed attempts of the DataVolume's import, clone or upload.
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default)]
+    pub last_failure: Option<FailureRecord>,
+    /// A DataVolume with an upload source is ready for `platter upload`.
+    #[serde(default)]
+    pub upload_ready: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureRecord {
+    pub message: String,
+    pub fatal: bool,
+    pub at: Now,
+}
+
+impl Stored {
+    pub fn new(api_version: &str, object: &Object) -> Stored {
+        Stored {
+            api_version: api_version.to_string(),
+            kind: object.kind(),
+            object: object_value(object),
+            events: Vec::new(),
+            internal: Internal::default(),
+        }
+    }
+
+    /// The typed object.
+    pub fn typed(&self) -> Result<Object, ObjectError> {
+        let damaged = |e: serde_json::Error| ObjectError::Damaged {
+            object: self.describe(),
+            detail: e.to_string(),
+        };
+        let v = self.object.clone();
+        Ok(match self.kind {
+            Kind::DataVolume => Object::DataVolume(serde_json::from_value(v).map_err(damaged)?),
+            Kind::VirtualMachine => {
+                Object::VirtualMachine(serde_json::from_value(v).map_err(damaged)?)
+            }
+            Kind::VirtualMachineInstance => {
+                Object::VirtualMachineInstance(serde_json::from_value(v).map_err(damaged)?)
+            }
+            Kind::VirtualMachineSnapshot => {
+                Object::VirtualMachineSnapshot(serde_json::from_value(v).map_err(damaged)?)
+            }
+            Kind::VirtualMachineRestore => {
+                Object::VirtualMachineRestore(serde_json::from_value(v).map_err(damaged)?)
+            }
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.object["metadata"]["name"].as_str().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+    }
+
+    /// `DataVolume default/disk`, as errors and logs name it.
+    pub fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace(), self.name())
+    }
+
+    /// The object as `get -o yaml|json` shows it: apiVersion and kind first.
+    pub fn document(&self) -> Value {
+        let mut out = serde_json::Map::new();
+        out.insert("apiVersion".into(), Value::String(self.api_version.clone()));
+        out.insert("kind".into(), Value::String(self.kind.to_string()));
+        if let Value::Object(m) = &self.object {
+            for (k, v) in m {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        Value::Object(out)
+    }
+
+    pub fn deleting(&self) -> bool {
+        !self.object["metadata"]["deletionTimestamp"].is_null()
+    }
+
+    /// Adds events at `now`, counting a repeat of the last one instead of adding it.
+    pub fn record_events(&mut self, events: &[Event], now: Now) {
+        let ts = platter_controller::rfc3339(now);
+        for e in events {
+            let type_ = if e.warning { "Warning" } else { "Normal" };
+            if let Some(last) = self.events.last_mut() {
+                if last.type_ == type_ && last.reason == e.reason && last.message == e.message {
+                    last.count = last.count.saturating_add(1);
+                    last.last_timestamp = ts.clone();
+                    continue;
+                }
+            }
+            self.events.push(EventRecord {
+                type_: type_.into(),
+                reason: e.reason.clone(),
+                message: e.message.clone(),
+                first_timestamp: ts.clone(),
+                last_timestamp: ts.clone(),
+                count: 1,
+            });
+        }
+        let excess = self.events.len().saturating_sub(MAX_EVENTS);
+        self.events.drain(..excess);
+    }
+}
+
+/// The JSON of a typed object (its serializers cannot fail: string keys only).
+pub fn object_value(o: &Object) -> Value {
+    let v = match o {
+        Object::DataVolume(x) => serde_json::to_value(x),
+        Object::VirtualMachine(x) => serde_json::to_value(x),
+        Object::VirtualMachineInstance(x) => serde_json::to_value(x),
+        Object::VirtualMachineSnapshot(x) => serde_json::to_value(x),
+        Object::VirtualMachineRestore(x) => serde_json::to_value(x),
+    };
+    v.unwrap_or(Value::Null)
+}
+
+/// The record key of an object: `namespace/name`.
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The platter name (volume, VM record, libvirt domain) of object `name` in `namespace`:
+/// the name itself in `default`, else `NAMESPACE_NAME` (`_` is in no Kubernetes name, so
+/// two objects never share one).
+pub fn local_name(namespace: &str, name: &str) -> Result<Name, ObjectError> {
+    let text = if namespace == "default" {
+        name.to_string()
+    } else {
+        format!("{namespace}_{name}")
+    };
+    Name::new(&text).map_err(|e| ObjectError::LocalName {
+        object: format!("{namespace}/{name}"),
+        detail: e.to_string(),
+    })
+}
+
+/// Reads object (kind, namespace/name).
+pub fn get(store: &Store, kind: Kind, key: &str) -> Result<Option<Stored>, ObjectError> {
+    match store.get_record(kind.as_str(), key) {
+        Ok(v) => parse(kind, key, v).map(Some),
+        Err(platter_snapshotter::StoreError::NoSuchRecord { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Every object of `kind`, by key.
+pub fn list(store: &Store, kind: Kind) -> Result<Vec<Stored>, ObjectError> {
+    store
+        .list_records(kind.as_str())?
+        .into_iter()
+        .map(|(k, v)| parse(kind, &k, v))
+        .collect()
+}
+
+fn parse(kind: Kind, key: &str, v: Value) -> Result<Stored, ObjectError> {
+    serde_json::from_value(v).map_err(|e| ObjectError::Damaged {
+        object: format!("{kind} {key}"),
+        detail: e.to_string(),
+    })
+}
+
+/// The record change that writes `s`.
+pub fn put_change(s: &Stored) -> platter_snapshotter::RecordChange {
+    platter_snapshotter::RecordChange::Put {
+        kind: s.kind.as_str().to_string(),
+        name: key(s.namespace(), s.name()),
+        value: serde_json::to_value(s).unwrap_or(Value::Null),
+    }
+}
+
+/// Marks object (kind, key) for deletion: the reconciler tears down what it made and
+/// then removes it. A DataVolume a VM's disks still use is refused, naming the VM.
+pub fn delete(store: &Store, kind: Kind, key: &str, now: Now) -> Result<Stored, ObjectError> {
+    let mut s = get(store, kind, key)?.ok_or_else(|| ObjectError::NotFound {
+        kind,
+        key: key.to_string(),
+    })?;
+    if s.deleting() {
+        return Ok(s);
+    }
+    if kind == Kind::DataVolume {
+        apply::check_dv_unused(store, &s)?;
+    }
+    if let Value::Object(meta) = &mut s.object["metadata"] {
+        meta.insert(
+            "deletionTimestamp".into(),
+            Value::String(platter_controller::rfc3339(now)),
+        );
+    }
+    store.change_records(&[put_change(&s)])?;
+    Ok(s)
+}
+
+/// The host of `platter serve`, or the error that says to start it.
+pub fn serving<'a>(host: Option<&'a VmHost>, store: &Store) -> Result<&'a VmHost, ObjectError> {
+    host.ok_or_else(|| ObjectError::NotServing {
+        dir: store.dir().to_path_buf(),
+    })
+}
+
+/// `get`: object `name` of `kind` (in `namespace`, default `default`), or every object of
+/// `kind` (in `namespace` if given, else in all).
+pub fn query(
+    store: &Store,
+    kind: Kind,
+    name: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Vec<Stored>, ObjectError> {
+    match name {
+        Some(n) => {
+            let k = key(namespace.unwrap_or("default"), n);
+            let s = get(store, kind, &k)?.ok_or(ObjectError::NotFound { kind, key: k })?;
+            Ok(vec![s])
+        }
+        None => Ok(list(store, kind)?
+            .into_iter()
+            .filter(|s| namespace.is_none_or(|ns| s.namespace() == ns))
+            .collect()),
+    }
+}
+
+/// `platter upload DV FILE|-`: imports the client's stream into the DataVolume's volume
+/// once the DataVolume is UploadReady. A failed upload leaves the DataVolume ready for
+/// another try, as CDI's upload proxy does.
+pub fn upload(
+    store: &Store,
+    namespace: &str,
+    name: &str,
+    ctx: Context,
+    events: &mut dyn FnMut(ApiEvent),
+) -> Result<Response, ControlError> {
+    let host = ctx.vm_host.clone();
+    let host = serving(host.as_deref(), store)?;
+    let k = key(namespace, name);
+    let s = get(store, Kind::DataVolume, &k)?.ok_or(ObjectError::NotFound {
+        kind: Kind::DataVolume,
+        key: k.clone(),
+    })?;
+    let Object::DataVolume(dv) = s.typed()? else {
+        return Err(ObjectError::NotFound {
+            kind: Kind::DataVolume,
+            key: k,
+        }
+        .into());
+    };
+    let upload_error = |detail: String| ObjectError::Upload {
+        dv: k.clone(),
+        detail,
+    };
+    if dv.spec.source.as_ref().is_none_or(|s| s.upload.is_none()) {
+        return Err(upload_error("its source is not upload: nothing to upload into".into()).into());
+    }
+    let phase = dv.status.as_ref().and_then(|s| s.phase);
+    if phase != Some(platter_api::datavolume::DataVolumePhase::UploadReady) {
+        return Err(upload_error(format!(
+            "not ready for an upload (phase {}); wait for UploadReady",
+            phase
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_else(|| "none yet".into())
+        ))
+        .into());
+    }
+    let id = reconciler::job_id(Kind::DataVolume, &k);
+    let job = host
+        .runtime()
+        .begin(&id)
+        .ok_or_else(|| upload_error("an upload into it is under way already".into()))?;
+    let local = local_name(namespace, name)?;
+    let params = crate::api::ImportParams {
+        size: platter_controller::datavolume::requested_size(&dv),
+        ..Default::default()
+    };
+    let r = crate::transfer::import(store, "-", &local, &params, ctx, &mut |e| {
+        job.track(e.clone());
+        events(e);
+    });
+    host.runtime().finish(&job, Ok(()));
+    match r? {
+        Response::Imported { volume, .. } => Ok(Response::Uploaded {
+            name: name.to_string(),
+            volume,
+        }),
+        other => Ok(other),
+    }
+}
+
+/// Refuses `vm delete` of a VM that a VirtualMachine object made: the object would make
+/// it again; `platter delete vm NAME` removes both.
+pub fn check_not_declared(store: &Store, vm: &Name) -> Result<(), ObjectError> {
+    let (ns, name) = match vm.as_str().split_once('_') {
+        Some((ns, name)) => (ns, name),
+        None => ("default", vm.as_str()),
+    };
+    if get(store, Kind::VirtualMachine, &key(ns, name))?.is_some() {
+        return Err(ObjectError::Managed {
+            vm: vm.to_string(),
+            object: format!("VirtualMachine {ns}/{name}"),
+            command: match ns {
+                "default" => format!("platter delete vm {name}"),
+                _ => format!("platter delete vm {name} -n {ns}"),
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> Now {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,772 @@
+//! The embedded controller of `platter serve`: one thread that, every second or when
+//! woken (an apply, a delete, a job that ended), observes every object, asks the pure
+//! decision functions of `platter-controller` what to do, does it, and writes back the
+//! status and events. Slow work (imports, preparing a VM's disks, an ACPI shutdown) runs
+//! as a job on its own thread; the loop only looks at how far it got.
+//!
+//! Nothing the loop knows lives only in memory, except which jobs run: a restarted
+//! `serve` observes the same store and libvirt and decides the same, so an import that
+//! was under way starts again (the importer left nothing behind) and a running VM is
+//! adopted as it runs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use platter_api::datavolume::{DataVolumePhase, DataVolumeSpec};
+use platter_api::{DataVolume, Kind, Object, VirtualMachine};
+use platter_controller::{datavolume as dvr, vm as vmr, Event as CEvent, Now};
+use platter_importer::CancelFlag;
+use platter_launcher::{LastExit, Launcher, LauncherError, VmSpec, VmState};
+use platter_snapshotter::{RecordChange, Store};
+use platter_types::{Name, VolumeRef};
+
+use super::world::{self, Backing};
+use super::{get, key, list, local_name, now, put_change, FailureRecord, ObjectError, Stored};
+use crate::api::{Event, ImportParams};
+use crate::vm::VmHost;
+use crate::{Context, ControlError, ErrorKind};
+
+/// How often every object is looked at when nothing wakes the loop.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What the loop and the request handlers share: the jobs under way, and the bell.
+#[derive(Debug, Default)]
+pub struct Runtime {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    bell: (Mutex<bool>, Condvar),
+}
+
+/// Work under way for one object.
+#[derive(Debug, Default)]
+pub struct Job {
+    pub done: AtomicU64,
+    /// Bytes expected, `u64::MAX` when not known.
+    pub total: AtomicU64,
+    pub cancel: CancelFlag,
+    finished: Mutex<Option<Result<(), FailureRecord>>>,
+}
+
+impl Job {
+    fn new() -> Job {
+        Job {
+            total: AtomicU64::new(u64::MAX),
+            ..Job::default()
+        }
+    }
+
+    /// The progress events of an import, counted here.
+    pub fn track(&self, e: Event) {
+        if let Event::Progress { done, total } = e {
+            self.done.store(done, Ordering::Relaxed);
+            self.total
+                .store(total.unwrap_or(u64::MAX), Ordering::Relaxed);
+        }
+    }
+
+    fn progress(&self) -> (u64, Option<u64>) {
+        let t = self.total.load(Ordering::Relaxed);
+        (
+            self.done.load(Ordering::Relaxed),
+            (t != u64::MAX).then_some(t),
+        )
+    }
+}
+
+impl Runtime {
+    /// Wakes the loop now.
+    pub fn wake(&self) {
+        let (m, c) = &self.bell;
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        c.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let (m, c) = &self.bell;
+        let mut rung = m.lock().unwrap_or_else(|p| p.into_inner());
+        if !*rung {
+            rung = c
+                .wait_timeout(rung, timeout)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        *rung = false;
+    }
+
+    fn job(&self, id: &str) -> Option<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Registers a job for `id` unless one runs; `None` if one does.
+    pub fn begin(&self, id: &str) -> Option<Arc<Job>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        if jobs.contains_key(id) {
+            return None;
+        }
+        let j = Arc::new(Job::new());
+        jobs.insert(id.to_string(), j.clone());
+        Some(j)
+    }
+
+    /// Records how job `id` ended; the loop collects it on its next pass.
+    pub fn finish(&self, job: &Job, result: Result<(), FailureRecord>) {
+        *job.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+        self.wake();
+    }
+
+    /// The job of `id`: still running (`Some(None)`), or its result, removed (`Some(Some)`).
+    fn poll(&self, id: &str) -> Option<Option<Result<(), FailureRecord>>> {
+        let job = self.job(id)?;
+        let done = job
+            .finished
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if done.is_some() {
+            self.jobs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
+        }
+        Some(done)
+    }
+
+    fn cancel(&self, id: &str) {
+        if let Some(j) = self.job(id) {
+            j.cancel.cancel();
+        }
+    }
+}
+
+/// The id of an object's job.
+pub fn job_id(kind: Kind, key: &str) -> String {
+    format!("{kind} {key}")
+}
+
+/// A failure as the decision functions see it: fatal when retrying cannot help.
+pub fn failure_of(e: &ControlError, at: Now) -> FailureRecord {
+    let f = e.failure();
+    FailureRecord {
+        message: f.message,
+        fatal: matches!(
+            f.kind,
+            ErrorKind::Damaged | ErrorKind::Invalid | ErrorKind::Unsupported
+        ),
+        at,
+    }
+}
+
+pub struct Reconciler {
+    store: Store,
+    host: Arc<VmHost>,
+}
+
+impl Reconciler {
+    pub fn new(store: Store, host: Arc<VmHost>) -> Reconciler {
+        Reconciler { store, host }
+    }
+
+    /// Runs passes until `stop` is set (then the jobs under way are cancelled).
+    pub fn run(&self, stop: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.pass() {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            self.host.runtime().wait(TICK);
+        }
+        let jobs = self.host.runtime().jobs.lock().map(|j| j.clone());
+        if let Ok(jobs) = jobs {
+            for j in jobs.values() {
+                j.cancel.cancel();
+            }
+        }
+    }
+
+    /// One look at every object.
+    pub fn pass(&self) -> Result<(), ObjectError> {
+        for s in list(&self.store, Kind::VirtualMachine)? {
+            let id = s.describe();
+            if let Err(e) = self.vm(s) {
+                tracing::warn!(object = %id, error = %e, "reconciling");
+            }
+        }
+        for s in list(&self.store, Kind::DataVolume)? {
+            let id = s.describe();
+            if let Err(e) = self.dv(s) {
+                tracing::warn!(object = %id, error = %e, "reconciling");
+            }
+        }
+        Ok(())
+    }
+
+    fn rt(&self) -> &Runtime {
+        self.host.runtime()
+    }
+
+    /// Writes `s` back if anything in it changed other than the conditions' heartbeat
+    /// times (which the decision functions refresh on every look): a thousand objects at
+    /// rest cost no writes.
+    fn save(&self, before: &Stored, s: &Stored) -> Result<(), ObjectError> {
+        if without_heartbeats(before) != without_heartbeats(s) {
+            self.store.change_records(&[put_change(s)])?;
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------------------
+    // DataVolumes
+
+    fn dv(&self, mut s: Stored) -> Result<(), ObjectError> {
+        let before = s.clone();
+        let Object::DataVolume(dv) = s.typed()? else {
+            return Ok(());
+        };
+        let k = key(s.namespace(), s.name());
+        let id = job_id(Kind::DataVolume, &k);
+        let local = local_name(s.namespace(), s.name())?;
+        let t = now();
+        if s.deleting() {
+            return self.dv_delete(&s, &id, &local);
+        }
+        let mut running = None;
+        match self.rt().poll(&id) {
+            Some(None) => running = self.rt().job(&id).map(|j| j.progress()),
+            Some(Some(Ok(()))) => {}
+            Some(Some(Err(f))) => {
+                s.internal.failures = s.internal.failures.saturating_add(1);
+                s.internal.last_failure = Some(f);
+            }
+            None => {}
+        }
+        let volume = match self.store.inspect(&VolumeRef::volume(local.clone())) {
+            Ok(v) => Some(dvr::Volume {
+                size: v.size,
+                awaiting_upload: false,
+            }),
+            Err(_) if s.internal.upload_ready => Some(dvr::Volume {
+                size: 0,
+                awaiting_upload: true,
+            }),
+            Err(_) => None,
+        };
+        let clone_source = clone_source(&dv.spec, s.namespace())
+            .and_then(|src| self.store.inspect(&src).ok())
+            .map(|v| v.size);
+        let seen = dvr::Observed {
+            volume,
+            running: if volume.is_some_and(|v| !v.awaiting_upload) {
+                None
+            } else {
+                running
+            },
+            failures: s.internal.failures,
+            last_failure: s.internal.last_failure.as_ref().map(|f| dvr::Failure {
+                message: f.message.clone(),
+                fatal: f.fatal,
+                at: f.at,
+            }),
+            clone_source,
+        };
+        let d = dvr::reconcile(&dv, &seen, t);
+        for a in &d.actions {
+            match a {
+                dvr::Action::Import { size } => self.start_import(&dv, &s, &id, &local, *size),
+                dvr::Action::CreateBlank { size } => {
+                    let r = self.store.create_volume(&local, *size).map(|_| ());
+                    self.note(&mut s, r.map_err(ControlError::from), t);
+                }
+                dvr::Action::Clone { size } => {
+                    let r = self.clone_into(&dv.spec, s.namespace(), &local, *size);
+                    self.note(&mut s, r, t);
+                }
+                dvr::Action::PrepareUpload { .. } => s.internal.upload_ready = true,
+            }
+        }
+        s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        s.record_events(&d.events, t);
+        if let Some(after) = d.requeue_after {
+            tracing::debug!(object = %s.describe(), after, "retry scheduled");
+        }
+        self.save(&before, &s)
+    }
+
+    /// A synchronous action's failure, counted like a job's.
+    fn note(&self, s: &mut Stored, r: Result<(), ControlError>, t: Now) {
+        if let Err(e) = r {
+            s.internal.failures = s.internal.failures.saturating_add(1);
+            s.internal.last_failure = Some(failure_of(&e, t));
+        }
+    }
+
+    fn clone_into(
+        &self,
+        spec: &DataVolumeSpec,
+        ns: &str,
+        local: &Name,
+        size: Option<u64>,
+    ) -> Result<(), ControlError> {
+        let Some(src) = clone_source(spec, ns) else {
+            return Ok(());
+        };
+        self.store.clone_volume(&src, local)?;
+        if let Some(size) = size {
+            self.store.resize(local, size.div_ceil(4096) * 4096)?;
+        }
+        Ok(())
+    }
+
+    fn start_import(&self, dv: &DataVolume, s: &Stored, id: &str, local: &Name, size: Option<u64>) {
+        let Some(src) = dv.spec.source.as_ref() else {
+            return;
+        };
+        let (source, checksum) = if let Some(h) = &src.http {
+            (h.url.clone(), h.checksum.clone())
+        } else if let Some(r) = &src.registry {
+            let url = r.url.clone().unwrap_or_default();
+            let url = match url.strip_prefix("oci-archive://") {
+                Some(path) => format!("oci-archive:{path}"),
+                None => url,
+            };
+            (url, None)
+        } else {
+            return;
+        };
+        let Some(job) = self.rt().begin(id) else {
+            return;
+        };
+        let platform = src
+            .registry
+            .as_ref()
+            .and_then(|r| r.platform.as_ref())
+            .and_then(|p| p.architecture.clone())
+            .map(|a| format!("linux/{a}"));
+        let mut params = ImportParams {
+            checksum,
+            size,
+            ..ImportParams::default()
+        };
+        params.registry.platform = platform;
+        let store = self.store.clone();
+        let host = self.host.clone();
+        let name = local.clone();
+        let what = s.describe();
+        std::thread::spawn(move || {
+            let ctx = Context {
+                cancel: job.cancel.clone(),
+                stdin: crate::Stdin::Absent,
+                vm_host: Some(host.clone()),
+            };
+            tracing::info!(object = %what, %source, "import started");
+            let r = crate::transfer::import(&store, &source, &name, &params, ctx, &mut |e| {
+                job.track(e)
+            });
+            let r = r.map(|_| ()).map_err(|e| failure_of(&e, now()));
+            host.runtime().finish(&job, r);
+        });
+    }
+
+    fn dv_delete(&self, s: &Stored, id: &str, local: &Name) -> Result<(), ObjectError> {
+        if self.rt().job(id).is_some() {
+            self.rt().cancel(id);
+            // Collected (and the job gone) on a later pass.
+            let _ = self.rt().poll(id);
+            return Ok(());
+        }
+        let k = key(s.namespace(), s.name());
+        let gone = RecordChange::Delete {
+            kind: Kind::DataVolume.as_str().to_string(),
+            name: k,
+        };
+        match self.store.delete_with(
+            &VolumeRef::volume(local.clone()),
+            std::slice::from_ref(&gone),
+        ) {
+            Ok(()) => Ok(()),
+            Err(platter_snapshotter::StoreError::NoSuchVolume(_)) => {
+                Ok(self.store.change_records(&[gone])?)
+            }
+            Err(e) => {
+                let mut after = s.clone();
+                after.record_events(
+                    &[CEvent::warning(
+                        "DeleteFailed",
+                        format!("volume {local} cannot be deleted: {e}"),
+                    )],
+                    now(),
+                );
+                self.save(s, &after)
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // VirtualMachines
+
+    fn vm(&self, mut s: Stored) -> Result<(), ObjectError> {
+        let before = s.clone();
+        let Object::VirtualMachine(vm) = s.typed()? else {
+            return Ok(());
+        };
+        let ns = s.namespace().to_string();
+        let k = key(&ns, s.name());
+        let id = job_id(Kind::VirtualMachine, &k);
+        let local = local_name(&ns, s.name())?;
+        let t = now();
+        let mut busy = false;
+        match self.rt().poll(&id) {
+            Some(None) => busy = true,
+            Some(Some(Err(f))) => {
+                s.record_events(&[CEvent::warning("SyncFailed", f.message.clone())], t);
+                s.internal.failures = s.internal.failures.saturating_add(1);
+                s.internal.last_failure = Some(f);
+            }
+            Some(Some(Ok(()))) | None => {}
+        }
+        let backings = world::backings(&vm, &ns)?;
+        let dvs = list(&self.store, Kind::DataVolume)?;
+        let dv_phase = |name: &str| -> Option<Option<DataVolumePhase>> {
+            dvs.iter()
+                .find(|d| d.namespace() == ns && d.name() == name)
+                .map(|d| {
+                    serde_json::from_value::<DataVolumePhase>(d.object["status"]["phase"].clone())
+                        .ok()
+                })
+        };
+        let exists = |v: &Name| self.store.inspect(&VolumeRef::volume(v.clone())).is_ok();
+        let volumes = backings
+            .iter()
+            .map(|(n, b)| {
+                let seen = match b {
+                    Backing::DataVolume { dv, .. } => vmr::Backing::DataVolume(
+                        dv_phase(dv).map(|p| p.unwrap_or(DataVolumePhase::Pending)),
+                    ),
+                    Backing::Claim { claim, volume } => match dv_phase(claim) {
+                        Some(p) => {
+                            vmr::Backing::DataVolume(Some(p.unwrap_or(DataVolumePhase::Pending)))
+                        }
+                        None => vmr::Backing::Claim(exists(volume)),
+                    },
+                    Backing::ContainerDisk { volume, .. } | Backing::EmptyDisk { volume, .. } => {
+                        vmr::Backing::Own(exists(volume))
+                    }
+                    Backing::CloudInit { .. } => vmr::Backing::Own(true),
+                };
+                (n.clone(), seen)
+            })
+            .collect();
+        let domain = self.domain(&local)?;
+        let owned_left = dvs
+            .iter()
+            .filter(|d| {
+                d.namespace() == ns
+                    && d.object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|o| {
+                            o.iter()
+                                .any(|r| r["kind"] == "VirtualMachine" && r["name"] == s.name())
+                        })
+            })
+            .count();
+        let seen = vmr::Observed {
+            volumes,
+            domain,
+            deleting: s.deleting(),
+            owned_left,
+            stop_requested: false,
+        };
+        let d = vmr::reconcile(&vm, &seen, t);
+        if !busy {
+            for a in &d.actions {
+                if !self.vm_act(a, &vm, &mut s, &local, &backings, &id, t)? {
+                    break;
+                }
+            }
+        }
+        if matches!(d.actions.last(), Some(vmr::Action::RemoveFinalizer)) && !busy {
+            return Ok(());
+        }
+        s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        s.record_events(&d.events, t);
+        self.save(&before, &s)
+    }
+
+    fn domain(&self, local: &Name) -> Result<vmr::Domain, ObjectError> {
+        let l = match Launcher::new(None) {
+            Ok(l) => l,
+            Err(e) => {
+                return Err(ObjectError::Damaged {
+                    object: "libvirt".into(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        Ok(match l.state_and_exit(local.as_str()) {
+            Err(LauncherError::NoSuchVm { .. }) => vmr::Domain::Absent,
+            Err(e) => {
+                return Err(ObjectError::Damaged {
+                    object: format!("domain {local}"),
+                    detail: e.to_string(),
+                })
+            }
+            Ok((VmState::ShutOff | VmState::Crashed, exit)) => vmr::Domain::Stopped {
+                exit: match exit {
+                    Some(LastExit::Shutdown) | Some(LastExit::Destroyed) => Some(vmr::Exit::Clean),
+                    Some(LastExit::Crashed) => Some(vmr::Exit::Failed),
+                    _ => None,
+                },
+            },
+            Ok(_) => vmr::Domain::Running,
+        })
+    }
+
+    /// Does one action; `false` when the rest must wait (a job was started).
+    #[allow(clippy::too_many_arguments)]
+    fn vm_act(
+        &self,
+        a: &vmr::Action,
+        vm: &VirtualMachine,
+        s: &mut Stored,
+        local: &Name,
+        backings: &[(String, Backing)],
+        id: &str,
+        t: Now,
+    ) -> Result<bool, ObjectError> {
+        match a {
+            vmr::Action::CreateDataVolume(i) => {
+                if let Some(tpl) = vm.spec.data_volume_templates.get(*i) {
+                    self.create_owned_dv(s, tpl)?;
+                }
+                Ok(true)
+            }
+            vmr::Action::PrepareDisks => {
+                let wait = s
+                    .internal
+                    .last_failure
+                    .as_ref()
+                    .map(|f| (f.at + dvr::backoff(s.internal.failures)).saturating_sub(t))
+                    .unwrap_or(0);
+                if wait > 0 {
+                    return Ok(false);
+                }
+                let Some(job) = self.rt().begin(id) else {
+                    return Ok(false);
+                };
+                let store = self.store.clone();
+                let host = self.host.clone();
+                let backings = backings.to_vec();
+                std::thread::spawn(move || {
+                    let r = prepare_disks(&store, &host, &backings, &job.cancel)
+                        .map_err(|e| failure_of(&e, now()));
+                    host.runtime().finish(&job, r);
+                });
+                Ok(false)
+            }
+            vmr::Action::Start => {
+                let r = self.start(vm, local, backings);
+                if let Err(e) = r {
+                    let f = failure_of(&e, t);
+                    s.record_events(&[CEvent::warning("FailedCreate", f.message.clone())], t);
+                    s.internal.failures = s.internal.failures.saturating_add(1);
+                    s.internal.last_failure = Some(f);
+                } else {
+                    s.internal.last_failure = None;
+                    s.internal.failures = 0;
+                }
+                Ok(true)
+            }
+            vmr::Action::Stop => {
+                let Some(job) = self.rt().begin(id) else {
+                    return Ok(false);
+                };
+                let host = self.host.clone();
+                let store = self.store.clone();
+                let name = local.clone();
+                let grace = world::grace(vm);
+                std::thread::spawn(move || {
+                    let r = crate::vm::stop(&store, &name, grace, None)
+                        .map(|_| ())
+                        .map_err(|e| failure_of(&e, now()));
+                    host.runtime().finish(&job, r);
+                });
+                Ok(false)
+            }
+            vmr::Action::Teardown => {
+                self.teardown(s, local)?;
+                Ok(true)
+            }
+            vmr::Action::RemoveFinalizer => {
+                self.store.change_records(&[RecordChange::Delete {
+                    kind: Kind::VirtualMachine.as_str().to_string(),
+                    name: key(s.namespace(), s.name()),
+                }])?;
+                Ok(true)
+            }
+        }
+    }
+
+    fn start(
+        &self,
+        vm: &VirtualMachine,
+        local: &Name,
+        backings: &[(String, Backing)],
+    ) -> Result<(), ControlError> {
+        if crate::vm::records::get(&self.store, local)?.is_none() {
+            let mut spec = VmSpec::new(local.clone(), world::disks(vm, backings));
+            spec.memory_bytes = world::memory(vm);
+            spec.cpus = world::cpus(vm);
+            let seed = backings.iter().find_map(|(_, b)| match b {
+                Backing::CloudInit { user_data } => Some(crate::vm::Seed::Bytes(user_data.clone())),
+                _ => None,
+            });
+            crate::vm::define_prepared(&self.store, &self.host, spec, seed)?;
+        }
+        crate::vm::start(&self.store, Some(&self.host), local, None).map(|_| ())
+    }
+
+    /// The domain, its record and throw-away disks go; owned DataVolumes are marked for
+    /// deletion (the loop deletes them next).
+    fn teardown(&self, s: &Stored, local: &Name) -> Result<(), ObjectError> {
+        if crate::vm::records::get(&self.store, local)
+            .ok()
+            .flatten()
+            .is_some()
+        {
+            if let Err(e) = crate::vm::delete(&self.store, Some(&self.host), local, None) {
+                let mut after = s.clone();
+                after.record_events(&[CEvent::warning("DeleteFailed", e.to_string())], now());
+                return self.save(s, &after);
+            }
+        } else if let Ok(l) = Launcher::new(None) {
+            let _ = l.delete(local.as_str());
+        }
+        for dv in list(&self.store, Kind::DataVolume)? {
+            let owned = dv.namespace() == s.namespace()
+                && dv.object["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|o| {
+                        o.iter()
+                            .any(|r| r["kind"] == "VirtualMachine" && r["name"] == s.name())
+                    });
+            if owned && !dv.deleting() {
+                super::delete(
+                    &self.store,
+                    Kind::DataVolume,
+                    &key(dv.namespace(), dv.name()),
+                    now(),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_owned_dv(
+        &self,
+        vm: &Stored,
+        tpl: &platter_api::vm::DataVolumeTemplate,
+    ) -> Result<(), ObjectError> {
+        let name = tpl.metadata.name.clone().unwrap_or_default();
+        if get(&self.store, Kind::DataVolume, &key(vm.namespace(), &name))?.is_some() {
+            return Ok(());
+        }
+        let mut meta = tpl.metadata.clone();
+        meta.namespace = Some(vm.namespace().to_string());
+        meta.owner_references = vec![platter_api::meta::OwnerReference {
+            api_version: vm.api_version.clone(),
+            kind: "VirtualMachine".into(),
+            name: vm.name().to_string(),
+            uid: vm.object["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }];
+        let dv = DataVolume {
+            metadata: meta,
+            spec: tpl.spec.clone(),
+            status: None,
+        };
+        let api_version = if vm.api_version.starts_with(platter_api::meta::PLATTER_GROUP) {
+            platter_api::meta::PLATTER_VERSION
+        } else {
+            "cdi.kubevirt.io/v1beta1"
+        };
+        let mut stored = Stored::new(api_version, &Object::DataVolume(dv));
+        super::apply::fill_server_fields(&mut stored, now());
+        let change = put_change(&stored);
+        let RecordChange::Put { kind, name, value } = change else {
+            return Ok(());
+        };
+        match self
+            .store
+            .change_records(&[RecordChange::Create { kind, name, value }])
+        {
+            Ok(()) | Err(platter_snapshotter::StoreError::Exists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn without_heartbeats(s: &Stored) -> Stored {
+    let mut s = s.clone();
+    if let Some(cs) = s.object["status"]["conditions"].as_array_mut() {
+        for c in cs {
+            if let Value::Object(m) = c {
+                m.remove("lastHeartbeatTime");
+            }
+        }
+    }
+    s
+}
+
+/// The volume a pvc source clones (the volume of that claim).
+fn clone_source(spec: &DataVolumeSpec, ns: &str) -> Option<VolumeRef> {
+    let src = spec.source.as_ref()?.pvc.as_ref()?;
+    let src_ns = if src.namespace.is_empty() {
+        ns
+    } else {
+        src.namespace.as_str()
+    };
+    local_name(src_ns, &src.name).ok().map(VolumeRef::volume)
+}
+
+/// Makes the VM's own disks that are missing: containerDisk clones (the image cached
+/// once), empty disks.
+fn prepare_disks(
+    store: &Store,
+    host: &VmHost,
+    backings: &[(String, Backing)],
+    cancel: &CancelFlag,
+) -> Result<(), ControlError> {
+    for (_, b) in backings {
+        let Some(volume) = b.volume() else { continue };
+        if store.inspect(&VolumeRef::volume(volume.clone())).is_ok() {
+            continue;
+        }
+        match b {
+            Backing::ContainerDisk { image, volume } => {
+                let cached = crate::vm::ensure_image(
+                    store,
+                    Some(host),
+                    image,
+                    &crate::api::RegistryParams::default(),
+                    cancel.clone(),
+                    &mut |_| {},
+                )?;
+                store.clone_volume(&cached.base, volume)?;
+            }
+            Backing::EmptyDisk { size, volume } => {
+                store.create_volume(volume, *size)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
