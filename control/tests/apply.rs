@@ -1,0 +1,232 @@
+//! `apply` on a real store, without a server: a file is applied whole or not at all;
+//! every refusal names the document, the field and the reason; re-applying the same
+//! spec is a no-op and a changed DataVolume spec is refused; references must resolve;
+//! nothing is written by a dry run or a refused file.
+
+use platter_api::Kind;
+use platter_control::objects::{self, ObjectError};
+use platter_control::{handle, Context, ErrorKind, Request};
+use platter_snapshotter::Store;
+use platter_types::Name;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("store")).unwrap();
+    (dir, s)
+}
+
+const NOW: u64 = 1_796_590_800;
+
+fn blank(name: &str, size: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\nspec:\n  source:\n    blank: {{}}\n  storage:\n    resources:\n      requests:\n        storage: {size}\n"
+    )
+}
+
+fn clone_of(name: &str, src: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\nspec:\n  source:\n    pvc: {{namespace: default, name: {src}}}\n  storage: {{}}\n"
+    )
+}
+
+fn vm(name: &str, dv: &str) -> String {
+    format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: Halted
+  template:
+    spec:
+      domain:
+        memory: {{guest: 128Mi}}
+        devices:
+          disks:
+          - name: root
+            disk: {{bus: virtio}}
+      volumes:
+      - name: root
+        dataVolume: {{name: {dv}}}
+"#
+    )
+}
+
+fn names(store: &Store, kind: Kind) -> Vec<String> {
+    objects::list(store, kind)
+        .unwrap()
+        .iter()
+        .map(|s| s.name().to_string())
+        .collect()
+}
+
+fn refused(store: &Store, text: &str) -> String {
+    match objects::apply(store, "f.yaml", text, false, NOW) {
+        Err(e @ ObjectError::Documents { .. }) => e.to_string(),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_file_is_applied_whole_or_not_at_all() {
+    let (_d, s) = store();
+    let text = format!("{}---\n{}", blank("good", "1Gi"), blank("bad", "2Ng"));
+    let msg = refused(&s, &text);
+    assert!(msg.contains("document 2") && msg.contains("bad"), "{msg}");
+    assert!(msg.contains("nothing was applied"), "{msg}");
+    assert!(names(&s, Kind::DataVolume).is_empty());
+
+    // Both documents wrong: both named, in one error.
+    let text = format!("{}---\n{}", clone_of("c1", "nosuch"), blank("x", "2Ng"));
+    let msg = refused(&s, &text);
+    assert!(
+        msg.contains("document 1") && msg.contains("spec.source.pvc"),
+        "{msg}"
+    );
+    assert!(msg.contains("does not exist"), "{msg}");
+    assert!(msg.contains("document 2"), "{msg}");
+
+    // Fixed, the same file goes in whole: the clone's source is in the file.
+    let text = format!("{}---\n{}", blank("good", "1Gi"), clone_of("c1", "good"));
+    let applied = objects::apply(&s, "f.yaml", &text, false, NOW).unwrap();
+    let actions: Vec<&str> = applied.results.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["created", "created"]);
+    assert_eq!(names(&s, Kind::DataVolume), ["c1", "good"]);
+    let stored = objects::get(&s, Kind::DataVolume, "default/good")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.api_version, "cdi.kubevirt.io/v1beta1");
+    assert_eq!(
+        stored.object["metadata"]["creationTimestamp"],
+        "2026-12-06T21:00:00Z"
+    );
+    assert!(stored.object["metadata"]["uid"].as_str().unwrap().len() == 36);
+}
+
+#[test]
+fn same_spec_is_unchanged_and_a_changed_one_is_refused() {
+    let (_d, s) = store();
+    objects::apply(&s, "f", &blank("d", "1Gi"), false, NOW).unwrap();
+    let again = objects::apply(&s, "f", &blank("d", "1Gi"), false, NOW + 5).unwrap();
+    assert_eq!(again.results[0].action, "unchanged");
+    let msg = refused(&s, &blank("d", "2Gi"));
+    assert!(msg.contains("Cannot update spec of DataVolume d"), "{msg}");
+    assert!(msg.contains("document 1 (DataVolume d): spec:"), "{msg}");
+    let kept = objects::get(&s, Kind::DataVolume, "default/d")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.object["spec"]["storage"]["resources"]["requests"]["storage"],
+        "1Gi"
+    );
+
+    // A VM's run strategy may change; its template may not.
+    objects::apply(&s, "f", &vm("v", "d"), false, NOW).unwrap();
+    let started = vm("v", "d").replace("Halted", "Always");
+    let r = objects::apply(&s, "f", &started, false, NOW).unwrap();
+    assert_eq!(r.results[0].action, "configured");
+    let v = objects::get(&s, Kind::VirtualMachine, "default/v")
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.object["spec"]["runStrategy"], "Always");
+    assert_eq!(v.object["metadata"]["generation"], 2);
+    let msg = refused(&s, &started.replace("128Mi", "256Mi"));
+    assert!(msg.contains("spec.template"), "{msg}");
+}
+
+#[test]
+fn references_must_resolve_and_names_must_be_free() {
+    let (_d, s) = store();
+    let msg = refused(&s, &vm("v", "nosuch"));
+    assert!(
+        msg.contains("spec.template.spec.volumes[0].dataVolume.name")
+            && msg.contains("DataVolume default/nosuch does not exist"),
+        "{msg}"
+    );
+    // The DataVolume in the same file is enough.
+    objects::apply(
+        &s,
+        "f",
+        &format!("{}---\n{}", vm("v", "d"), blank("d", "64Mi")),
+        false,
+        NOW,
+    )
+    .unwrap();
+
+    s.create_volume(&Name::new("taken").unwrap(), 1 << 20)
+        .unwrap();
+    let msg = refused(&s, &blank("taken", "1Gi"));
+    assert!(msg.contains("volume taken exists already"), "{msg}");
+
+    let msg = refused(
+        &s,
+        &format!("{}---\n{}", blank("twice", "1Gi"), blank("twice", "1Gi")),
+    );
+    assert!(msg.contains("given twice"), "{msg}");
+
+    let msg = refused(&s, "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
+    assert!(
+        msg.contains("Pod") && msg.contains("not one platter knows"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn syntax_errors_and_empty_files_are_refused() {
+    let (_d, s) = store();
+    let e = objects::apply(&s, "f.yaml", "a: [unclosed", false, NOW).unwrap_err();
+    assert!(matches!(e, ObjectError::Syntax { .. }), "{e}");
+    assert!(e.to_string().contains("f.yaml"), "{e}");
+    let e = objects::apply(&s, "f.yaml", "", false, NOW).unwrap_err();
+    assert!(e.to_string().contains("no documents"), "{e}");
+}
+
+#[test]
+fn a_dry_run_writes_nothing_and_apply_needs_serve() {
+    let (_d, s) = store();
+    let r = objects::apply(&s, "f", &blank("d", "1Gi"), true, NOW).unwrap();
+    assert!(r.dry_run);
+    assert_eq!(r.results[0].action, "created");
+    assert!(names(&s, Kind::DataVolume).is_empty());
+
+    // Through the dispatcher without a server: the error says how to start one.
+    let req = Request::Apply {
+        file: "f".into(),
+        text: blank("d", "1Gi"),
+        dry_run: false,
+    };
+    let e = handle(&s, req, Context::default(), &mut |_| {}).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable);
+    assert!(
+        e.to_string().contains("platter serve is not running"),
+        "{e}"
+    );
+    assert!(names(&s, Kind::DataVolume).is_empty());
+}
+
+#[test]
+fn a_datavolume_a_vm_uses_is_not_deleted() {
+    let (_d, s) = store();
+    objects::apply(
+        &s,
+        "f",
+        &format!("{}---\n{}", vm("v", "d"), blank("d", "64Mi")),
+        false,
+        NOW,
+    )
+    .unwrap();
+    let e = objects::delete(&s, Kind::DataVolume, "default/d", NOW).unwrap_err();
+    assert!(e.to_string().contains("VirtualMachine default/v"), "{e}");
+    assert!(!objects::get(&s, Kind::DataVolume, "default/d")
+        .unwrap()
+        .unwrap()
+        .deleting());
+    let e = objects::delete(&s, Kind::DataVolume, "default/nosuch", NOW).unwrap_err();
+    assert!(matches!(e, ObjectError::NotFound { .. }), "{e}");
+    // Marked, not removed: the reconciler removes it with what it made.
+    objects::delete(&s, Kind::VirtualMachine, "default/v", NOW).unwrap();
+    assert!(objects::get(&s, Kind::VirtualMachine, "default/v")
+        .unwrap()
+        .unwrap()
+        .deleting());
+}
