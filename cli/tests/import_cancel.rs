@@ -12,82 +12,14 @@ use common::*;
 
 use std::collections::BTreeSet;
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
 
 /// Guard against hangs only; nothing is asserted about how long anything takes.
 const PATIENCE: Duration = Duration::from_secs(120);
-
-/// An HTTP server that answers every GET with `total` bytes of non-zero data, 64 KiB
-/// every few milliseconds, without Range support: an import of it stays in flight.
-struct SlowHttp {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl SlowHttp {
-    fn start(total: u64) -> SlowHttp {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let st = stop.clone();
-        std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    return;
-                }
-                let Ok(c) = conn else { continue };
-                let st = st.clone();
-                std::thread::spawn(move || serve_slowly(c, total, &st));
-            }
-        });
-        SlowHttp { addr, stop }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/disk.raw", self.addr)
-    }
-}
-
-impl Drop for SlowHttp {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-    }
-}
-
-fn serve_slowly(mut c: TcpStream, total: u64, stop: &AtomicBool) {
-    let mut head = Vec::new();
-    let mut b = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match c.read(&mut b) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&b[..n]),
-        }
-    }
-    let hdr = format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {total}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
-    );
-    if c.write_all(hdr.as_bytes()).is_err() {
-        return;
-    }
-    let chunk: Vec<u8> = (0..64 << 10).map(|i| (i % 251 + 1) as u8).collect();
-    let mut sent = 0u64;
-    while sent < total && !stop.load(Ordering::SeqCst) {
-        let n = (total - sent).min(chunk.len() as u64) as usize;
-        if c.write_all(&chunk[..n]).is_err() {
-            return;
-        }
-        sent += n as u64;
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn signal(child: &Child, sig: Signal) -> rustix::io::Result<()> {
     kill_process(Pid::from_raw(child.id() as i32).unwrap(), sig)

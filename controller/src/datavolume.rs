@@ -124,7 +124,12 @@ pub fn reconcile(dv: &DataVolume, seen: &Observed, now: Now) -> Decision {
     let ts = rfc3339(now);
     let prev = dv.status.clone().unwrap_or_default();
     let mut st = DataVolumeStatus {
-        restart_count: i32::try_from(seen.failures).unwrap_or(i32::MAX),
+        // Restarts: failed attempts that were (or will be) tried again; a fatal failure
+        // is not retried.
+        restart_count: i32::try_from(seen.failures.saturating_sub(u32::from(
+            seen.last_failure.as_ref().is_some_and(|f| f.fatal),
+        )))
+        .unwrap_or(i32::MAX),
         claim_name: dv.metadata.name.clone(),
         ..prev.clone()
     };

@@ -161,6 +161,10 @@ fn fatal_failures_fail_the_datavolume() {
     assert!(f.actions.is_empty(), "a fatal failure is never retried");
     assert!(f.events[0].warning && f.events[0].message == "checksum mismatch");
     assert_eq!(cond(&f, "Ready"), "False");
+    assert_eq!(
+        f.status.restart_count, 0,
+        "a fatal failure is not a restart"
+    );
 }
 
 #[test]

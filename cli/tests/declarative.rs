@@ -1,0 +1,428 @@
+//! `platter apply/get/describe/delete/wait/upload` end to end: a real `platter serve`
+//! reconciling DataVolumes and VirtualMachines written as CDI and KubeVirt users write
+//! them, a real libvirtd with a TCG guest, a real docker-registry and an HTTP server
+//! started here. Deadlines only bound waiting; nothing asserts on timing.
+
+mod common;
+mod vm_support;
+use common::*;
+use vm_support::*;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn blank(name: &str, size: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\nspec:\n  source:\n    blank: {{}}\n  storage:\n    resources:\n      requests:\n        storage: {size}\n"
+    )
+}
+
+fn dv_with(name: &str, source: &str, size: &str) -> String {
+    format!(
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\nspec:\n  source:\n{source}\n  pvc:\n    accessModes: [ReadWriteOnce]\n    resources:\n      requests:\n        storage: {size}\n"
+    )
+}
+
+/// The object's document (`get KIND NAME -o json`), or None once it is gone.
+fn object(store: &Path, kind: &str, name: &str) -> Option<serde_json::Value> {
+    let out = platter(store, &["-o", "json", "get", kind, name]);
+    match out.status.success() {
+        true => Some(serde_json::from_slice(&out.stdout).unwrap()),
+        false => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("does not exist"), "get {kind} {name}: {err}");
+            None
+        }
+    }
+}
+
+/// Polls `get` until `done` says so; returns every value of `field` seen on the way.
+fn watch(
+    store: &Path,
+    kind: &str,
+    name: &str,
+    field: &str,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let o = object(store, kind, name).unwrap_or_else(|| panic!("{kind} {name} went away"));
+        let v = o["status"][field].as_str().unwrap_or_default().to_string();
+        if seen.last() != Some(&v) {
+            seen.push(v);
+        }
+        if done(&o) {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} {name}: not done within {PATIENCE:?}; saw {seen:?}; now {o}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn phase(o: &serde_json::Value) -> &str {
+    o["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn volumes(store: &Path) -> Vec<String> {
+    json(store, &["volume", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn exported(store: &Path, volume: &str, dir: &Path) -> Vec<u8> {
+    let out = dir.join(format!("{volume}.raw"));
+    ok(store, &["volume", "export", volume, out.to_str().unwrap()]);
+    std::fs::read(out).unwrap()
+}
+
+#[test]
+fn datavolumes_blank_clone_and_upload_then_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let file = write(
+        &dir.path().join("dvs.yaml"),
+        &format!(
+            "{}---\napiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: copy\nspec:\n  source:\n    pvc: {{namespace: default, name: base}}\n  storage:\n    resources:\n      requests:\n        storage: 128Mi\n",
+            blank("base", "64Mi")
+        ),
+    );
+
+    // No server: a dry run checks, a real apply says how to start one.
+    let out = ok(&store, &["apply", "-f", &file, "--dry-run"]);
+    assert!(out.contains("datavolume/base created (dry run)"), "{out}");
+    let err = fails(&store, &["apply", "-f", &file]);
+    assert!(err.contains("platter serve is not running"), "{err}");
+
+    let _srv = Serve::start(&store);
+    let out = ok(&store, &["apply", "-f", &file]);
+    assert!(
+        out.contains("datavolume/base created") && out.contains("datavolume/copy created"),
+        "{out}"
+    );
+    ok(
+        &store,
+        &[
+            "wait",
+            "dv",
+            "copy",
+            "--for",
+            "condition=Ready",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let out = ok(&store, &["apply", "-f", &file]);
+    assert!(out.contains("datavolume/copy unchanged"), "{out}");
+
+    let table = ok(&store, &["get", "dv"]);
+    let mut lines = table.lines();
+    let head: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(head, ["NAME", "PHASE", "PROGRESS", "RESTARTS", "AGE"]);
+    for l in lines {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(&cols[1..4], ["Succeeded", "100.0%", "0"], "{table}");
+    }
+    let yaml = ok(&store, &["get", "datavolumes", "copy", "-o", "yaml"]);
+    assert!(
+        yaml.contains("kind: DataVolume") && yaml.contains("phase: Succeeded"),
+        "{yaml}"
+    );
+    let desc = ok(&store, &["describe", "dv", "copy"]);
+    assert!(
+        desc.contains("Events:") && desc.contains("CloneSucceeded"),
+        "{desc}"
+    );
+    // The clone is O(1) and grown to what it asked for.
+    let copy = json(&store, &["volume", "inspect", "copy"]);
+    assert_eq!(copy["size"], 128 << 20);
+    assert_eq!(copy["origin"].as_str().unwrap(), "base");
+
+    // A changed spec is refused; so is a file with one bad document, whole.
+    let changed = write(&dir.path().join("changed.yaml"), &blank("base", "1Gi"));
+    let err = fails(&store, &["apply", "-f", &changed]);
+    assert!(
+        err.contains("Cannot update spec of DataVolume base"),
+        "{err}"
+    );
+    let bad = write(
+        &dir.path().join("bad.yaml"),
+        &format!("{}---\n{}", blank("fresh", "64Mi"), blank("broken", "2Ng")),
+    );
+    let out = platter(&store, &["apply", "-f", &bad]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("document 2 (DataVolume broken)") && err.contains("nothing was applied"),
+        "{err}"
+    );
+    assert!(object(&store, "dv", "fresh").is_none());
+
+    // Upload: ready first, then filled from a file.
+    let up = write(
+        &dir.path().join("up.yaml"),
+        &dv_with("up", "    upload: {}", "4Mi"),
+    );
+    ok(&store, &["apply", "-f", &up]);
+    watch(&store, "dv", "up", "phase", |o| phase(o) == "UploadReady");
+    let image: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8 + 1).collect();
+    let img = dir.path().join("up.raw");
+    std::fs::write(&img, &image).unwrap();
+    let out = ok(&store, &["upload", "up", img.to_str().unwrap()]);
+    assert!(out.contains("uploaded into DataVolume up"), "{out}");
+    ok(
+        &store,
+        &[
+            "wait",
+            "dv",
+            "up",
+            "--for",
+            "condition=Ready",
+            "--timeout",
+            "60s",
+        ],
+    );
+    let data = exported(&store, "up", dir.path());
+    assert_eq!(data.len(), 4 << 20);
+    assert!(data[..1 << 20] == image[..], "uploaded data differs");
+    let err = fails(&store, &["upload", "up", img.to_str().unwrap()]);
+    assert!(err.contains("not ready for an upload"), "{err}");
+
+    // Delete: the volume goes with the object; the source waits for its clone.
+    let out = ok(&store, &["delete", "dv", "copy"]);
+    assert!(out.contains("datavolume \"copy\" deleted"), "{out}");
+    ok(&store, &["delete", "dv", "base"]);
+    ok(&store, &["delete", "dv", "up"]);
+    assert!(volumes(&store).is_empty(), "{:?}", volumes(&store));
+    assert_eq!(ok(&store, &["get", "dv"]), "");
+    let err = fails(&store, &["delete", "dv", "nosuch"]);
+    assert!(
+        err.contains("DataVolume default/nosuch does not exist"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_import_survives_sigkill_of_serve_and_a_bad_checksum_fails_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let total: u64 = 48 << 20;
+    let http = SlowHttp::start(total);
+    let file = write(
+        &dir.path().join("http.yaml"),
+        &dv_with(
+            "web",
+            &format!("    http:\n      url: {}", http.url()),
+            "64Mi",
+        ),
+    );
+    let mut srv = Serve::start(&store);
+    ok(&store, &["apply", "-f", &file]);
+    // Under way, with CDI's progress text.
+    let mut progress = String::new();
+    watch(&store, "dv", "web", "phase", |o| {
+        progress = o["status"]["progress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        phase(o) == "ImportInProgress" && progress.ends_with('%') && progress != "0.00%"
+    });
+    assert!(progress.contains('.'), "{progress}");
+    srv.kill9_and_restart();
+    ok(
+        &store,
+        &[
+            "wait",
+            "dv",
+            "web",
+            "--for",
+            "condition=Ready",
+            "--timeout",
+            "120s",
+        ],
+    );
+    let o = object(&store, "dv", "web").unwrap();
+    assert_eq!(o["status"]["progress"], "100.0%");
+    // The killed attempt left nothing; the volume holds exactly what was served.
+    assert_eq!(volumes(&store), ["web"]);
+    let data = exported(&store, "web", dir.path());
+    assert_eq!(data.len(), 64 << 20);
+    assert!(
+        data[..total as usize] == slow_http_bytes(total)[..],
+        "imported data differs"
+    );
+    assert!(data[total as usize..].iter().all(|b| *b == 0));
+    let desc = ok(&store, &["describe", "dv", "web"]);
+    assert!(
+        desc.contains("ImportInProgress") && desc.contains("ImportSucceeded"),
+        "{desc}"
+    );
+
+    // A checksum mismatch is fatal: Failed at once, no retries, nothing left.
+    let small = SlowHttp::start(1 << 20);
+    let bad = write(
+        &dir.path().join("bad.yaml"),
+        &dv_with(
+            "sum",
+            &format!(
+                "    http:\n      url: {}\n      checksum: sha256:{}",
+                small.url(),
+                "0".repeat(64)
+            ),
+            "4Mi",
+        ),
+    );
+    ok(&store, &["apply", "-f", &bad]);
+    watch(&store, "dv", "sum", "phase", |o| phase(o) == "Failed");
+    let o = object(&store, "dv", "sum").unwrap();
+    assert_eq!(o["status"]["restartCount"], 0);
+    let desc = ok(&store, &["describe", "dv", "sum"]);
+    assert!(
+        desc.contains("ImportFailed") && desc.contains("checksum"),
+        "{desc}"
+    );
+    assert_eq!(volumes(&store), ["web"]);
+}
+
+/// A VirtualMachine whose root disk is a DataVolume template imported from a
+/// containerDisk in the local registry, plus an emptyDisk: the DataVolume succeeds, the
+/// VM goes Provisioning → Starting → Running and boots, `vm list` shows it, its disks
+/// cannot be deleted from under it, and `platter delete vm` removes the domain, the
+/// DataVolume and every disk.
+#[test]
+fn a_vm_from_a_registry_datavolume_template_boots_and_delete_removes_it_all() {
+    let env = Env::new("decl");
+    let g = guest_files();
+    let reg = Registry::start(env.dir.path());
+    let _srv = Serve::start(&env.store);
+    let vm = env.vm("d");
+    let _guard = VmGuard(vec![vm.clone()]);
+    env.ok(&["import", g.boot.to_str().unwrap(), "bootsrc"]);
+    let image = format!("docker://127.0.0.1:{}/platter/guest:decl", reg.port);
+    env.ok(&["push", "bootsrc", &image]);
+    env.ok(&["volume", "delete", "bootsrc"]);
+    let root = format!("{vm}-root");
+    let yaml = format!(
+        r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {vm}
+spec:
+  runStrategy: RerunOnFailure
+  dataVolumeTemplates:
+  - metadata:
+      name: {root}
+    spec:
+      source:
+        registry:
+          url: {image}
+      storage:
+        resources:
+          requests:
+            storage: 256Mi
+  template:
+    spec:
+      domain:
+        memory:
+          guest: 256Mi
+        devices:
+          disks:
+          - name: root
+            disk: {{bus: virtio}}
+            bootOrder: 1
+          - name: scratch
+            disk: {{bus: virtio}}
+          interfaces:
+          - name: default
+            masquerade: {{}}
+      networks:
+      - name: default
+        pod: {{}}
+      volumes:
+      - name: root
+        dataVolume:
+          name: {root}
+      - name: scratch
+        emptyDisk:
+          capacity: 64Mi
+"#
+    );
+    let file = write(&env.path("vm.yaml"), &yaml);
+    let out = env.ok(&["apply", "-f", &file]);
+    assert!(
+        out.contains(&format!("virtualmachine/{vm} created")),
+        "{out}"
+    );
+    assert!(
+        out.contains("accepted but not acted on: spec.template.spec.networks"),
+        "{out}"
+    );
+
+    let statuses = watch(&env.store, "vm", &vm, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Running"
+    });
+    assert!(statuses.contains(&"Running".to_string()), "{statuses:?}");
+    let dv = object(&env.store, "dv", &root).unwrap();
+    assert_eq!(phase(&dv), "Succeeded");
+    assert_eq!(dv["metadata"]["ownerReferences"][0]["name"], vm.as_str());
+    wait_console(
+        &env.store,
+        &vm,
+        &[
+            "PLATTER-BOOTED",
+            "PLATTER-READ: hello from the platter bootable disk",
+            "PLATTER-DONE",
+        ],
+    );
+    let desc = env.ok(&["describe", "vm", &vm]);
+    let order: Vec<usize> = ["Provisioning", "Starting", "Running"]
+        .iter()
+        .map(|r| {
+            desc.find(&format!("Normal  {r}"))
+                .unwrap_or_else(|| panic!("{r}: {desc}"))
+        })
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{desc}");
+    // The guest powered itself off: RerunOnFailure leaves it stopped.
+    watch(&env.store, "vm", &vm, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Stopped"
+    });
+
+    let list = env.ok(&["vm", "list"]);
+    assert!(list.contains(&vm) && list.contains(&root), "{list}");
+    let err = fails(&env.store, &["volume", "delete", &root]);
+    assert!(err.contains(&vm), "{err}");
+    let err = fails(&env.store, &["vm", "delete", &vm]);
+    assert!(err.contains(&format!("platter delete vm {vm}")), "{err}");
+    let err = fails(&env.store, &["delete", "dv", &root]);
+    assert!(
+        err.contains(&format!("VirtualMachine default/{vm}")),
+        "{err}"
+    );
+
+    env.ok(&["delete", "vm", &vm]);
+    assert!(object(&env.store, "vm", &vm).is_none());
+    assert!(object(&env.store, "dv", &root).is_none());
+    let left = volumes(&env.store);
+    assert!(left.iter().all(|v| !v.starts_with(&vm)), "{left:?}");
+    assert!(!env.ok(&["vm", "list"]).contains(&vm));
+    let out = Command::new("virsh")
+        .args(["-c", VIRSH_URI, "domstate", &vm])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "domain {vm} left in libvirt");
+}
