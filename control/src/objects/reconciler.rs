@@ -191,9 +191,16 @@ impl Reconciler {
 
     /// One look at every object.
     pub fn pass(&self) -> Result<(), ObjectError> {
-        for s in list(&self.store, Kind::VirtualMachine)? {
+        let vms = list(&self.store, Kind::VirtualMachine)?;
+        // One look at the DataVolumes and one libvirt connection for all the VMs.
+        let dvs = match vms.is_empty() {
+            true => Vec::new(),
+            false => list(&self.store, Kind::DataVolume)?,
+        };
+        let mut libvirt = None;
+        for s in vms {
             let id = s.describe();
-            if let Err(e) = self.vm(s) {
+            if let Err(e) = self.vm(s, &dvs, &mut libvirt) {
                 tracing::warn!(object = %id, error = %e, "reconciling");
             }
         }
@@ -409,7 +416,12 @@ impl Reconciler {
     // -----------------------------------------------------------------------------------
     // VirtualMachines
 
-    fn vm(&self, mut s: Stored) -> Result<(), ObjectError> {
+    fn vm(
+        &self,
+        mut s: Stored,
+        dvs: &[Stored],
+        libvirt: &mut Option<Launcher>,
+    ) -> Result<(), ObjectError> {
         let before = s.clone();
         let Object::VirtualMachine(vm) = s.typed()? else {
             return Ok(());
@@ -430,7 +442,6 @@ impl Reconciler {
             Some(Some(Ok(()))) | None => {}
         }
         let backings = world::backings(&vm, &ns)?;
-        let dvs = list(&self.store, Kind::DataVolume)?;
         let dv_phase = |name: &str| -> Option<Option<DataVolumePhase>> {
             dvs.iter()
                 .find(|d| d.namespace() == ns && d.name() == name)
@@ -461,7 +472,7 @@ impl Reconciler {
                 (n.clone(), seen)
             })
             .collect();
-        let domain = self.domain(&local)?;
+        let domain = domain(libvirt, &local)?;
         let owned_left = dvs
             .iter()
             .filter(|d| {
@@ -495,35 +506,6 @@ impl Reconciler {
         s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
         s.record_events(&d.events, t);
         self.save(&before, &s)
-    }
-
-    fn domain(&self, local: &Name) -> Result<vmr::Domain, ObjectError> {
-        let l = match Launcher::new(None) {
-            Ok(l) => l,
-            Err(e) => {
-                return Err(ObjectError::Damaged {
-                    object: "libvirt".into(),
-                    detail: e.to_string(),
-                })
-            }
-        };
-        Ok(match l.state_and_exit(local.as_str()) {
-            Err(LauncherError::NoSuchVm { .. }) => vmr::Domain::Absent,
-            Err(e) => {
-                return Err(ObjectError::Damaged {
-                    object: format!("domain {local}"),
-                    detail: e.to_string(),
-                })
-            }
-            Ok((VmState::ShutOff | VmState::Crashed, exit)) => vmr::Domain::Stopped {
-                exit: match exit {
-                    Some(LastExit::Shutdown) | Some(LastExit::Destroyed) => Some(vmr::Exit::Clean),
-                    Some(LastExit::Crashed) => Some(vmr::Exit::Failed),
-                    _ => None,
-                },
-            },
-            Ok(_) => vmr::Domain::Running,
-        })
     }
 
     /// Does one action; `false` when the rest must wait (a job was started).
@@ -724,6 +706,36 @@ fn without_heartbeats(s: &Stored) -> Stored {
         }
     }
     s
+}
+
+/// What libvirt says of domain `local`, through one connection per pass.
+fn domain(libvirt: &mut Option<Launcher>, local: &Name) -> Result<vmr::Domain, ObjectError> {
+    if libvirt.is_none() {
+        *libvirt = Some(Launcher::new(None).map_err(|e| ObjectError::Damaged {
+            object: "libvirt".into(),
+            detail: e.to_string(),
+        })?);
+    }
+    let Some(l) = libvirt.as_ref() else {
+        return Ok(vmr::Domain::Absent);
+    };
+    Ok(match l.state_and_exit(local.as_str()) {
+        Err(LauncherError::NoSuchVm { .. }) => vmr::Domain::Absent,
+        Err(e) => {
+            return Err(ObjectError::Damaged {
+                object: format!("domain {local}"),
+                detail: e.to_string(),
+            })
+        }
+        Ok((VmState::ShutOff | VmState::Crashed, exit)) => vmr::Domain::Stopped {
+            exit: match exit {
+                Some(LastExit::Shutdown) | Some(LastExit::Destroyed) => Some(vmr::Exit::Clean),
+                Some(LastExit::Crashed) => Some(vmr::Exit::Failed),
+                _ => None,
+            },
+        },
+        Ok(_) => vmr::Domain::Running,
+    })
 }
 
 /// The volume a pvc source clones (the volume of that claim).
