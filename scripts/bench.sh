@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark (ours and the peers in the same run) and writes the tables to
-# target/bench/. Usage: scripts/bench.sh [store|nbd|import|all]
+# target/bench/. Usage: scripts/bench.sh [store|store-ops|nbd|import|vm|declarative|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --no-services
@@ -18,4 +18,7 @@ if [ "$what" = import ] || [ "$what" = all ]; then
 fi
 if [ "$what" = vm ] || [ "$what" = all ]; then
   target/release/platter-bench vm --out target/bench/vm.md
+fi
+if [ "$what" = declarative ] || [ "$what" = all ]; then
+  target/release/platter-bench declarative --out target/bench/declarative.md
 fi

@@ -13,7 +13,12 @@
 //! `platter-bench vm [--out FILE]`: `platter vm create --image docker://…` to the guest's
 //! first console line and boot marker against pull-then-boot (skopeo, qemu-img, `virsh
 //! create`), and the extra disk space per VM for ten VMs from one image.
+//!
+//! `platter-bench declarative [--out FILE]`: `platter apply` of a VM with a registry
+//! dataVolumeTemplate to its boot marker against import + `vm create` by hand, and
+//! 1,000 DataVolumes with 200 VMs (`get` times, store operations under them).
 
+mod declarative;
 mod import;
 mod nbd;
 mod store;
@@ -91,6 +96,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Declarative objects: apply-to-boot against by hand, and 1,000 DataVolumes.
+    Declarative {
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "target/release/platter")]
+        platter: std::path::PathBuf,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
 }
 
 fn main() -> Result<()> {
@@ -124,6 +138,10 @@ fn main() -> Result<()> {
         Cmd::Vm { out, platter, runs } => {
             let platter = std::path::absolute(platter)?;
             (vm::run_all(&platter, runs)?, out)
+        }
+        Cmd::Declarative { out, platter, runs } => {
+            let platter = std::path::absolute(platter)?;
+            (declarative::run(&platter, runs)?, out)
         }
     };
     println!("{report}");

@@ -31,7 +31,7 @@ use crate::table::Table;
 
 const URI: &str = "qemu:///system";
 /// Every guest gets this much memory, ours and the peer's.
-const MEMORY_MIB: u64 = 256;
+pub(crate) const MEMORY_MIB: u64 = 256;
 /// Longest wait for a guest to finish (it boots, writes and powers off in ~5-10 s).
 const GUEST_DEADLINE: Duration = Duration::from_secs(120);
 /// VMs from one image for the disk space figure.
@@ -44,13 +44,13 @@ const MIB: f64 = 1048576.0;
 // Processes we start, stopped on drop
 
 /// A `docker-registry` on 127.0.0.1 at a free port, killed on drop.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
+    pub(crate) fn start(dir: &Path) -> Result<Registry> {
         std::fs::create_dir_all(dir)?;
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = dir.join("config.yml");
@@ -88,10 +88,10 @@ impl Drop for Registry {
 }
 
 /// `platter serve` on the bench's store; SIGTERM (then SIGKILL) on drop.
-struct Serve(Child);
+pub(crate) struct Serve(Child);
 
 impl Serve {
-    fn start(platter: &Path, store: &Path) -> Result<Serve> {
+    pub(crate) fn start(platter: &Path, store: &Path) -> Result<Serve> {
         let mut child = Command::new(platter)
             .arg("--store")
             .arg(store)
@@ -141,7 +141,7 @@ impl Drop for Serve {
 /// Destroys and undefines the bench's domains (named with its unique prefix) however the
 /// run ends; domains already gone are fine.
 #[derive(Default)]
-struct DomainGuard(Vec<String>);
+pub(crate) struct DomainGuard(pub(crate) Vec<String>);
 
 impl Drop for DomainGuard {
     fn drop(&mut self) {
@@ -176,31 +176,31 @@ fn run(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-struct Platter {
-    bin: PathBuf,
-    store: PathBuf,
+pub(crate) struct Platter {
+    pub(crate) bin: PathBuf,
+    pub(crate) store: PathBuf,
 }
 
 impl Platter {
-    fn cmd(&self, args: &[&str]) -> Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(&self.bin);
         c.arg("--store").arg(&self.store).args(args);
         c.env("PLATTER_LOG", "error");
         c
     }
 
-    fn ok(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ok(&self, args: &[&str]) -> Result<String> {
         run(&mut self.cmd(args))
     }
 
-    fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
+    pub(crate) fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
         let mut a = vec!["-o", "json"];
         a.extend_from_slice(args);
         let out = self.ok(&a)?;
         serde_json::from_str(&out).with_context(|| format!("platter {args:?}: {out}"))
     }
 
-    fn console_log(&self, vm: &str) -> PathBuf {
+    pub(crate) fn console_log(&self, vm: &str) -> PathBuf {
         self.store.join("vms").join(format!("{vm}.console.log"))
     }
 
@@ -249,7 +249,7 @@ fn domstate(name: &str) -> Option<String> {
 }
 
 /// Waits until a domain is shut off or gone (a transient domain goes when it powers off).
-fn wait_off(name: &str) -> Result<()> {
+pub(crate) fn wait_off(name: &str) -> Result<()> {
     let deadline = Instant::now() + GUEST_DEADLINE;
     loop {
         match domstate(name) {
@@ -275,11 +275,11 @@ fn du(p: &Path) -> Result<u64> {
 
 /// Seconds from launch to each console event.
 #[derive(Debug, Clone, Default)]
-struct Marks {
+pub(crate) struct Marks {
     first_line: f64,
     /// `PLATTER-INIT`: the guest's /init started.
     init: f64,
-    booted: f64,
+    pub(crate) booted: f64,
     /// What the first line said (for the report's notes).
     first_text: String,
 }
@@ -287,7 +287,7 @@ struct Marks {
 /// Polls a console log until `PLATTER-DONE`, noting when the first line, the
 /// `PLATTER-INIT` and the `PLATTER-BOOTED` markers appeared (seconds since `t0`).
 /// `launcher` is the create command, if it is still running: it must succeed.
-fn watch(log: &Path, t0: Instant, mut launcher: Option<&mut Child>) -> Result<Marks> {
+pub(crate) fn watch(log: &Path, t0: Instant, mut launcher: Option<&mut Child>) -> Result<Marks> {
     let (mut first, mut init, mut booted) = (None, None, None);
     let mut first_text = String::new();
     loop {
@@ -544,7 +544,7 @@ fn peer_domain_xml(name: &str, accel: &str, qcow2: &Path, log: &Path) -> String 
 // The run
 
 /// The BIOS-bootable test guest, built by testdata/build-bootable.sh (cached).
-fn bootable_guest() -> Result<PathBuf> {
+pub(crate) fn bootable_guest() -> Result<PathBuf> {
     run(Command::new("bash").arg("testdata/build-bootable.sh"))
         .context("testdata/build-bootable.sh (run from the repository's top directory)")?;
     let out = std::env::var_os("PLATTER_TESTDATA")
