@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every benchmark (ours and the peers in the same run) and writes the tables to
-# target/bench/. Usage: scripts/bench.sh [store|store-ops|nbd|import|vm|declarative|all]
+# target/bench/. Usage: scripts/bench.sh [store|nbd|import|vm|declarative|all]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --no-services

@@ -433,6 +433,14 @@ fn check_vm_new(
     }
     for (i, v) in spec.volumes.iter().enumerate() {
         let at = format!("spec.template.spec.volumes[{i}]");
+        if let Some(ci) = &v.cloud_init_no_cloud {
+            if ci.network_data.is_some() || ci.network_data_base64.is_some() {
+                return Err((
+                    format!("{at}.cloudInitNoCloud.networkData"),
+                    "network data is not written to the seed by this platter yet (there is no pod network either): remove it".into(),
+                ));
+            }
+        }
         if let Some(d) = &v.data_volume {
             let k = key(ns, &d.name);
             let known =
