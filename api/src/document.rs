@@ -171,9 +171,20 @@ const IGNORED_META: &[&str] = &["metadata.managedFields", "metadata.selfLink"];
 
 /// Parses a file of one or more YAML (or JSON) documents. Empty documents are skipped;
 /// each other document yields an object or an error of its own.
+///
+/// The parser's budget is raised from its defaults (1,024 documents, 250,000 nodes) so
+/// that one file can hold the 10,000 objects a store is built for; it still bounds
+/// depth, aliases and scalar bytes against hostile input.
 pub fn parse_documents(text: &str) -> Result<Vec<Result<Document, DocumentError>>, SyntaxError> {
-    let values: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| SyntaxError(first_line(&e.to_string())))?;
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 100_000,
+            max_nodes: 10_000_000,
+            max_events: 40_000_000,
+        },
+    };
+    let values: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| SyntaxError(first_line(&e.to_string())))?;
     Ok(values
         .into_iter()
         .filter(|v| !v.is_null())

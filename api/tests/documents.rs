@@ -279,3 +279,18 @@ mod arbitrary {
         }
     }
 }
+
+/// One file holds ten thousand objects (the store is built for that many): more than the
+/// YAML parser's default budget of 1,024 documents.
+#[test]
+fn ten_thousand_documents_in_one_file() {
+    let mut text = String::new();
+    for i in 0..10_000 {
+        text.push_str(&format!(
+            "---\napiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: d{i}\nspec:\n  source:\n    blank: {{}}\n  storage:\n    resources:\n      requests:\n        storage: 1Mi\n"
+        ));
+    }
+    let docs = parse_ok(&text);
+    assert_eq!(docs.len(), 10_000);
+    assert_eq!(docs[9_999].object.metadata().name.as_deref(), Some("d9999"));
+}

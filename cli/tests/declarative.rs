@@ -308,14 +308,16 @@ fn a_vm_from_a_registry_datavolume_template_boots_and_delete_removes_it_all() {
     let env = Env::new("decl");
     let g = guest_files();
     let reg = Registry::start(env.dir.path());
-    let _srv = Serve::start(&env.store);
+    let srv = Serve::start(&env.store);
     let vm = env.vm("d");
-    let _guard = VmGuard(vec![vm.clone()]);
+    let vm2 = format!("{vm}-r");
+    let _guard = VmGuard(vec![vm.clone(), vm2.clone()]);
     env.ok(&["import", g.boot.to_str().unwrap(), "bootsrc"]);
     let image = format!("docker://127.0.0.1:{}/platter/guest:decl", reg.port);
     env.ok(&["push", "bootsrc", &image]);
     env.ok(&["volume", "delete", "bootsrc"]);
     let root = format!("{vm}-root");
+    let data = format!("{vm}-data");
     let yaml = format!(
         r#"apiVersion: kubevirt.io/v1
 kind: VirtualMachine
@@ -334,6 +336,15 @@ spec:
         resources:
           requests:
             storage: 256Mi
+  - metadata:
+      name: {data}
+    spec:
+      source:
+        blank: {{}}
+      storage:
+        resources:
+          requests:
+            storage: 16Mi
   template:
     spec:
       domain:
@@ -345,6 +356,8 @@ spec:
             disk: {{bus: virtio}}
             bootOrder: 1
           - name: scratch
+            disk: {{bus: virtio}}
+          - name: data
             disk: {{bus: virtio}}
           interfaces:
           - name: default
@@ -359,6 +372,9 @@ spec:
       - name: scratch
         emptyDisk:
           capacity: 64Mi
+      - name: data
+        dataVolume:
+          name: {data}
 "#
     );
     let file = write(&env.path("vm.yaml"), &yaml);
@@ -402,6 +418,8 @@ spec:
         o["status"]["printableStatus"] == "Stopped"
     });
 
+    snapshot_and_restore(&env, &srv, &vm, &vm2, &data);
+
     let list = env.ok(&["vm", "list"]);
     assert!(list.contains(&vm) && list.contains(&root), "{list}");
     let err = fails(&env.store, &["volume", "delete", &root]);
@@ -418,11 +436,123 @@ spec:
     assert!(object(&env.store, "vm", &vm).is_none());
     assert!(object(&env.store, "dv", &root).is_none());
     let left = volumes(&env.store);
-    assert!(left.iter().all(|v| !v.starts_with(&vm)), "{left:?}");
+    assert!(
+        left.iter()
+            .all(|v| !v.starts_with(&vm) && !v.starts_with("restore-")),
+        "{left:?}"
+    );
     assert!(!env.ok(&["vm", "list"]).contains(&vm));
     let out = Command::new("virsh")
         .args(["-c", VIRSH_URI, "domstate", &vm])
         .output()
         .unwrap();
     assert!(!out.status.success(), "domain {vm} left in libvirt");
+}
+
+/// Writes 64 KiB of `byte` at offset 0 of `volume` through the server's NBD export.
+fn nbd_fill(srv: &Serve, volume: &str, byte: u8) {
+    let out = Command::new("qemu-io")
+        .args(["-f", "raw", "-c", &format!("write -P {byte} 0 64k")])
+        .arg(srv.uri(volume))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qemu-io: {out:?}");
+}
+
+fn first_64k(env: &Env, volume: &str) -> Vec<u8> {
+    let mut b = exported(&env.store, volume, env.dir.path());
+    b.truncate(64 << 10);
+    b
+}
+
+/// A VirtualMachineSnapshot of the (stopped) two-disk VM, then two restores: into a new
+/// VM, which boots from the snapshot's root disk and has its data disk as it was at the
+/// snapshot; and back into the VM itself. Deleting the snapshot waits for the restored
+/// VM's disks, which are clones of it, to go first.
+fn snapshot_and_restore(env: &Env, srv: &Serve, vm: &str, vm2: &str, data: &str) {
+    nbd_fill(srv, data, 0x11);
+    let snap = format!("{vm}-snap");
+    let yaml = format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {snap}\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {vm}\n"
+    );
+    let out = env.ok(&["apply", "-f", &write(&env.path("snap.yaml"), &yaml)]);
+    assert!(
+        out.contains(&format!("virtualmachinesnapshot/{snap} created")),
+        "{out}"
+    );
+    env.ok(&[
+        "wait",
+        "vmsnapshot",
+        &snap,
+        "--for",
+        "condition=Ready",
+        "--timeout",
+        "2m",
+    ]);
+    let o = object(&env.store, "vmsnapshot", &snap).unwrap();
+    assert_eq!(o["status"]["phase"], "Succeeded", "{o}");
+    assert_eq!(o["status"]["readyToUse"], true, "{o}");
+    assert!(o["status"]["creationTime"].is_string(), "{o}");
+    let got = env.ok(&["get", "vmsnapshot"]);
+    assert!(got.contains(&snap) && got.contains("Succeeded"), "{got}");
+    // Written after the snapshot: not in it.
+    nbd_fill(srv, data, 0x5a);
+    assert_eq!(first_64k(env, data), vec![0x5a; 64 << 10]);
+
+    let restore = |name: &str, target: &str| {
+        let yaml = format!(
+            "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineRestore\nmetadata:\n  name: {name}\nspec:\n  target:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {target}\n  virtualMachineSnapshotName: {snap}\n"
+        );
+        env.ok(&[
+            "apply",
+            "-f",
+            &write(&env.path(&format!("{name}.yaml")), &yaml),
+        ]);
+        watch(&env.store, "vmrestore", name, "restoreTime", |o| {
+            o["status"]["complete"] == true
+        });
+    };
+    // Into a new VM: it boots from the snapshot's root disk.
+    restore(&format!("{vm}-to-new"), vm2);
+    let statuses = watch(&env.store, "vm", vm2, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Running"
+    });
+    assert!(
+        statuses.contains(&"Provisioning".to_string()),
+        "{statuses:?}"
+    );
+    wait_console(
+        &env.store,
+        vm2,
+        &[
+            "PLATTER-BOOTED",
+            "PLATTER-READ: hello from the platter bootable disk",
+            "PLATTER-DONE",
+        ],
+    );
+    watch(&env.store, "vm", vm2, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Stopped"
+    });
+    let o = object(&env.store, "vm", vm2).unwrap();
+    let restored = o["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "data")
+        .and_then(|v| v["dataVolume"]["name"].as_str())
+        .unwrap()
+        .to_string();
+    assert!(restored.starts_with("restore-"), "{o}");
+    assert_eq!(first_64k(env, &restored), vec![0x11; 64 << 10]);
+    // Into the VM itself (stopped): its data disk is the snapshot's again.
+    restore(&format!("{vm}-back"), vm);
+    assert_eq!(first_64k(env, data), vec![0x11; 64 << 10]);
+
+    // The restored VM's disks are clones of the snapshot: it goes first, then the
+    // snapshot and its disk snapshots.
+    env.ok(&["delete", "vm", vm2]);
+    assert!(object(&env.store, "dv", &restored).is_none());
+    env.ok(&["delete", "vmsnapshot", &snap]);
+    let left = json(&env.store, &["volume", "list"]).to_string();
+    assert!(!left.contains("vmsnapshot-"), "{left}");
 }

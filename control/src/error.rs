@@ -219,7 +219,7 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
         StoreError::BadRecord { .. } => ErrorKind::Invalid,
         StoreError::Database { .. } => ErrorKind::Failed,
         StoreError::Exists(_) => ErrorKind::AlreadyExists,
-        StoreError::HasDependants { .. } => ErrorKind::InUse,
+        StoreError::HasDependants { .. } | StoreError::Open(_) => ErrorKind::InUse,
         StoreError::BadSize { .. }
         | StoreError::Shrink { .. }
         | StoreError::ReadOnly(_)

@@ -31,7 +31,7 @@ use crate::error::{ErrorKind, Failure};
 use crate::vm::VmHost;
 
 /// Longest request line accepted; longer requests get an error and the connection closes.
-const MAX_REQUEST: usize = 1 << 20;
+const MAX_REQUEST: usize = 16 << 20;
 /// Descriptors accepted with one message (more are closed by the kernel: MSG_CTRUNC).
 const MAX_FDS_PER_MESSAGE: usize = 4;
 /// Descriptors received but not yet taken by a request; more closes the connection.

@@ -230,3 +230,109 @@ fn a_datavolume_a_vm_uses_is_not_deleted() {
         .unwrap()
         .deleting());
 }
+
+fn snapshot_doc(name: &str, vm: &str) -> String {
+    format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {name}\nspec:\n  source: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {vm}}}\n"
+    )
+}
+
+fn restore_doc(name: &str, target: &str, snap: &str) -> String {
+    format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineRestore\nmetadata:\n  name: {name}\nspec:\n  target: {{apiGroup: kubevirt.io, kind: VirtualMachine, name: {target}}}\n  virtualMachineSnapshotName: {snap}\n"
+    )
+}
+
+#[test]
+fn restores_name_snapshots_that_exist_and_both_specs_are_immutable() {
+    let (_d, s) = store();
+    let msg = refused(&s, &restore_doc("r1", "web", "nosuch"));
+    assert!(
+        msg.contains("spec.virtualMachineSnapshotName")
+            && msg.contains("VirtualMachineSnapshot \"nosuch\" does not exist"),
+        "{msg}"
+    );
+    assert!(names(&s, Kind::VirtualMachineRestore).is_empty());
+    // The snapshot in the same file will do; its VM may come later.
+    let text = format!(
+        "{}---\n{}",
+        snapshot_doc("s1", "web"),
+        restore_doc("r1", "web2", "s1")
+    );
+    let r = objects::apply(&s, "f", &text, false, NOW).unwrap();
+    assert_eq!(r.results.len(), 2);
+    assert_eq!(names(&s, Kind::VirtualMachineSnapshot), ["s1"]);
+    assert_eq!(names(&s, Kind::VirtualMachineRestore), ["r1"]);
+    let msg = refused(&s, &snapshot_doc("s1", "other"));
+    assert!(
+        msg.contains("Cannot update spec of VirtualMachineSnapshot s1"),
+        "{msg}"
+    );
+    let msg = refused(&s, &restore_doc("r1", "web3", "s1"));
+    assert!(
+        msg.contains("Cannot update spec of VirtualMachineRestore r1"),
+        "{msg}"
+    );
+}
+
+/// A DataVolume whose source is a snapshot (`platter volume snapshot`, or the disk
+/// snapshots of a VirtualMachineSnapshot) is an O(1) clone of it; a name that two
+/// volumes' snapshots share is not guessed at.
+#[test]
+fn a_datavolume_from_a_snapshot_is_a_clone_of_it() {
+    let (d, s) = store();
+    s.create_volume(&Name::new("disk").unwrap(), 1 << 20)
+        .unwrap();
+    let vol = s
+        .open_volume(&platter_types::VolumeRef::parse("disk").unwrap())
+        .unwrap();
+    vol.write_at(&[7u8; 4096], 0).unwrap();
+    s.snapshot(&Name::new("disk").unwrap(), &Name::new("gold").unwrap())
+        .unwrap();
+    vol.write_at(&[8u8; 4096], 0).unwrap();
+    drop(vol);
+    s.create_volume(&Name::new("other").unwrap(), 1 << 20)
+        .unwrap();
+    s.snapshot(&Name::new("other").unwrap(), &Name::new("twice").unwrap())
+        .unwrap();
+    s.snapshot(&Name::new("disk").unwrap(), &Name::new("twice").unwrap())
+        .unwrap();
+    let from = |name: &str, snap: &str| {
+        format!(
+            "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata:\n  name: {name}\nspec:\n  source:\n    snapshot: {{namespace: default, name: {snap}}}\n  storage: {{}}\n"
+        )
+    };
+    let text = format!(
+        "{}---\n{}",
+        from("fromgold", "gold"),
+        from("ambiguous", "twice")
+    );
+    objects::apply(&s, "f", &text, false, NOW).unwrap();
+    let host = std::sync::Arc::new(platter_control::vm::VmHost::new(d.path().join("nbd.sock")));
+    let rec = objects::Reconciler::new(s.clone(), host);
+    // The clone in one pass, its Succeeded in the next.
+    rec.pass().unwrap();
+    rec.pass().unwrap();
+    let dv = objects::get(&s, Kind::DataVolume, "default/fromgold")
+        .unwrap()
+        .unwrap();
+    assert_eq!(dv.object["status"]["phase"], "Succeeded", "{}", dv.object);
+    let info = s
+        .inspect(&platter_types::VolumeRef::parse("fromgold").unwrap())
+        .unwrap();
+    assert_eq!(info.origin.as_deref(), Some("disk@gold"));
+    let v = s
+        .open_volume(&platter_types::VolumeRef::parse("fromgold").unwrap())
+        .unwrap();
+    let mut b = [0u8; 4096];
+    v.read_at(&mut b, 0).unwrap();
+    assert_eq!(b, [7u8; 4096]);
+    let dv = objects::get(&s, Kind::DataVolume, "default/ambiguous")
+        .unwrap()
+        .unwrap();
+    assert_eq!(dv.object["status"]["phase"], "Pending", "{}", dv.object);
+    assert!(dv.object.to_string().contains("CloneSourceNotFound"));
+    assert!(s
+        .inspect(&platter_types::VolumeRef::parse("ambiguous").unwrap())
+        .is_err());
+}

@@ -12,6 +12,7 @@
 
 pub mod conditions;
 pub mod datavolume;
+pub mod snapshot;
 pub mod vm;
 
 /// Seconds since the Unix epoch, as the caller's clock says.

@@ -52,6 +52,12 @@ pub enum StoreError {
     Fenced { volume: String, cause: String },
     #[error("{0} was deleted")]
     Deleted(String),
+    /// A volume that must not be open for the operation (a rollback) is: served to a VM
+    /// or an NBD client, or mounted through FUSE.
+    #[error(
+        "volume {0} is open (a running VM, an NBD client or a FUSE mount uses it); stop that first"
+    )]
+    Open(String),
     #[error("volume {volume}: layer chain is {depth} deep, the most is {max}")]
     ChainTooDeep {
         volume: String,
@@ -117,7 +123,9 @@ impl StoreError {
             StoreError::Locked { dir, .. } | StoreError::NewerFormat { dir, .. } => {
                 Some(dir.display().to_string())
             }
-            StoreError::NoSuchVolume(name) => Some(format!("volume {name}")),
+            StoreError::NoSuchVolume(name) | StoreError::Open(name) => {
+                Some(format!("volume {name}"))
+            }
             StoreError::NoSuchSnapshot(r) => Some(format!("snapshot {r}")),
             // Already "volume a" or "snapshot a@s1".
             StoreError::Exists(object) => Some(object.clone()),

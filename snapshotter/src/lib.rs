@@ -25,6 +25,7 @@ pub mod journal;
 mod metadb;
 mod migrate;
 mod records;
+mod rollback;
 mod seal;
 mod store;
 mod temp_volume;

@@ -541,3 +541,69 @@ fn several_disks_are_snapshotted_at_one_instant_or_not_at_all() {
         .get_record("VirtualMachineSnapshot", "vm1-snap")
         .is_ok());
 }
+
+#[test]
+fn several_disks_roll_back_together_and_only_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_volume(&n("root"), SIZE).unwrap();
+    store.create_volume(&n("data"), SIZE).unwrap();
+    {
+        let (root, data) = (
+            store.open_volume(&r("root")).unwrap(),
+            store.open_volume(&r("data")).unwrap(),
+        );
+        root.write_at(&[1u8; 4096], 0).unwrap();
+        data.write_at(&[2u8; 4096], 0).unwrap();
+        let pair = [(n("root"), n("s1")), (n("data"), n("s1"))];
+        store.snapshot_many(&pair, &[]).unwrap();
+        root.write_at(&[3u8; 4096], 0).unwrap();
+        data.write_at(&[4u8; 4096], 4096).unwrap();
+        store.snapshot(&n("root"), &n("s2")).unwrap();
+        root.write_at(&[5u8; 4096], 0).unwrap();
+        // Open volumes are not rolled back: their clients would see the disk change.
+        let e = store.rollback_many(&pair, &[]).unwrap_err();
+        assert!(matches!(e, StoreError::Open(ref v) if v == "root"), "{e}");
+        assert_eq!(&read_all(&store, "root")[..4096], &[5u8; 4096][..]);
+    }
+    // One missing snapshot refuses the whole rollback, with its record.
+    let blobs = blob_count(dir.path());
+    let bad = [(n("root"), n("s1")), (n("data"), n("s2"))];
+    let e = store.rollback_many(&bad, &[]).unwrap_err();
+    assert!(
+        matches!(e, StoreError::NoSuchSnapshot(ref s) if s == "data@s2"),
+        "{e}"
+    );
+    let pair = [(n("root"), n("s1")), (n("data"), n("s1"))];
+    let e = store.rollback_many(&pair, &[delete("nope")]).unwrap_err();
+    assert!(matches!(e, StoreError::NoSuchRecord { .. }), "{e}");
+    assert_eq!(blob_count(dir.path()), blobs);
+    assert_eq!(&read_all(&store, "root")[..4096], &[5u8; 4096][..]);
+    assert_eq!(&read_all(&store, "data")[4096..8192], &[4u8; 4096][..]);
+    // Both at once; the later snapshot keeps what it had; it survives a reopen.
+    let rec = RecordChange::Put {
+        kind: "VirtualMachineRestore".into(),
+        name: "r1".into(),
+        value: serde_json::json!({"complete": true}),
+    };
+    store.rollback_many(&pair, &[rec]).unwrap();
+    assert_eq!(&read_all(&store, "root")[..4096], &[1u8; 4096][..]);
+    assert_eq!(&read_all(&store, "data")[4096..8192], &[0u8; 4096][..]);
+    assert_eq!(&read_all(&store, "root@s2")[..4096], &[3u8; 4096][..]);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(&read_all(&store, "root")[..4096], &[1u8; 4096][..]);
+    assert_eq!(&read_all(&store, "data")[..4096], &[2u8; 4096][..]);
+    assert_eq!(&read_all(&store, "root@s2")[..4096], &[3u8; 4096][..]);
+    assert!(store.get_record("VirtualMachineRestore", "r1").is_ok());
+    // The rolled-back volumes take writes again, and the space of the dropped tops is
+    // given back (one blob per live layer).
+    store
+        .open_volume(&r("root"))
+        .unwrap()
+        .write_at(&[9u8; 4096], 0)
+        .unwrap();
+    assert_eq!(&read_all(&store, "root")[..4096], &[9u8; 4096][..]);
+    assert_eq!(&read_all(&store, "root@s1")[..4096], &[1u8; 4096][..]);
+    assert!(store.gc().is_ok());
+}

@@ -182,13 +182,19 @@ pub(super) fn fill_server_fields(s: &mut Stored, now: Now) {
 /// The objects of the file, for references between them.
 struct Batch {
     dvs: BTreeSet<String>,
+    /// VirtualMachineSnapshots of the file, by `ns/name`.
+    snapshots: BTreeSet<String>,
 }
 
 impl Batch {
     fn new(docs: &[Document]) -> Batch {
         let mut dvs = BTreeSet::new();
+        let mut snapshots = BTreeSet::new();
         for d in docs {
             match &d.object {
+                Object::VirtualMachineSnapshot(x) => {
+                    snapshots.insert(key(d.object.namespace(), name_of(&x.metadata)));
+                }
                 Object::DataVolume(dv) => {
                     dvs.insert(key(d.object.namespace(), name_of(&dv.metadata)));
                 }
@@ -200,7 +206,7 @@ impl Batch {
                 _ => {}
             }
         }
-        Batch { dvs }
+        Batch { dvs, snapshots }
     }
 }
 
@@ -279,13 +285,28 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
         Object::VirtualMachine(vm) => {
             check_vm_new(store, vm, ns, &local, batch)?;
         }
-        Object::VirtualMachineInstance(_)
-        | Object::VirtualMachineSnapshot(_)
-        | Object::VirtualMachineRestore(_) => {
+        // The source VM may come later: the snapshot waits for it (until its deadline).
+        Object::VirtualMachineSnapshot(_) => {}
+        Object::VirtualMachineRestore(r) => {
+            let snap = &r.spec.virtual_machine_snapshot_name;
+            let k = key(ns, snap);
+            if !batch.snapshots.contains(&k)
+                && get(store, Kind::VirtualMachineSnapshot, &k)
+                    .ok()
+                    .flatten()
+                    .is_none()
+            {
+                return Err((
+                    "spec.virtualMachineSnapshotName".into(),
+                    format!("VirtualMachineSnapshot {snap:?} does not exist in namespace {ns}"),
+                ));
+            }
+        }
+        Object::VirtualMachineInstance(_) => {
             return Err((
                 "kind".into(),
                 format!(
-                    "{} objects are not reconciled by this platter yet (DataVolume and VirtualMachine are)",
+                    "{} objects are not reconciled by this platter yet (DataVolume, VirtualMachine, VirtualMachineSnapshot and VirtualMachineRestore are)",
                     o.kind()
                 ),
             ))
@@ -347,12 +368,6 @@ fn check_dv_parts(
                 ));
             }
         }
-    }
-    if source.is_some_and(|s| s.snapshot.is_some()) {
-        return Err((
-            format!("{at}spec.source.snapshot"),
-            "snapshot sources are not reconciled by this platter yet: use source.pvc of the VM's DataVolume".into(),
-        ));
     }
     if spec.source_ref.is_some() {
         return Err((

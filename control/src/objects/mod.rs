@@ -73,6 +73,31 @@ pub struct Internal {
     /// A DataVolume with an upload source is ready for `platter upload`.
     #[serde(default)]
     pub upload_ready: bool,
+    /// A VirtualMachineSnapshot's content, written in the transaction that took the
+    /// disks' snapshots: present exactly when they exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<SnapshotContent>,
+}
+
+/// What a VirtualMachineSnapshot holds: the VM as it was, and one store snapshot per
+/// disk (its DataVolumes and claims; throw-away disks are not kept, as in KubeVirt).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotContent {
+    pub api_version: String,
+    pub vm: Value,
+    pub disks: Vec<ContentDisk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContentDisk {
+    /// The VM volume (`spec.template.spec.volumes[].name`).
+    pub volume: String,
+    /// The platter volume, and its snapshot's name (`VOLUME@SNAPSHOT`).
+    pub store_volume: String,
+    pub snapshot: String,
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

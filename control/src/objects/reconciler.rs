@@ -18,14 +18,17 @@ use serde_json::Value;
 
 use platter_api::datavolume::{DataVolumePhase, DataVolumeSpec};
 use platter_api::{DataVolume, Kind, Object, VirtualMachine};
-use platter_controller::{datavolume as dvr, vm as vmr, Event as CEvent, Now};
+use platter_controller::{datavolume as dvr, snapshot as sr, vm as vmr, Event as CEvent, Now};
 use platter_importer::CancelFlag;
 use platter_launcher::{LastExit, Launcher, LauncherError, VmSpec, VmState};
 use platter_snapshotter::{RecordChange, Store};
 use platter_types::{Name, VolumeRef};
 
 use super::world::{self, Backing};
-use super::{get, key, list, local_name, now, put_change, FailureRecord, ObjectError, Stored};
+use super::{
+    get, key, list, local_name, now, put_change, ContentDisk, FailureRecord, ObjectError,
+    SnapshotContent, Stored,
+};
 use crate::api::{Event, ImportParams};
 use crate::vm::VmHost;
 use crate::{Context, ControlError, ErrorKind};
@@ -191,22 +194,37 @@ impl Reconciler {
 
     /// One look at every object.
     pub fn pass(&self) -> Result<(), ObjectError> {
+        // DataVolumes first: a VM then sees the phase its DataVolumes have now (an import
+        // that just ended is Succeeded in this pass, not the next one).
+        for s in list(&self.store, Kind::DataVolume)? {
+            let id = s.describe();
+            if let Err(e) = self.dv(s) {
+                tracing::warn!(object = %id, error = %e, "reconciling");
+            }
+        }
         let vms = list(&self.store, Kind::VirtualMachine)?;
+        let snapshots = list(&self.store, Kind::VirtualMachineSnapshot)?;
         // One look at the DataVolumes and one libvirt connection for all the VMs.
-        let dvs = match vms.is_empty() {
+        let dvs = match vms.is_empty() && snapshots.is_empty() {
             true => Vec::new(),
             false => list(&self.store, Kind::DataVolume)?,
         };
         let mut libvirt = None;
-        for s in vms {
+        for s in &vms {
             let id = s.describe();
-            if let Err(e) = self.vm(s, &dvs, &mut libvirt) {
+            if let Err(e) = self.vm(s.clone(), &dvs, &mut libvirt) {
                 tracing::warn!(object = %id, error = %e, "reconciling");
             }
         }
-        for s in list(&self.store, Kind::DataVolume)? {
+        for s in snapshots {
             let id = s.describe();
-            if let Err(e) = self.dv(s) {
+            if let Err(e) = self.vm_snapshot(s, &vms, &dvs, &mut libvirt) {
+                tracing::warn!(object = %id, error = %e, "reconciling");
+            }
+        }
+        for s in list(&self.store, Kind::VirtualMachineRestore)? {
+            let id = s.describe();
+            if let Err(e) = self.vm_restore(s, &vms, &mut libvirt) {
                 tracing::warn!(object = %id, error = %e, "reconciling");
             }
         }
@@ -263,9 +281,12 @@ impl Reconciler {
             }),
             Err(_) => None,
         };
-        let clone_source = clone_source(&dv.spec, s.namespace())
-            .and_then(|src| self.store.inspect(&src).ok())
-            .map(|v| v.size);
+        let clone_source = match volume {
+            Some(_) => None,
+            None => clone_source(&self.store, &dv.spec, s.namespace())
+                .and_then(|src| self.store.inspect(&src).ok())
+                .map(|v| v.size),
+        };
         let seen = dvr::Observed {
             volume,
             running: if volume.is_some_and(|v| !v.awaiting_upload) {
@@ -319,7 +340,7 @@ impl Reconciler {
         local: &Name,
         size: Option<u64>,
     ) -> Result<(), ControlError> {
-        let Some(src) = clone_source(spec, ns) else {
+        let Some(src) = clone_source(&self.store, spec, ns) else {
             return Ok(());
         };
         self.store.clone_volume(&src, local)?;
@@ -385,6 +406,32 @@ impl Reconciler {
             // Collected (and the job gone) on a later pass.
             let _ = self.rt().poll(id);
             return Ok(());
+        }
+        // Deleting a volume deletes its snapshots: one a VirtualMachineSnapshot keeps
+        // holds the DataVolume until that snapshot is deleted.
+        let keepers: Vec<String> = list(&self.store, Kind::VirtualMachineSnapshot)?
+            .iter()
+            .filter(|v| {
+                v.internal
+                    .content
+                    .as_ref()
+                    .is_some_and(|c| c.disks.iter().any(|d| d.store_volume == local.as_str()))
+            })
+            .map(|v| v.name().to_string())
+            .collect();
+        if !keepers.is_empty() {
+            let mut after = s.clone();
+            after.record_events(
+                &[CEvent::warning(
+                    "DeleteFailed",
+                    format!(
+                        "volume {local} has snapshots of VirtualMachineSnapshot {}: delete that first",
+                        keepers.join(", ")
+                    ),
+                )],
+                now(),
+            );
+            return self.save(s, &after);
         }
         let k = key(s.namespace(), s.name());
         let gone = RecordChange::Delete {
@@ -524,6 +571,8 @@ impl Reconciler {
             vmr::Action::CreateDataVolume(i) => {
                 if let Some(tpl) = vm.spec.data_volume_templates.get(*i) {
                     self.create_owned_dv(s, tpl)?;
+                    // Its import or clone starts in the next pass, now rather than a tick on.
+                    self.rt().wake();
                 }
                 Ok(true)
             }
@@ -694,6 +743,308 @@ impl Reconciler {
             Err(e) => Err(e.into()),
         }
     }
+
+    // -----------------------------------------------------------------------------------
+    // VirtualMachineSnapshots and VirtualMachineRestores
+
+    /// The disks a snapshot of `vm` keeps: its DataVolumes and claims, as (VM volume,
+    /// platter volume, ready: the volume exists and its DataVolume, if any, succeeded).
+    fn persistent_disks(
+        &self,
+        vm: &VirtualMachine,
+        ns: &str,
+        dvs: &[Stored],
+    ) -> Result<Vec<(String, Name, bool)>, ObjectError> {
+        let mut out = Vec::new();
+        for (vol, b) in world::backings(vm, ns)? {
+            let (dv, volume) = match &b {
+                Backing::DataVolume { dv, volume } | Backing::Claim { claim: dv, volume } => {
+                    (dv.clone(), volume.clone())
+                }
+                _ => continue,
+            };
+            let dv_ok = dvs
+                .iter()
+                .find(|d| d.namespace() == ns && d.name() == dv)
+                .is_none_or(|d| d.object["status"]["phase"] == "Succeeded");
+            let exists = self
+                .store
+                .inspect(&VolumeRef::volume(volume.clone()))
+                .is_ok();
+            out.push((vol, volume, dv_ok && exists));
+        }
+        Ok(out)
+    }
+
+    fn vm_snapshot(
+        &self,
+        mut s: Stored,
+        vms: &[Stored],
+        dvs: &[Stored],
+        libvirt: &mut Option<Launcher>,
+    ) -> Result<(), ObjectError> {
+        let before = s.clone();
+        let Object::VirtualMachineSnapshot(snap) = s.typed()? else {
+            return Ok(());
+        };
+        let ns = s.namespace().to_string();
+        let t = now();
+        let source_vm = vms
+            .iter()
+            .find(|v| v.namespace() == ns && v.name() == snap.spec.source.name && !v.deleting());
+        let mut disks = Vec::new();
+        let source = match source_vm {
+            None => None,
+            Some(v) => {
+                let Object::VirtualMachine(vm) = v.typed()? else {
+                    return Ok(());
+                };
+                disks = self.persistent_disks(&vm, &ns, dvs)?;
+                let local = local_name(&ns, v.name())?;
+                Some(sr::Source {
+                    uid: v.object["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    running: domain(libvirt, &local)? == vmr::Domain::Running,
+                    volumes_ready: !disks.is_empty() && disks.iter().all(|d| d.2),
+                })
+            }
+        };
+        let mut seen = sr::SnapshotObserved {
+            source,
+            taken: s.internal.content.is_some(),
+            deleting: s.deleting(),
+        };
+        let d = sr::reconcile_snapshot(&snap, &seen, t);
+        let k = key(&ns, s.name());
+        for a in &d.actions {
+            match a {
+                sr::SnapshotAction::Take => {
+                    let (Some(v), Some(uid)) = (source_vm, s.object["metadata"]["uid"].as_str())
+                    else {
+                        continue;
+                    };
+                    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
+                    let mut content = SnapshotContent {
+                        api_version: v.api_version.clone(),
+                        vm: v.object.clone(),
+                        disks: Vec::new(),
+                    };
+                    let mut pairs = Vec::new();
+                    for (vol, volume, _) in &disks {
+                        let snap_name = Name::new(&format!("vmsnapshot-{short}-volume-{vol}"))
+                            .map_err(|e| ObjectError::LocalName {
+                                object: k.clone(),
+                                detail: e.to_string(),
+                            })?;
+                        let size = self
+                            .store
+                            .inspect(&VolumeRef::volume(volume.clone()))
+                            .map(|i| i.size)
+                            .unwrap_or(0);
+                        content.disks.push(ContentDisk {
+                            volume: vol.clone(),
+                            store_volume: volume.to_string(),
+                            snapshot: snap_name.to_string(),
+                            size,
+                        });
+                        pairs.push((volume.clone(), snap_name));
+                    }
+                    // The status after taking, written with the snapshots themselves.
+                    seen.taken = true;
+                    let done = sr::reconcile_snapshot(&snap, &seen, t);
+                    let mut after = s.clone();
+                    after.internal.content = Some(content);
+                    after.object["status"] =
+                        serde_json::to_value(&done.status).unwrap_or(Value::Null);
+                    after.record_events(&d.events, t);
+                    after.record_events(&done.events, t);
+                    match self.store.snapshot_many(&pairs, &[put_change(&after)]) {
+                        Ok(_) => return Ok(()),
+                        Err(e) => s.record_events(
+                            &[CEvent::warning(
+                                "SnapshotFailed",
+                                format!(
+                                    "snapshotting the disks of VirtualMachine {}: {e}",
+                                    snap.spec.source.name
+                                ),
+                            )],
+                            t,
+                        ),
+                    }
+                }
+                sr::SnapshotAction::DeleteContent => return self.delete_content(&s),
+                sr::SnapshotAction::RemoveFinalizer => {
+                    self.store.change_records(&[RecordChange::Delete {
+                        kind: Kind::VirtualMachineSnapshot.as_str().to_string(),
+                        name: k,
+                    }])?;
+                    return Ok(());
+                }
+            }
+        }
+        s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        s.record_events(&d.events, t);
+        self.save(&before, &s)
+    }
+
+    /// Deletes a snapshot's disk snapshots one at a time, each with the record that no
+    /// longer lists it; one that clones still depend on (a restored VM) waits.
+    fn delete_content(&self, s: &Stored) -> Result<(), ObjectError> {
+        let mut after = s.clone();
+        while let Some(disk) = after.internal.content.as_mut().and_then(|c| c.disks.pop()) {
+            let r = VolumeRef::parse(&format!("{}@{}", disk.store_volume, disk.snapshot)).map_err(
+                |e| ObjectError::LocalName {
+                    object: s.describe(),
+                    detail: e.to_string(),
+                },
+            )?;
+            let rec = put_change(&after);
+            match self.store.delete_with(&r, std::slice::from_ref(&rec)) {
+                Ok(()) => {}
+                Err(
+                    platter_snapshotter::StoreError::NoSuchVolume(_)
+                    | platter_snapshotter::StoreError::NoSuchSnapshot(_),
+                ) => self.store.change_records(&[rec])?,
+                Err(e) => {
+                    if let Some(c) = after.internal.content.as_mut() {
+                        c.disks.push(disk);
+                    }
+                    after.record_events(
+                        &[CEvent::warning(
+                            "DeleteFailed",
+                            format!("snapshot {r} cannot be deleted yet: {e}"),
+                        )],
+                        now(),
+                    );
+                    return self.save(s, &after);
+                }
+            }
+        }
+        after.internal.content = None;
+        self.store.change_records(&[put_change(&after)])?;
+        Ok(())
+    }
+
+    fn vm_restore(
+        &self,
+        mut s: Stored,
+        vms: &[Stored],
+        libvirt: &mut Option<Launcher>,
+    ) -> Result<(), ObjectError> {
+        let before = s.clone();
+        let Object::VirtualMachineRestore(r) = s.typed()? else {
+            return Ok(());
+        };
+        let ns = s.namespace().to_string();
+        let k = key(&ns, s.name());
+        let t = now();
+        if s.deleting() {
+            // What a restore made stays: deleting it only drops the record.
+            self.store.change_records(&[RecordChange::Delete {
+                kind: Kind::VirtualMachineRestore.as_str().to_string(),
+                name: k,
+            }])?;
+            return Ok(());
+        }
+        let snap = get(
+            &self.store,
+            Kind::VirtualMachineSnapshot,
+            &key(&ns, &r.spec.virtual_machine_snapshot_name),
+        )?;
+        let content = snap.as_ref().and_then(|x| x.internal.content.clone());
+        let target_name = &r.spec.target.name;
+        let source_name = snap.as_ref().and_then(|x| {
+            x.object["spec"]["source"]["name"]
+                .as_str()
+                .map(str::to_string)
+        });
+        let target = match vms
+            .iter()
+            .find(|v| v.namespace() == ns && v.name() == target_name)
+        {
+            None => sr::Target::Absent,
+            Some(_) if source_name.as_deref() != Some(target_name.as_str()) => sr::Target::Other,
+            Some(v) => sr::Target::Source {
+                // One being deleted is not restored into either.
+                running: v.deleting()
+                    || domain(libvirt, &local_name(&ns, v.name())?)? == vmr::Domain::Running,
+            },
+        };
+        let seen = sr::RestoreObserved {
+            snapshot: snap.as_ref().map(|x| {
+                content.is_some() && x.object["status"]["readyToUse"] == Value::Bool(true)
+            }),
+            target,
+        };
+        let d = sr::reconcile_restore(&r, &seen, t);
+        let mut after = s.clone();
+        after.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        after.record_events(&d.events, t);
+        let (Some(action), Some(content)) = (d.actions.first(), content) else {
+            return self.save(&before, &after);
+        };
+        let result =
+            match action {
+                sr::RestoreAction::RollBack => {
+                    let mut pairs = Vec::new();
+                    for disk in &content.disks {
+                        let (Ok(v), Ok(sn)) =
+                            (Name::new(&disk.store_volume), Name::new(&disk.snapshot))
+                        else {
+                            continue;
+                        };
+                        pairs.push((v, sn));
+                    }
+                    self.store
+                        .rollback_many(&pairs, &[put_change(&after)])
+                        .map(|_| ())
+                }
+                sr::RestoreAction::CreateVm => {
+                    let saved: VirtualMachine = serde_json::from_value(content.vm.clone())
+                        .map_err(|e| ObjectError::Damaged {
+                            object: format!("{} (its snapshot's VM)", s.describe()),
+                            detail: e.to_string(),
+                        })?;
+                    let disks: Vec<sr::SnapshotDisk> = content
+                        .disks
+                        .iter()
+                        .map(|d| sr::SnapshotDisk {
+                            volume: d.volume.clone(),
+                            snapshot: d.snapshot.clone(),
+                            size: d.size,
+                        })
+                        .collect();
+                    let uid = s.object["metadata"]["uid"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    let vm = sr::restored_vm(&saved, target_name, &ns, &uid, &disks);
+                    let mut new = Stored::new(&content.api_version, &Object::VirtualMachine(vm));
+                    super::apply::fill_server_fields(&mut new, t);
+                    let RecordChange::Put { kind, name, value } = put_change(&new) else {
+                        return Ok(());
+                    };
+                    self.store.change_records(&[
+                        RecordChange::Create { kind, name, value },
+                        put_change(&after),
+                    ])
+                }
+            };
+        if let Err(e) = result {
+            s.record_events(
+                &[CEvent::warning(
+                    "RestoreFailed",
+                    format!("restoring {target_name}: {e}"),
+                )],
+                t,
+            );
+            return self.save(&before, &s);
+        }
+        self.host.runtime().wake();
+        Ok(())
+    }
 }
 
 fn without_heartbeats(s: &Stored) -> Stored {
@@ -738,15 +1089,39 @@ fn domain(libvirt: &mut Option<Launcher>, local: &Name) -> Result<vmr::Domain, O
     })
 }
 
-/// The volume a pvc source clones (the volume of that claim).
-fn clone_source(spec: &DataVolumeSpec, ns: &str) -> Option<VolumeRef> {
-    let src = spec.source.as_ref()?.pvc.as_ref()?;
-    let src_ns = if src.namespace.is_empty() {
-        ns
-    } else {
-        src.namespace.as_str()
+/// What a pvc or snapshot source clones: the volume of that claim, or the one store
+/// snapshot of that name among the namespace's volumes (`platter volume snapshot`, or a
+/// VirtualMachineSnapshot's `vmsnapshot-…`); `None` while there is none (or several).
+fn clone_source(store: &Store, spec: &DataVolumeSpec, ns: &str) -> Option<VolumeRef> {
+    let source = spec.source.as_ref()?;
+    let in_ns = |src_ns: &str| {
+        if src_ns.is_empty() {
+            ns.to_string()
+        } else {
+            src_ns.to_string()
+        }
     };
-    local_name(src_ns, &src.name).ok().map(VolumeRef::volume)
+    if let Some(src) = &source.pvc {
+        return local_name(&in_ns(&src.namespace), &src.name)
+            .ok()
+            .map(VolumeRef::volume);
+    }
+    let src = source.snapshot.as_ref()?;
+    let src_ns = in_ns(&src.namespace);
+    let mine = |v: &str| match src_ns.as_str() {
+        "default" => !v.contains('_'),
+        other => v.strip_prefix(other).is_some_and(|r| r.starts_with('_')),
+    };
+    let mut found = store
+        .list()
+        .ok()?
+        .into_iter()
+        .filter(|i| i.kind == platter_snapshotter::Kind::Volume && mine(&i.name))
+        .flat_map(|i| i.snapshots)
+        .filter_map(|r| VolumeRef::parse(&r).ok())
+        .filter(|r| r.snapshot.as_ref().is_some_and(|s| s.as_str() == src.name));
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// Makes the VM's own disks that are missing: containerDisk clones (the image cached
