@@ -8,8 +8,8 @@
 
 use crate::device::{BlockDevice, DeviceError, Extent, ExtentKind};
 use crate::metrics::OpKind;
-use crate::proto::consts::*;
-use crate::proto::{
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{
     clamp_extents, put_block_status, put_data_chunk_header, put_done, put_error, put_hole_chunk,
     put_ok, put_simple_reply, read_reply_prefix_len, ChunkTarget, HeaderStyle, ReplyStyle, Request,
     StatusExtent,
@@ -519,7 +519,7 @@ fn block_status(
 mod tests {
     use super::*;
     use crate::memdev::MemDevice;
-    use crate::proto::{encode_request, parse_reply_header, parse_request, ReplyHeader};
+    use platter_nbd_proto::{encode_request, parse_reply_header, parse_request, ReplyHeader};
 
     fn session(reply: ReplyStyle) -> Session {
         Session {

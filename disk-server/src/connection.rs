@@ -25,9 +25,9 @@ use crate::metrics::{ExportMetrics, OpKind};
 use crate::negotiate::{Negotiated, BASE_ALLOCATION_ID};
 use crate::out_queue::{BufPool, OutQueue, IOV};
 use crate::poll::PollBudget;
-use crate::proto::consts::*;
-use crate::proto::{self, parse_request, put_error, ChunkTarget, HeaderStyle};
 use crate::server::{ConnError, Shared, SplitStream};
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{self as proto, parse_request, put_error, ChunkTarget, HeaderStyle};
 
 /// How much we ask the socket for at a time.
 const READ_CHUNK: usize = 256 * 1024;

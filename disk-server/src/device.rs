@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::proto::consts::{EINVAL, EIO, ENOSPC, ENOTSUP, EPERM};
+use platter_nbd_proto::consts::{EINVAL, EIO, ENOSPC, ENOTSUP, EPERM};
 
 /// How a range of a device reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! platter's NBD server: serves block devices (store volumes, files, memory) to NBD
 //! clients (qemu, libnbd tools, the kernel) over unix sockets and TCP, with optional TLS.
 //!
-//! Layout: [`proto`] is the IO-free wire protocol; [`device`] holds the traits the server
-//! serves ([`BlockDevice`], [`ExportProvider`]); [`server::run`] accepts clients and runs
-//! the handshake; the transmission phase lives in `connection` (IO) and `command` (what a
-//! request does). [`metrics`] counts and serves Prometheus text.
+//! Layout: the IO-free wire protocol is its own crate, [`platter_nbd_proto`]; [`device`]
+//! holds the traits the server serves ([`BlockDevice`], [`ExportProvider`]);
+//! [`server::run`] accepts clients and runs the handshake; the transmission phase lives in
+//! `connection` (IO) and `command` (what a request does). [`metrics`] counts and serves
+//! Prometheus text.
 //!
 //! Nothing a client sends may panic the server or make it allocate without bound.
 #![forbid(unsafe_code)]
@@ -19,7 +20,6 @@ pub mod metrics;
 mod negotiate;
 mod out_queue;
 mod poll;
-pub mod proto;
 pub mod server;
 pub mod store_exports;
 pub mod tls;

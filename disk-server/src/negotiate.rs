@@ -1,7 +1,7 @@
 //! The handshake phase over a stream: option haggling until the client picks an export
 //! (`GO`/`EXPORT_NAME`), asks for TLS, or leaves.
 //!
-//! Framing comes from [`crate::proto`]; this module only decides answers and does the IO.
+//! Framing comes from [`platter_nbd_proto`]; this module only decides answers and does the IO.
 //! It reads at most [`MAX_OPTION_LEN`] bytes of option data into memory (bigger options are
 //! drained up to [`DRAIN_MAX`] and refused, or the connection is closed), and it never
 //! keeps state across a STARTTLS, as the spec requires.
@@ -13,9 +13,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::command::Session;
 use crate::device::{BlockDevice, ExportError};
-use crate::proto::consts::*;
-use crate::proto::{self, ClientFlags, ClientOption, HeaderStyle, InfoRequest, ReplyStyle};
 use crate::server::{ConnError, Shared};
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{
+    self as proto, ClientFlags, ClientOption, HeaderStyle, InfoRequest, ReplyStyle,
+};
 
 /// Option data bigger than [`MAX_OPTION_LEN`] but at most this is read and thrown away
 /// before `NBD_REP_ERR_TOO_BIG`; anything bigger closes the connection.

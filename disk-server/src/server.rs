@@ -22,9 +22,9 @@ use crate::device::ExportProvider;
 use crate::iopool::IoPool;
 use crate::metrics::{ClientGuard, Metrics};
 use crate::negotiate::{self, HandshakeState, Outcome};
-use crate::proto::consts::{FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES};
-use crate::proto::{self, ProtoError};
 use crate::tls::{self, TlsConfig, TlsError};
+use platter_nbd_proto::consts::{FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES};
+use platter_nbd_proto::{self as proto, ProtoError};
 
 /// Send buffer asked for on unix sockets (capped by `net.core.wmem_max`).
 const UNIX_SNDBUF: usize = 2 << 20;

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use common::client::{Client, Opts};
 use common::{run_ok, TestServer};
-use platter_disk_server::proto::consts::{CMD_FLUSH, ENOSPC};
 use platter_disk_server::{ServerConfig, StoreExports};
+use platter_nbd_proto::consts::{CMD_FLUSH, ENOSPC};
 use platter_snapshotter::Store;
 use platter_types::{Name, VolumeRef};
 

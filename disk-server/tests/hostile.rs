@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use common::client::{greet, option, Client, Opts};
 use common::{panics, pattern, run_ok, TestServer};
-use platter_disk_server::proto::consts::*;
-use platter_disk_server::proto::{self, HeaderStyle};
 use platter_disk_server::{MemDevice, ServerConfig, StaticExports};
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{self as proto, HeaderStyle};
 
 const MIB: u64 = 1 << 20;
 

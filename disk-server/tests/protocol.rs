@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use common::client::{greet, option, read_option_replies, Client, Opts};
 use common::{pattern, TestServer};
-use platter_disk_server::proto::consts::*;
-use platter_disk_server::proto::{self, HeaderStyle};
 use platter_disk_server::{BlockDevice, MemDevice, Metrics, ServerConfig, StaticExports};
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{self as proto, HeaderStyle};
 
 const MIB: u64 = 1 << 20;
 

@@ -4,7 +4,7 @@
 //! Why over NBD: the store is locked by the running server, and a cached image may have
 //! been imported by an earlier command whose import report is gone; its bytes are the one
 //! thing always at hand. The handshake and framing come from
-//! [`platter_disk_server::proto`]; detection from [`platter_formats::detect`]. Nothing
+//! [`platter_nbd_proto`]; detection from [`platter_formats::detect`]. Nothing
 //! here writes to an export, and every length the server sends is bounded before it is
 //! allocated for.
 
@@ -13,11 +13,11 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-use platter_disk_server::proto::{
+use platter_formats::Format;
+use platter_nbd_proto::{
     consts::*, encode_client_flags, encode_info_request, encode_option, encode_request,
     parse_greeting, parse_option_reply_header, parse_reply_header, HeaderStyle, ReplyHeader,
 };
-use platter_formats::Format;
 
 use crate::error::{LauncherError, Result};
 

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
-use platter_disk_server::proto::consts::*;
-use platter_disk_server::proto::{self, HeaderStyle, ReplyHeader, ReplyStyle};
+use platter_nbd_proto::consts::*;
+use platter_nbd_proto::{self as proto, HeaderStyle, ReplyHeader, ReplyStyle};
 
 pub trait Stream: Read + Write {}
 impl<T: Read + Write> Stream for T {}

@@ -5,9 +5,9 @@
 //! reply encoders append to a caller-owned `Vec<u8>` so the server can batch many replies
 //! into one buffer and reuse it. Client-side encoders/parsers are here for tests.
 
-use super::consts::*;
-use super::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
-use super::ProtoError;
+use crate::consts::*;
+use crate::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
+use crate::ProtoError;
 
 /// Which request header the client uses (fixed by the negotiation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,7 @@ pub fn put_error(out: &mut Vec<u8>, t: ChunkTarget, errno: u32, message: &str) {
     match t.style {
         ReplyStyle::Simple => put_simple_reply(out, errno, t.cookie),
         ReplyStyle::Structured | ReplyStyle::Extended => {
-            let msg = super::wire::truncate_str(message, MAX_STRING_LEN);
+            let msg = crate::wire::truncate_str(message, MAX_STRING_LEN);
             put_chunk_header(
                 out,
                 t,

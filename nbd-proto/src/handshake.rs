@@ -6,9 +6,9 @@
 //! checked against the buffer (and the protocol's bounds) before anything is allocated.
 //! Client-side encoders/parsers are here too so tests can speak the protocol exactly.
 
-use super::consts::*;
-use super::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
-use super::ProtoError;
+use crate::consts::*;
+use crate::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
+use crate::ProtoError;
 
 /// The server's first message: `NBDMAGIC`, `IHAVEOPT`, handshake flags (18 bytes).
 pub fn encode_greeting(out: &mut Vec<u8>, handshake_flags: u16) {
@@ -316,7 +316,7 @@ pub fn encode_option_error(out: &mut Vec<u8>, option: u32, reply_type: u32, mess
 /// `NBD_REP_SERVER`: an export name, then its description.
 pub fn encode_rep_server(out: &mut Vec<u8>, option: u32, name: &str, description: &str) {
     let mut data = Vec::with_capacity(4 + name.len() + description.len());
-    let name = super::wire::truncate_str(name, MAX_STRING_LEN);
+    let name = crate::wire::truncate_str(name, MAX_STRING_LEN);
     put_u32(&mut data, u32::try_from(name.len()).unwrap_or(0));
     data.extend_from_slice(name.as_bytes());
     put_str_bounded(&mut data, description);

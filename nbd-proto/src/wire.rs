@@ -61,7 +61,7 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 
 /// Appends a string, cut at the protocol's 4096-byte limit on a character boundary.
 pub(crate) fn put_str_bounded(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(truncate_str(s, super::consts::MAX_STRING_LEN).as_bytes());
+    out.extend_from_slice(truncate_str(s, crate::consts::MAX_STRING_LEN).as_bytes());
 }
 
 /// `s` cut to at most `max` bytes without splitting a UTF-8 character.
