@@ -519,7 +519,8 @@ fn block_status(
 mod tests {
     use super::*;
     use crate::memdev::MemDevice;
-    use platter_nbd_proto::{encode_request, parse_reply_header, parse_request, ReplyHeader};
+    use platter_nbd_proto::client::frame::{encode_request, parse_reply_header, ReplyHeader};
+    use platter_nbd_proto::parse_request;
 
     fn session(reply: ReplyStyle) -> Session {
         Session {

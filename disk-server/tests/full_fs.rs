@@ -7,14 +7,13 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::client::{Client, Opts};
 use common::{run_ok, TestServer};
 use platter_disk_server::{ServerConfig, StoreExports};
+use platter_nbd_proto::client::{Client, Options};
 use platter_nbd_proto::consts::{CMD_FLUSH, ENOSPC};
 use platter_snapshotter::Store;
 use platter_types::{Name, VolumeRef};
@@ -92,8 +91,7 @@ fn acknowledged_flush_after_enospc_keeps_every_write() {
             ServerConfig::default(),
             false,
         );
-        let mut c =
-            Client::handshake(UnixStream::connect(&srv.sock).unwrap(), &Opts::new("disk")).unwrap();
+        let mut c = Client::connect_unix(&srv.sock, &Options::new("disk")).unwrap();
         for i in 0..BLOCKS {
             c.write(i * STRIDE * 4096, &block(i)).unwrap();
         }
@@ -102,23 +100,25 @@ fn acknowledged_flush_after_enospc_keeps_every_write() {
 
         // Full: a write that needs a new block gets ENOSPC, and the flush (whose journal
         // has to grow) fails.
-        assert_eq!(c.write(8 * 4096 + 4096, &[9u8; 4096]), Err(ENOSPC));
-        let r = c.call(0, CMD_FLUSH, 0, 0, &[]);
+        assert_eq!(
+            c.write(8 * 4096 + 4096, &[9u8; 4096]).unwrap_err().errno(),
+            Some(ENOSPC)
+        );
+        let r = c.call(0, CMD_FLUSH, 0, 0, &[]).unwrap();
         assert_eq!(
             r.error, ENOSPC,
             "a flush on a full filesystem cannot commit"
         );
         // The server is still up for this client and for new ones.
         c.read(0, 4096).unwrap();
-        let mut c2 =
-            Client::handshake(UnixStream::connect(&srv.sock).unwrap(), &Opts::new("disk")).unwrap();
+        let mut c2 = Client::connect_unix(&srv.sock, &Options::new("disk")).unwrap();
         c2.read(4096, 4096).unwrap();
-        c2.disconnect();
+        c2.disconnect().unwrap();
 
         std::fs::remove_file(&filler).unwrap();
-        let r = c.call(0, CMD_FLUSH, 0, 0, &[]);
+        let r = c.call(0, CMD_FLUSH, 0, 0, &[]).unwrap();
         assert_eq!(r.error, 0, "with space again the flush succeeds");
-        c.disconnect();
+        c.disconnect().unwrap();
         srv.stop().unwrap();
     }
     // Restart: what the successful flush acknowledged is all there.

@@ -11,11 +11,11 @@ use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::sync::Arc;
 
-use common::client::{greet, option, Client, Opts};
 use common::{panics, pattern, run_ok, TestServer};
 use platter_disk_server::{MemDevice, ServerConfig, StaticExports};
+use platter_nbd_proto::client::{frame, Client, Handshake, Options};
 use platter_nbd_proto::consts::*;
-use platter_nbd_proto::{self as proto, HeaderStyle};
+use platter_nbd_proto::HeaderStyle;
 
 const MIB: u64 = 1 << 20;
 
@@ -33,24 +33,18 @@ fn hostile(sock: &std::path::Path, prefix: impl FnOnce(&mut UnixStream), bytes: 
 }
 
 fn go(s: &mut UnixStream, extended: bool) {
-    let o = Opts {
-        extended,
-        ..Opts::new("disk")
-    };
-    greet(s).unwrap();
-    let ty = if extended {
-        OPT_EXTENDED_HEADERS
+    let mut h = Handshake::start(s).unwrap();
+    if extended {
+        h.extended_headers().unwrap();
     } else {
-        OPT_STRUCTURED_REPLY
-    };
-    assert_eq!(option(s, ty, &[]).unwrap()[0].0, REP_ACK);
-    let r = option(s, OPT_GO, &proto::encode_info_request(&o.export, &[])).unwrap();
-    assert_eq!(r.last().unwrap().0, REP_ACK);
+        h.structured_replies().unwrap();
+    }
+    h.go("disk").unwrap();
 }
 
 fn request(style: HeaderStyle, flags: u16, cmd: u16, offset: u64, len: u64) -> Vec<u8> {
     let mut v = Vec::new();
-    proto::encode_request(&mut v, style, flags, cmd, 0xdead, offset, len);
+    frame::encode_request(&mut v, style, flags, cmd, 0xdead, offset, len);
     v
 }
 
@@ -66,8 +60,7 @@ fn hostile_clients_do_not_disturb_others() {
     let attacks_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let done = attacks_done.clone();
     let good = std::thread::spawn(move || {
-        let mut c = Client::handshake(UnixStream::connect(&good_sock).unwrap(), &Opts::new("disk"))
-            .unwrap();
+        let mut c = Client::connect_unix(&good_sock, &Options::new("disk")).unwrap();
         let mut i = 0u64;
         while i < 300 || !done.load(std::sync::atomic::Ordering::SeqCst) {
             i += 1;
@@ -76,7 +69,7 @@ fn hostile_clients_do_not_disturb_others() {
             c.write(off, &data).unwrap();
             assert_eq!(c.read(off, data.len() as u64).unwrap(), data);
         }
-        c.disconnect();
+        c.disconnect().unwrap();
     });
 
     let nothing = |_: &mut UnixStream| {};
@@ -87,7 +80,7 @@ fn hostile_clients_do_not_disturb_others() {
         hostile(
             &sock,
             |s| {
-                greet(s).unwrap();
+                Handshake::start(s).unwrap();
             },
             &junk,
         );
@@ -113,7 +106,7 @@ fn hostile_clients_do_not_disturb_others() {
         hostile(
             &sock,
             |s| {
-                greet(s).unwrap();
+                Handshake::start(s).unwrap();
             },
             &opt,
         );
@@ -154,35 +147,52 @@ fn hostile_clients_do_not_disturb_others() {
     }
 
     // Nonsense that deserves error replies, on a connection that stays usable.
-    let mut c = Client::handshake(UnixStream::connect(&sock).unwrap(), &Opts::new("disk")).unwrap();
+    let mut c = Client::connect_unix(&sock, &Options::new("disk")).unwrap();
     for cmd in [8u16, 9, 100, 0xffff] {
-        assert_eq!(c.call(0, cmd, 0, 0, &[]).error, EINVAL);
+        assert_eq!(c.call(0, cmd, 0, 0, &[]).unwrap().error, EINVAL);
     }
-    assert_eq!(c.call(0, CMD_READ, u64::MAX - 10, 100, &[]).error, EINVAL);
-    assert_eq!(c.call(0, CMD_READ, 0, u32::MAX as u64, &[]).error, EINVAL);
     assert_eq!(
-        c.call(0, CMD_TRIM, u64::MAX, u32::MAX as u64, &[]).error,
+        c.call(0, CMD_READ, u64::MAX - 10, 100, &[]).unwrap().error,
         EINVAL
     );
-    assert_eq!(c.call(0, CMD_WRITE_ZEROES, 64 * MIB, 1, &[]).error, ENOSPC);
-    assert_eq!(c.call(0, CMD_BLOCK_STATUS, 0, 0, &[]).error, EINVAL);
     assert_eq!(
-        c.call(0x8000, CMD_READ, 0, 512, &[]).error,
+        c.call(0, CMD_READ, 0, u32::MAX as u64, &[]).unwrap().error,
+        EINVAL
+    );
+    assert_eq!(
+        c.call(0, CMD_TRIM, u64::MAX, u32::MAX as u64, &[])
+            .unwrap()
+            .error,
+        EINVAL
+    );
+    assert_eq!(
+        c.call(0, CMD_WRITE_ZEROES, 64 * MIB, 1, &[]).unwrap().error,
+        ENOSPC
+    );
+    assert_eq!(
+        c.call(0, CMD_BLOCK_STATUS, 0, 0, &[]).unwrap().error,
+        EINVAL
+    );
+    assert_eq!(
+        c.call(0x8000, CMD_READ, 0, 512, &[]).unwrap().error,
         EINVAL,
         "unknown flag"
     );
-    assert_eq!(c.call(0, CMD_READ, 0, 0, &[]).error, 0, "empty read");
-    assert_eq!(c.read(0, 16).map(|d| d.len()), Ok(16));
+    assert_eq!(
+        c.call(0, CMD_READ, 0, 0, &[]).unwrap().error,
+        0,
+        "empty read"
+    );
+    assert_eq!(c.read(0, 16).unwrap().len(), 16);
     // Unknown options, over and over, then a normal handshake on the same connection.
-    let mut s = UnixStream::connect(&sock).unwrap();
-    greet(&mut s).unwrap();
+    let mut h = Handshake::start(UnixStream::connect(&sock).unwrap()).unwrap();
     for o in 12..200u32 {
         assert_eq!(
-            option(&mut s, o, &pattern(u64::from(o), 64)).unwrap()[0].0,
+            h.option(o, &pattern(u64::from(o), 64)).unwrap()[0].reply_type,
             REP_ERR_UNSUP
         );
     }
-    drop(s);
+    drop(h);
 
     attacks_done.store(true, std::sync::atomic::Ordering::SeqCst);
     good.join().unwrap();

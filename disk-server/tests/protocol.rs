@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-use common::client::{greet, option, read_option_replies, Client, Opts};
 use common::{pattern, TestServer};
 use platter_disk_server::{BlockDevice, MemDevice, Metrics, ServerConfig, StaticExports};
+use platter_nbd_proto::client::{frame, Client, Handshake, Options};
 use platter_nbd_proto::consts::*;
-use platter_nbd_proto::{self as proto, HeaderStyle};
+use platter_nbd_proto::HeaderStyle;
 
 const MIB: u64 = 1 << 20;
 
@@ -26,10 +26,12 @@ fn server(size: u64, config: ServerConfig) -> (TestServer, Arc<MemDevice>) {
 /// Fails a stuck test instead of hanging the suite (not a timing assertion).
 const HANG_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn connect(srv: &TestServer, o: &Opts) -> Client<UnixStream> {
-    let s = UnixStream::connect(&srv.sock).unwrap();
-    s.set_read_timeout(Some(HANG_GUARD)).unwrap();
-    Client::handshake(s, o).unwrap()
+fn connect(srv: &TestServer, o: &Options) -> Client<UnixStream> {
+    let o = Options {
+        io_timeout: Some(HANG_GUARD),
+        ..o.clone()
+    };
+    Client::connect_unix(&srv.sock, &o).unwrap()
 }
 
 #[test]
@@ -37,19 +39,21 @@ fn extended_headers_end_to_end() {
     let (srv, disk) = server(8 << 30, ServerConfig::default());
     let mut c = connect(
         &srv,
-        &Opts {
-            extended: true,
-            ..Opts::new("disk")
+        &Options {
+            extended_headers: true,
+            ..Options::new("disk")
         },
     );
-    assert_eq!(c.header, HeaderStyle::Extended);
+    assert_eq!(c.header_style(), HeaderStyle::Extended);
     let data = pattern(1, 100_000);
     c.write(5 << 30, &data).unwrap();
     assert_eq!(c.read(5 << 30, data.len() as u64).unwrap(), data);
     // A 64-bit effect length: zero 4.5 GiB in one request.
-    let r = c.call(0, CMD_WRITE_ZEROES, 0, (9 << 29) as u64, &[]);
+    let r = c
+        .call(0, CMD_WRITE_ZEROES, 0, (9 << 29) as u64, &[])
+        .unwrap();
     assert_eq!(r.error, 0);
-    let r = c.call(0, CMD_BLOCK_STATUS, 5 << 30, 3 << 30, &[]);
+    let r = c.call(0, CMD_BLOCK_STATUS, 5 << 30, 3 << 30, &[]).unwrap();
     assert_eq!(r.error, 0);
     assert_eq!(r.extents[0].1, 0, "data first: {:?}", r.extents);
     assert!(r
@@ -58,16 +62,16 @@ fn extended_headers_end_to_end() {
         .skip(1)
         .all(|e| e.1 == u64::from(STATE_HOLE | STATE_ZERO)));
     // Errors come as extended ERROR chunks.
-    let r = c.call(0, CMD_READ, 8 << 30, 1, &[]);
+    let r = c.call(0, CMD_READ, 8 << 30, 1, &[]).unwrap();
     assert_eq!(r.error, EINVAL);
     // A write without PAYLOAD_LEN is refused, and the stream stays in sync.
     let mut out = Vec::new();
-    proto::encode_request(&mut out, HeaderStyle::Extended, 0, CMD_WRITE, 99, 0, 512);
-    c.s.write_all(&out).unwrap();
+    frame::encode_request(&mut out, HeaderStyle::Extended, 0, CMD_WRITE, 99, 0, 512);
+    c.stream_mut().write_all(&out).unwrap();
     let mut hdr = [0u8; 32];
-    c.s.read_exact(&mut hdr).unwrap();
-    let (h, _) = proto::parse_reply_header(&hdr).unwrap().unwrap();
-    let proto::ReplyHeader::Chunk {
+    c.stream_mut().read_exact(&mut hdr).unwrap();
+    let (h, _) = frame::parse_reply_header(&hdr).unwrap().unwrap();
+    let frame::ReplyHeader::Chunk {
         ty,
         len,
         cookie,
@@ -79,12 +83,12 @@ fn extended_headers_end_to_end() {
     };
     assert_eq!((ty, cookie, offset), (REPLY_TYPE_ERROR, 99, Some(0)));
     let mut p = vec![0u8; len as usize];
-    c.s.read_exact(&mut p).unwrap();
+    c.stream_mut().read_exact(&mut p).unwrap();
     assert_eq!(c.read(5 << 30, 16).unwrap(), data[..16]);
     let mut buf = vec![0u8; 16];
     disk.read_at(&mut buf, 5 << 30).unwrap();
     assert_eq!(buf, data[..16]);
-    c.disconnect();
+    c.disconnect().unwrap();
 }
 
 #[test]
@@ -92,45 +96,66 @@ fn simple_replies_and_errnos() {
     let (srv, _) = server(4 * MIB, ServerConfig::default());
     let mut c = connect(
         &srv,
-        &Opts {
-            structured: false,
-            meta: false,
-            ..Opts::new("disk")
+        &Options {
+            structured_replies: false,
+            base_allocation: false,
+            ..Options::new("disk")
         },
     );
     c.write(4095, b"hello").unwrap();
     assert_eq!(c.read(4095, 5).unwrap(), b"hello");
-    assert_eq!(c.read(4 * MIB - 1, 2), Err(EINVAL));
-    assert_eq!(c.write(4 * MIB - 1, b"ab"), Err(ENOSPC));
-    assert_eq!(c.call(0, 77, 0, 0, &[]).error, EINVAL, "unknown command");
-    assert_eq!(c.call(0, CMD_BLOCK_STATUS, 0, 512, &[]).error, EINVAL);
-    assert_eq!(c.call(CMD_FLAG_DF, CMD_READ, 0, 512, &[]).error, EINVAL);
-    assert_eq!(c.call(0, CMD_READ, 0, u32::MAX as u64, &[]).error, EINVAL);
-    assert_eq!(c.call(CMD_FLAG_FUA, CMD_FLUSH, 0, 0, &[]).error, 0);
-    assert_eq!(c.call(0, CMD_CACHE, 0, 4096, &[]).error, 0);
-    c.disconnect();
+    assert_eq!(c.read(4 * MIB - 1, 2).unwrap_err().errno(), Some(EINVAL));
+    assert_eq!(
+        c.write(4 * MIB - 1, b"ab").unwrap_err().errno(),
+        Some(ENOSPC)
+    );
+    assert_eq!(
+        c.call(0, 77, 0, 0, &[]).unwrap().error,
+        EINVAL,
+        "unknown command"
+    );
+    assert_eq!(
+        c.call(0, CMD_BLOCK_STATUS, 0, 512, &[]).unwrap().error,
+        EINVAL
+    );
+    assert_eq!(
+        c.call(CMD_FLAG_DF, CMD_READ, 0, 512, &[]).unwrap().error,
+        EINVAL
+    );
+    assert_eq!(
+        c.call(0, CMD_READ, 0, u32::MAX as u64, &[]).unwrap().error,
+        EINVAL
+    );
+    assert_eq!(c.call(CMD_FLAG_FUA, CMD_FLUSH, 0, 0, &[]).unwrap().error, 0);
+    assert_eq!(c.call(0, CMD_CACHE, 0, 4096, &[]).unwrap().error, 0);
+    c.disconnect().unwrap();
 
-    let mut ro = connect(&srv, &Opts::new("ro"));
-    assert_ne!(ro.flags & FLAG_READ_ONLY, 0);
-    assert_eq!(ro.write(0, b"x"), Err(EPERM));
-    assert_eq!(ro.call(0, CMD_TRIM, 0, 512, &[]).error, EPERM);
-    assert_eq!(ro.call(0, CMD_WRITE_ZEROES, 0, 512, &[]).error, EPERM);
+    let mut ro = connect(&srv, &Options::new("ro"));
+    assert_ne!(ro.flags() & FLAG_READ_ONLY, 0);
+    assert_eq!(ro.write(0, b"x").unwrap_err().errno(), Some(EPERM));
+    assert_eq!(ro.call(0, CMD_TRIM, 0, 512, &[]).unwrap().error, EPERM);
+    assert_eq!(
+        ro.call(0, CMD_WRITE_ZEROES, 0, 512, &[]).unwrap().error,
+        EPERM
+    );
 }
 
 #[test]
 fn reads_of_holes_use_hole_chunks_unless_df() {
     let (srv, disk) = server(4 * MIB, ServerConfig::default());
     disk.write_at(&[7u8; 4096], 64 * 1024).unwrap();
-    let mut c = connect(&srv, &Opts::new("disk"));
-    assert_ne!(c.flags & FLAG_SEND_DF, 0);
-    let r = c.call(0, CMD_READ, 0, 256 * 1024, &[]);
+    let mut c = connect(&srv, &Options::new("disk"));
+    assert_ne!(c.flags() & FLAG_SEND_DF, 0);
+    let r = c.call(0, CMD_READ, 0, 256 * 1024, &[]).unwrap();
     assert_eq!((r.error, r.holes, r.data_chunks), (0, 2, 1));
     assert_eq!(&r.data[64 * 1024..68 * 1024], &[7u8; 4096][..]);
     assert!(r.data[..64 * 1024].iter().all(|b| *b == 0));
-    let r = c.call(CMD_FLAG_DF, CMD_READ, 0, 256 * 1024, &[]);
+    let r = c.call(CMD_FLAG_DF, CMD_READ, 0, 256 * 1024, &[]).unwrap();
     assert_eq!((r.error, r.holes, r.data_chunks), (0, 0, 1));
     // REQ_ONE: exactly one extent, no longer than asked.
-    let r = c.call(CMD_FLAG_REQ_ONE, CMD_BLOCK_STATUS, 0, 1000, &[]);
+    let r = c
+        .call(CMD_FLAG_REQ_ONE, CMD_BLOCK_STATUS, 0, 1000, &[])
+        .unwrap();
     assert_eq!(r.extents, vec![(1000, u64::from(STATE_HOLE | STATE_ZERO))]);
 }
 
@@ -143,12 +168,12 @@ fn pipelined_requests_all_complete() {
         ..ServerConfig::default()
     };
     let (srv, disk) = server(64 * MIB, config);
-    let mut c = connect(&srv, &Opts::new("disk"));
+    let mut c = connect(&srv, &Options::new("disk"));
     let mut expect = std::collections::HashMap::new();
     for i in 0..200u64 {
         let len = if i % 3 == 0 { 65536 } else { 4096 };
         let data = pattern(i, len);
-        let cookie = c.send(0, CMD_WRITE, i * 65536, len as u64, &data);
+        let cookie = c.send(0, CMD_WRITE, i * 65536, len as u64, &data).unwrap();
         expect.insert(cookie, ());
     }
     for _ in 0..200 {
@@ -160,7 +185,7 @@ fn pipelined_requests_all_complete() {
     for i in 0..200u64 {
         let len = if i % 3 == 0 { 65536 } else { 4096 };
         reads.insert(
-            c.send(0, CMD_READ, i * 65536, len, &[]),
+            c.send(0, CMD_READ, i * 65536, len, &[]).unwrap(),
             pattern(i, len as usize),
         );
     }
@@ -177,71 +202,76 @@ fn pipelined_requests_all_complete() {
 fn option_haggling_errors_keep_the_session() {
     let (srv, _) = server(MIB, ServerConfig::default());
     let mut s = UnixStream::connect(&srv.sock).unwrap();
-    let hs = greet(&mut s).unwrap();
-    assert_eq!(hs, FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
-    assert_eq!(option(&mut s, 1234, b"junk").unwrap()[0].0, REP_ERR_UNSUP);
+    let mut h = Handshake::start(&mut s).unwrap();
+    assert_eq!(h.server_flags(), FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES);
     assert_eq!(
-        option(&mut s, OPT_LIST, b"x").unwrap()[0].0,
+        h.option(1234, b"junk").unwrap()[0].reply_type,
+        REP_ERR_UNSUP
+    );
+    assert_eq!(
+        h.option(OPT_LIST, b"x").unwrap()[0].reply_type,
         REP_ERR_INVALID
     );
     assert_eq!(
-        option(&mut s, OPT_STARTTLS, &[]).unwrap()[0].0,
+        h.option(OPT_STARTTLS, &[]).unwrap()[0].reply_type,
         REP_ERR_POLICY
     );
     assert_eq!(
-        option(&mut s, OPT_GO, b"\0\0\0\x09trunc").unwrap()[0].0,
+        h.option(OPT_GO, b"\0\0\0\x09trunc").unwrap()[0].reply_type,
         REP_ERR_INVALID
     );
     // Over the 64 KiB option limit: drained, refused, and the session goes on.
     let big = vec![0u8; 100 * 1024];
     assert_eq!(
-        option(&mut s, OPT_INFO, &big).unwrap()[0].0,
+        h.option(OPT_INFO, &big).unwrap()[0].reply_type,
         REP_ERR_TOO_BIG
     );
-    let meta = proto::encode_meta_context_request("disk", &["base:allocation"]);
+    let meta = frame::encode_meta_context_request("disk", &["base:allocation"]);
     assert_eq!(
-        option(&mut s, OPT_SET_META_CONTEXT, &meta).unwrap()[0].0,
+        h.option(OPT_SET_META_CONTEXT, &meta).unwrap()[0].reply_type,
         REP_ERR_INVALID,
         "meta context before structured replies"
     );
     assert_eq!(
-        option(&mut s, OPT_STRUCTURED_REPLY, &[]).unwrap()[0].0,
+        h.option(OPT_STRUCTURED_REPLY, &[]).unwrap()[0].reply_type,
         REP_ACK
     );
-    let list = proto::encode_meta_context_request("disk", &[]);
-    let r = option(&mut s, OPT_LIST_META_CONTEXT, &list).unwrap();
-    assert_eq!(r[0].0, REP_META_CONTEXT);
-    assert_eq!(&r[0].1[4..], b"base:allocation");
-    let r = option(
-        &mut s,
-        OPT_SET_META_CONTEXT,
-        &proto::encode_meta_context_request("nope", &["base:allocation"]),
-    )
-    .unwrap();
-    assert_eq!(r[0].0, REP_ERR_UNKNOWN);
-    let r = option(&mut s, OPT_GO, &proto::encode_info_request("nope", &[])).unwrap();
-    assert_eq!(r[0].0, REP_ERR_UNKNOWN);
-    let r = option(
-        &mut s,
-        OPT_INFO,
-        &proto::encode_info_request("disk", &[INFO_NAME, INFO_DESCRIPTION]),
-    )
-    .unwrap();
+    let list = frame::encode_meta_context_request("disk", &[]);
+    let r = h.option(OPT_LIST_META_CONTEXT, &list).unwrap();
+    assert_eq!(r[0].reply_type, REP_META_CONTEXT);
+    assert_eq!(&r[0].data[4..], b"base:allocation");
+    let r = h
+        .option(
+            OPT_SET_META_CONTEXT,
+            &frame::encode_meta_context_request("nope", &["base:allocation"]),
+        )
+        .unwrap();
+    assert_eq!(r[0].reply_type, REP_ERR_UNKNOWN);
+    let r = h
+        .option(OPT_GO, &frame::encode_info_request("nope", &[]))
+        .unwrap();
+    assert_eq!(r[0].reply_type, REP_ERR_UNKNOWN);
+    let r = h
+        .option(
+            OPT_INFO,
+            &frame::encode_info_request("disk", &[INFO_NAME, INFO_DESCRIPTION]),
+        )
+        .unwrap();
     let infos: Vec<u16> = r
         .iter()
-        .filter(|x| x.0 == REP_INFO)
-        .map(|x| u16::from_be_bytes([x.1[0], x.1[1]]))
+        .filter(|x| x.reply_type == REP_INFO)
+        .map(|x| u16::from_be_bytes([x.data[0], x.data[1]]))
         .collect();
     assert!(
         infos.contains(&INFO_EXPORT)
             && infos.contains(&INFO_NAME)
             && infos.contains(&INFO_DESCRIPTION)
     );
-    let r = option(&mut s, OPT_LIST, &[]).unwrap();
-    assert_eq!(r.iter().filter(|x| x.0 == REP_SERVER).count(), 2);
-    assert_eq!(option(&mut s, OPT_ABORT, &[]).unwrap()[0].0, REP_ACK);
+    let r = h.option(OPT_LIST, &[]).unwrap();
+    assert_eq!(r.iter().filter(|x| x.reply_type == REP_SERVER).count(), 2);
+    assert_eq!(h.option(OPT_ABORT, &[]).unwrap()[0].reply_type, REP_ACK);
     let mut rest = Vec::new();
-    s.read_to_end(&mut rest).unwrap();
+    h.into_inner().read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty(), "server closes after ABORT");
 }
 
@@ -249,30 +279,29 @@ fn option_haggling_errors_keep_the_session() {
 fn export_name_without_zeroes() {
     let (srv, _) = server(MIB, ServerConfig::default());
     let mut s = UnixStream::connect(&srv.sock).unwrap();
-    greet(&mut s).unwrap();
+    Handshake::start(&mut s).unwrap();
     let mut out = Vec::new();
-    proto::encode_option(&mut out, OPT_EXPORT_NAME, b"disk");
+    frame::encode_option(&mut out, OPT_EXPORT_NAME, b"disk");
     s.write_all(&out).unwrap();
     let mut reply = [0u8; 10];
     s.read_exact(&mut reply).unwrap();
     assert_eq!(u64::from_be_bytes(reply[..8].try_into().unwrap()), MIB);
     // Straight into transmission with simple replies.
     out.clear();
-    proto::encode_request(&mut out, HeaderStyle::Compact, 0, CMD_READ, 5, 0, 8);
+    frame::encode_request(&mut out, HeaderStyle::Compact, 0, CMD_READ, 5, 0, 8);
     s.write_all(&out).unwrap();
     let mut r = [0u8; 24];
     s.read_exact(&mut r).unwrap();
     assert_eq!(&r[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
     // Unknown exports end the session (EXPORT_NAME cannot report errors).
     let mut s = UnixStream::connect(&srv.sock).unwrap();
-    greet(&mut s).unwrap();
+    Handshake::start(&mut s).unwrap();
     out.clear();
-    proto::encode_option(&mut out, OPT_EXPORT_NAME, b"nope");
+    frame::encode_option(&mut out, OPT_EXPORT_NAME, b"nope");
     s.write_all(&out).unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
-    let _ = read_option_replies::<UnixStream>;
 }
 
 #[test]
@@ -294,7 +323,7 @@ fn metrics_are_served_over_http() {
         metrics.clone(),
         stop.clone(),
     ));
-    let mut c = connect(&srv, &Opts::new("disk"));
+    let mut c = connect(&srv, &Options::new("disk"));
     c.write(0, &[1u8; 8192]).unwrap();
     c.read(0, 4096).unwrap();
     let get = |path: &str| {
@@ -316,7 +345,7 @@ fn metrics_are_served_over_http() {
         "platter_nbd_request_duration_seconds_bucket{export=\"disk\",op=\"read\",le=\"+Inf\"} 1"
     ));
     assert!(get("/other").starts_with("HTTP/1.1 404"));
-    c.disconnect();
+    c.disconnect().unwrap();
     stop.cancel();
     srv.rt.block_on(task).unwrap().unwrap();
 }
@@ -409,12 +438,12 @@ fn shutdown_finishes_in_flight_requests_and_flushes() {
     });
     exports.insert("disk", "", disk.clone());
     let mut srv = TestServer::start(exports, config, false);
-    let mut c = connect(&srv, &Opts::new("disk"));
+    let mut c = connect(&srv, &Options::new("disk"));
     // One small (inline) write, so the device has something to flush at shutdown.
     c.write(7 * MIB, &pattern(7, 4096)).unwrap();
     // Large reads go to the IO threads, one per thread.
     for i in 0..N {
-        c.send(CMD_FLAG_DF, CMD_READ, i * MIB, 65536, &[]);
+        c.send(CMD_FLAG_DF, CMD_READ, i * MIB, 65536, &[]).unwrap();
     }
     // Every read is now held inside the device: the server has them in flight.
     disk.wait_entered(N as usize);
@@ -442,10 +471,10 @@ fn default_export_takes_the_empty_name() {
     };
     let (srv, disk) = server(4 * MIB, config);
     disk.write_at(&[9u8; 4096], 0).unwrap();
-    let mut c = connect(&srv, &Opts::new(""));
-    assert_eq!(c.size, 4 * MIB);
+    let mut c = connect(&srv, &Options::new(""));
+    assert_eq!(c.size(), 4 * MIB);
     // The meta context chosen for "" applies to the export "" resolves to.
-    let r = c.call(0, CMD_BLOCK_STATUS, 0, 8192, &[]);
+    let r = c.call(0, CMD_BLOCK_STATUS, 0, 8192, &[]).unwrap();
     assert_eq!(r.error, 0);
     assert_eq!(r.extents[0], (4096, 0));
     assert_eq!(c.read(0, 2).unwrap(), vec![9, 9]);

@@ -14,10 +14,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use platter_formats::Format;
-use platter_nbd_proto::{
-    consts::*, encode_client_flags, encode_info_request, encode_option, encode_request,
-    parse_greeting, parse_option_reply_header, parse_reply_header, HeaderStyle, ReplyHeader,
+use platter_nbd_proto::client::frame::{
+    encode_client_flags, encode_info_request, encode_option, encode_request, parse_greeting,
+    parse_option_reply_header, parse_reply_header, ReplyHeader,
 };
+use platter_nbd_proto::{consts::*, HeaderStyle};
 
 use crate::error::{LauncherError, Result};
 

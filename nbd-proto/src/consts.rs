@@ -172,3 +172,44 @@ pub fn command_name(cmd: u16) -> &'static str {
         _ => "unknown",
     }
 }
+
+/// A short name for an option reply type, for errors.
+pub fn reply_name(reply_type: u32) -> &'static str {
+    match reply_type {
+        REP_ACK => "ACK",
+        REP_SERVER => "SERVER",
+        REP_INFO => "INFO",
+        REP_META_CONTEXT => "META_CONTEXT",
+        REP_ERR_UNSUP => "ERR_UNSUP",
+        REP_ERR_POLICY => "ERR_POLICY",
+        REP_ERR_INVALID => "ERR_INVALID",
+        REP_ERR_PLATFORM => "ERR_PLATFORM",
+        REP_ERR_TLS_REQD => "ERR_TLS_REQD",
+        REP_ERR_UNKNOWN => "ERR_UNKNOWN",
+        REP_ERR_SHUTDOWN => "ERR_SHUTDOWN",
+        REP_ERR_BLOCK_SIZE_REQD => "ERR_BLOCK_SIZE_REQD",
+        REP_ERR_TOO_BIG => "ERR_TOO_BIG",
+        REP_ERR_EXT_HEADER_REQD => "ERR_EXT_HEADER_REQD",
+        _ => "unknown",
+    }
+}
+
+/// Whether an option reply type is an error (`NBD_REP_FLAG_ERROR` set).
+pub fn is_reply_error(reply_type: u32) -> bool {
+    reply_type & REP_ERR != 0
+}
+
+/// A short name for an error value in a reply, for errors.
+pub fn error_name(errno: u32) -> &'static str {
+    match errno {
+        EPERM => "EPERM",
+        EIO => "EIO",
+        ENOMEM => "ENOMEM",
+        EINVAL => "EINVAL",
+        ENOSPC => "ENOSPC",
+        EOVERFLOW => "EOVERFLOW",
+        ENOTSUP => "ENOTSUP",
+        ESHUTDOWN => "ESHUTDOWN",
+        _ => "unknown",
+    }
+}

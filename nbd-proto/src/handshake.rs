@@ -4,7 +4,8 @@
 //! IO-free: callers hand in the bytes they have; parsers answer `Ok(None)` when more bytes
 //! are needed, an error when the bytes can never become valid, and never panic. Lengths are
 //! checked against the buffer (and the protocol's bounds) before anything is allocated.
-//! Client-side encoders/parsers are here too so tests can speak the protocol exactly.
+//! The client's side (parsing the greeting and option replies, encoding options) is in
+//! [`crate::client::frame`].
 
 use crate::consts::*;
 use crate::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
@@ -15,21 +16,6 @@ pub fn encode_greeting(out: &mut Vec<u8>, handshake_flags: u16) {
     put_u64(out, NBDMAGIC);
     put_u64(out, IHAVEOPT);
     put_u16(out, handshake_flags);
-}
-
-/// Client side: parses the 18-byte greeting, answering the handshake flags.
-pub fn parse_greeting(buf: &[u8]) -> Result<Option<u16>, ProtoError> {
-    let mut c = Cursor::new(buf);
-    let (Some(magic), Some(opt), Some(flags)) = (c.u64(), c.u64(), c.u16()) else {
-        return Ok(None);
-    };
-    if magic != NBDMAGIC || opt != IHAVEOPT {
-        return Err(ProtoError::BadMagic {
-            what: "greeting",
-            got: magic,
-        });
-    }
-    Ok(Some(flags))
 }
 
 /// What the client said in its 32-bit flags.
@@ -54,11 +40,6 @@ pub fn parse_client_flags(buf: &[u8]) -> Result<Option<ClientFlags>, ProtoError>
     }))
 }
 
-/// Client side: the 4-byte client flags.
-pub fn encode_client_flags(out: &mut Vec<u8>, flags: u32) {
-    put_u32(out, flags);
-}
-
 /// The fixed part of an option request: which option, and how many data bytes follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OptionHeader {
@@ -80,14 +61,6 @@ pub fn parse_option_header(buf: &[u8]) -> Result<Option<OptionHeader>, ProtoErro
         });
     }
     Ok(Some(OptionHeader { option, len }))
-}
-
-/// Client side: an option request with its data.
-pub fn encode_option(out: &mut Vec<u8>, option: u32, data: &[u8]) {
-    put_u64(out, IHAVEOPT);
-    put_u32(out, option);
-    put_u32(out, u32::try_from(data.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(data);
 }
 
 /// The data of `NBD_OPT_INFO` / `NBD_OPT_GO`.
@@ -272,31 +245,6 @@ fn parse_meta(name: &'static str, data: &[u8]) -> Result<MetaContextRequest, Opt
     Ok(MetaContextRequest { export, queries })
 }
 
-/// Client side: the data of `NBD_OPT_INFO`/`NBD_OPT_GO`.
-pub fn encode_info_request(name: &str, requests: &[u16]) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_u32(&mut out, u32::try_from(name.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(name.as_bytes());
-    put_u16(&mut out, u16::try_from(requests.len()).unwrap_or(u16::MAX));
-    for r in requests {
-        put_u16(&mut out, *r);
-    }
-    out
-}
-
-/// Client side: the data of `NBD_OPT_{LIST,SET}_META_CONTEXT`.
-pub fn encode_meta_context_request(export: &str, queries: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_u32(&mut out, u32::try_from(export.len()).unwrap_or(u32::MAX));
-    out.extend_from_slice(export.as_bytes());
-    put_u32(&mut out, u32::try_from(queries.len()).unwrap_or(u32::MAX));
-    for q in queries {
-        put_u32(&mut out, u32::try_from(q.len()).unwrap_or(u32::MAX));
-        out.extend_from_slice(q.as_bytes());
-    }
-    out
-}
-
 /// An option reply header followed by `data`.
 pub fn encode_option_reply(out: &mut Vec<u8>, option: u32, reply_type: u32, data: &[u8]) {
     put_u64(out, OPT_REPLY_MAGIC);
@@ -368,38 +316,10 @@ pub fn encode_export_name_reply(out: &mut Vec<u8>, size: u64, flags: u16, no_zer
     }
 }
 
-/// Client side: an option reply header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OptionReplyHeader {
-    pub option: u32,
-    pub reply_type: u32,
-    pub len: u32,
-}
-
-/// Client side: parses an option reply header (20 bytes).
-pub fn parse_option_reply_header(buf: &[u8]) -> Result<Option<OptionReplyHeader>, ProtoError> {
-    let mut c = Cursor::new(buf);
-    let (Some(magic), Some(option), Some(reply_type), Some(len)) =
-        (c.u64(), c.u32(), c.u32(), c.u32())
-    else {
-        return Ok(None);
-    };
-    if magic != OPT_REPLY_MAGIC {
-        return Err(ProtoError::BadMagic {
-            what: "option reply",
-            got: magic,
-        });
-    }
-    Ok(Some(OptionReplyHeader {
-        option,
-        reply_type,
-        len,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::frame::*;
     use proptest::prelude::*;
 
     #[test]

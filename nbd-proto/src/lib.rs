@@ -9,8 +9,12 @@
 //! Layout: [`consts`] holds the numbers of the protocol; the handshake framing (greeting,
 //! options, option replies) and the transmission framing (requests, simple, structured and
 //! extended replies) are re-exported at the crate root, as the server side uses them.
+//! [`client`] is a small blocking client over any `Read + Write` stream, with the
+//! client's side of the framing in [`client::frame`]; the workspace's tests, and anything
+//! else that speaks NBD as a client, use it.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod consts;
 mod handshake;
 mod transmission;

@@ -3,7 +3,8 @@
 //!
 //! IO-free. Request parsing bounds the payload length before the caller allocates for it;
 //! reply encoders append to a caller-owned `Vec<u8>` so the server can batch many replies
-//! into one buffer and reuse it. Client-side encoders/parsers are here for tests.
+//! into one buffer and reuse it. The client's side (encoding requests, parsing reply
+//! headers) is in [`crate::client::frame`].
 
 use crate::consts::*;
 use crate::wire::{put_str_bounded, put_u16, put_u32, put_u64, Cursor};
@@ -107,30 +108,6 @@ pub fn parse_request(
         payload_len,
         header_len,
     }))
-}
-
-/// Client side: a request header (the caller appends any payload).
-pub fn encode_request(
-    out: &mut Vec<u8>,
-    style: HeaderStyle,
-    flags: u16,
-    command: u16,
-    cookie: u64,
-    offset: u64,
-    length: u64,
-) {
-    match style {
-        HeaderStyle::Compact => put_u32(out, REQUEST_MAGIC),
-        HeaderStyle::Extended => put_u32(out, EXTENDED_REQUEST_MAGIC),
-    }
-    put_u16(out, flags);
-    put_u16(out, command);
-    put_u64(out, cookie);
-    put_u64(out, offset);
-    match style {
-        HeaderStyle::Compact => put_u32(out, u32::try_from(length).unwrap_or(u32::MAX)),
-        HeaderStyle::Extended => put_u64(out, length),
-    }
 }
 
 /// A simple reply header (16 bytes); a successful read's data follows it.
@@ -326,80 +303,10 @@ pub fn clamp_extents(
     split
 }
 
-/// Client side: a reply header as read off the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReplyHeader {
-    Simple {
-        error: u32,
-        cookie: u64,
-    },
-    Chunk {
-        flags: u16,
-        ty: u16,
-        cookie: u64,
-        /// Echoed request offset (extended replies only).
-        offset: Option<u64>,
-        len: u64,
-    },
-}
-
-/// Client side: parses a simple, structured or extended reply header, answering it and
-/// the bytes it took.
-pub fn parse_reply_header(buf: &[u8]) -> Result<Option<(ReplyHeader, usize)>, ProtoError> {
-    let mut c = Cursor::new(buf);
-    let Some(magic) = c.u32() else {
-        return Ok(None);
-    };
-    match magic {
-        SIMPLE_REPLY_MAGIC => {
-            let (Some(error), Some(cookie)) = (c.u32(), c.u64()) else {
-                return Ok(None);
-            };
-            Ok(Some((
-                ReplyHeader::Simple { error, cookie },
-                SIMPLE_REPLY_LEN,
-            )))
-        }
-        STRUCTURED_REPLY_MAGIC => {
-            let (Some(flags), Some(ty), Some(cookie), Some(len)) =
-                (c.u16(), c.u16(), c.u64(), c.u32())
-            else {
-                return Ok(None);
-            };
-            let h = ReplyHeader::Chunk {
-                flags,
-                ty,
-                cookie,
-                offset: None,
-                len: u64::from(len),
-            };
-            Ok(Some((h, STRUCTURED_REPLY_HEADER_LEN)))
-        }
-        EXTENDED_REPLY_MAGIC => {
-            let (Some(flags), Some(ty), Some(cookie), Some(offset), Some(len)) =
-                (c.u16(), c.u16(), c.u64(), c.u64(), c.u64())
-            else {
-                return Ok(None);
-            };
-            let h = ReplyHeader::Chunk {
-                flags,
-                ty,
-                cookie,
-                offset: Some(offset),
-                len,
-            };
-            Ok(Some((h, EXTENDED_REPLY_HEADER_LEN)))
-        }
-        other => Err(ProtoError::BadMagic {
-            what: "reply",
-            got: u64::from(other),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::frame::*;
     use proptest::prelude::*;
 
     fn target(style: ReplyStyle) -> ChunkTarget {

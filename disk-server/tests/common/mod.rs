@@ -1,9 +1,7 @@
 //! Test harness: starts the server in-process (its own tokio runtime on a background
-//! thread) on a temp unix socket and optionally 127.0.0.1:0, runs real tools against it,
-//! and offers a tiny blocking NBD client built on the crate's own framing.
+//! thread) on a temp unix socket and optionally 127.0.0.1:0, and runs real tools against
+//! it. The NBD client the tests speak with is `platter_nbd_proto::client`.
 #![allow(dead_code)]
-
-pub mod client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
