@@ -35,6 +35,9 @@ pub enum ObjectError {
     Upload { dv: String, detail: String },
     #[error("platter serve is not running for store {}: declarative objects are reconciled inside it (start `platter --store {} serve`, then try again)", dir.display(), dir.display())]
     NotServing { dir: std::path::PathBuf },
+    /// Something the reconciler needs (libvirt) cannot be reached now; retried next pass.
+    #[error("{what} is unavailable: {detail}")]
+    Unavailable { what: String, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -60,6 +63,7 @@ impl ObjectError {
             ObjectError::NotServing { dir } => {
                 (ErrorKind::Unavailable, Some(dir.display().to_string()))
             }
+            ObjectError::Unavailable { what, .. } => (ErrorKind::Unavailable, Some(what.clone())),
             ObjectError::Store(e) => (crate::error::store_kind(e), e.object()),
         }
     }

@@ -1062,8 +1062,8 @@ fn without_heartbeats(s: &Stored) -> Stored {
 /// What libvirt says of domain `local`, through one connection per pass.
 fn domain(libvirt: &mut Option<Launcher>, local: &Name) -> Result<vmr::Domain, ObjectError> {
     if libvirt.is_none() {
-        *libvirt = Some(Launcher::new(None).map_err(|e| ObjectError::Damaged {
-            object: "libvirt".into(),
+        *libvirt = Some(Launcher::new(None).map_err(|e| ObjectError::Unavailable {
+            what: "libvirt".into(),
             detail: e.to_string(),
         })?);
     }
@@ -1073,8 +1073,8 @@ fn domain(libvirt: &mut Option<Launcher>, local: &Name) -> Result<vmr::Domain, O
     Ok(match l.state_and_exit(local.as_str()) {
         Err(LauncherError::NoSuchVm { .. }) => vmr::Domain::Absent,
         Err(e) => {
-            return Err(ObjectError::Damaged {
-                object: format!("domain {local}"),
+            return Err(ObjectError::Unavailable {
+                what: format!("domain {local}"),
                 detail: e.to_string(),
             })
         }
