@@ -331,12 +331,22 @@ pub struct SnapshotDisk {
     pub size: u64,
 }
 
+/// An object's uid cut to its first 8 hex digits: names made of it stay inside 63
+/// characters.
+fn short_uid(uid: &str) -> String {
+    uid.chars().filter(|c| *c != '-').take(8).collect()
+}
+
 /// The name of the DataVolume a restore makes for volume `volume`, as KubeVirt names
-/// its restored claims (`restore-<uid>-<volume>`), with the restore's uid cut to 8
-/// characters to stay inside 63.
+/// its restored claims (`restore-<uid>-<volume>`).
 pub fn restored_dv_name(restore_uid: &str, volume: &str) -> String {
-    let uid: String = restore_uid.chars().filter(|c| *c != '-').take(8).collect();
-    format!("restore-{uid}-{volume}")
+    format!("restore-{}-{volume}", short_uid(restore_uid))
+}
+
+/// The name of the store snapshot a VirtualMachineSnapshot takes of volume `volume`, as
+/// KubeVirt names its VolumeSnapshots (`vmsnapshot-<uid>-volume-<volume>`).
+pub fn disk_snapshot_name(snapshot_uid: &str, volume: &str) -> String {
+    format!("vmsnapshot-{}-volume-{volume}", short_uid(snapshot_uid))
 }
 
 /// The VM a restore into a new name creates: the snapshot's VM (`saved`) named

@@ -267,6 +267,14 @@ pub fn put_change(s: &Stored) -> platter_snapshotter::RecordChange {
     }
 }
 
+/// The record change that removes `s` (its finalizer done).
+pub fn delete_change(s: &Stored) -> platter_snapshotter::RecordChange {
+    platter_snapshotter::RecordChange::Delete {
+        kind: s.kind.as_str().to_string(),
+        name: key(s.namespace(), s.name()),
+    }
+}
+
 /// Marks object (kind, key) for deletion: the reconciler tears down what it made and
 /// then removes it. A DataVolume a VM's disks still use is refused, naming the VM.
 pub fn delete(store: &Store, kind: Kind, key: &str, now: Now) -> Result<Stored, ObjectError> {

@@ -26,8 +26,8 @@ use platter_types::{Name, VolumeRef};
 
 use super::world::{self, Backing};
 use super::{
-    get, key, list, local_name, now, put_change, ContentDisk, FailureRecord, ObjectError,
-    SnapshotContent, Stored,
+    delete_change, get, key, list, local_name, now, put_change, ContentDisk, FailureRecord,
+    ObjectError, SnapshotContent, Stored,
 };
 use crate::api::{Event, ImportParams};
 use crate::vm::VmHost;
@@ -433,11 +433,7 @@ impl Reconciler {
             );
             return self.save(s, &after);
         }
-        let k = key(s.namespace(), s.name());
-        let gone = RecordChange::Delete {
-            kind: Kind::DataVolume.as_str().to_string(),
-            name: k,
-        };
+        let gone = delete_change(s);
         match self.store.delete_with(
             &VolumeRef::volume(local.clone()),
             std::slice::from_ref(&gone),
@@ -633,10 +629,7 @@ impl Reconciler {
                 Ok(true)
             }
             vmr::Action::RemoveFinalizer => {
-                self.store.change_records(&[RecordChange::Delete {
-                    kind: Kind::VirtualMachine.as_str().to_string(),
-                    name: key(s.namespace(), s.name()),
-                }])?;
+                self.store.change_records(&[delete_change(s)])?;
                 Ok(true)
             }
         }
@@ -748,13 +741,13 @@ impl Reconciler {
     // VirtualMachineSnapshots and VirtualMachineRestores
 
     /// The disks a snapshot of `vm` keeps: its DataVolumes and claims, as (VM volume,
-    /// platter volume, ready: the volume exists and its DataVolume, if any, succeeded).
+    /// platter volume, its size when it exists and its DataVolume, if any, succeeded).
     fn persistent_disks(
         &self,
         vm: &VirtualMachine,
         ns: &str,
         dvs: &[Stored],
-    ) -> Result<Vec<(String, Name, bool)>, ObjectError> {
+    ) -> Result<Vec<(String, Name, Option<u64>)>, ObjectError> {
         let mut out = Vec::new();
         for (vol, b) in world::backings(vm, ns)? {
             let (dv, volume) = match &b {
@@ -767,11 +760,15 @@ impl Reconciler {
                 .iter()
                 .find(|d| d.namespace() == ns && d.name() == dv)
                 .is_none_or(|d| d.object["status"]["phase"] == "Succeeded");
-            let exists = self
-                .store
-                .inspect(&VolumeRef::volume(volume.clone()))
-                .is_ok();
-            out.push((vol, volume, dv_ok && exists));
+            let size = match dv_ok {
+                true => self
+                    .store
+                    .inspect(&VolumeRef::volume(volume.clone()))
+                    .ok()
+                    .map(|i| i.size),
+                false => None,
+            };
+            out.push((vol, volume, size));
         }
         Ok(out)
     }
@@ -807,7 +804,7 @@ impl Reconciler {
                         .unwrap_or_default()
                         .to_string(),
                     running: domain(libvirt, &local)? == vmr::Domain::Running,
-                    volumes_ready: !disks.is_empty() && disks.iter().all(|d| d.2),
+                    volumes_ready: !disks.is_empty() && disks.iter().all(|d| d.2.is_some()),
                 })
             }
         };
@@ -825,24 +822,22 @@ impl Reconciler {
                     else {
                         continue;
                     };
-                    let short: String = uid.chars().filter(|c| *c != '-').take(8).collect();
                     let mut content = SnapshotContent {
                         api_version: v.api_version.clone(),
                         vm: v.object.clone(),
                         disks: Vec::new(),
                     };
                     let mut pairs = Vec::new();
-                    for (vol, volume, _) in &disks {
-                        let snap_name = Name::new(&format!("vmsnapshot-{short}-volume-{vol}"))
-                            .map_err(|e| ObjectError::LocalName {
-                                object: k.clone(),
-                                detail: e.to_string(),
+                    for (vol, volume, size) in &disks {
+                        let snap_name =
+                            Name::new(&sr::disk_snapshot_name(uid, vol)).map_err(|e| {
+                                ObjectError::LocalName {
+                                    object: k.clone(),
+                                    detail: e.to_string(),
+                                }
                             })?;
-                        let size = self
-                            .store
-                            .inspect(&VolumeRef::volume(volume.clone()))
-                            .map(|i| i.size)
-                            .unwrap_or(0);
+                        // Known here: Take is decided only when every size is.
+                        let size = size.unwrap_or(0);
                         content.disks.push(ContentDisk {
                             volume: vol.clone(),
                             store_volume: volume.to_string(),
@@ -876,10 +871,7 @@ impl Reconciler {
                 }
                 sr::SnapshotAction::DeleteContent => return self.delete_content(&s),
                 sr::SnapshotAction::RemoveFinalizer => {
-                    self.store.change_records(&[RecordChange::Delete {
-                        kind: Kind::VirtualMachineSnapshot.as_str().to_string(),
-                        name: k,
-                    }])?;
+                    self.store.change_records(&[delete_change(&s)])?;
                     return Ok(());
                 }
             }
@@ -938,14 +930,10 @@ impl Reconciler {
             return Ok(());
         };
         let ns = s.namespace().to_string();
-        let k = key(&ns, s.name());
         let t = now();
         if s.deleting() {
             // What a restore made stays: deleting it only drops the record.
-            self.store.change_records(&[RecordChange::Delete {
-                kind: Kind::VirtualMachineRestore.as_str().to_string(),
-                name: k,
-            }])?;
+            self.store.change_records(&[delete_change(&s)])?;
             return Ok(());
         }
         let snap = get(
