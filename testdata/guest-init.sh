@@ -20,6 +20,9 @@
 #   platter.write=STR    write STR into /written.txt on the disk
 #   platter.hold=N       stay up N seconds (writing a tick a second) before powering off,
 #                        or until the ACPI power button is pressed
+#   platter.ticks=A,B    hold mode: each tick also writes `tick <n>` into the first 512
+#                        bytes of the raw block devices A, B, ... in that order, with a
+#                        sync after each, so A's tick is always B's or one ahead of it
 /bin/busybox echo "PLATTER-INIT"
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -45,12 +48,14 @@ root=""
 cdrom=""
 write=""
 hold=0
+ticks=""
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     platter.root=*) root="${arg#platter.root=}" ;;
     platter.cdrom=*) cdrom="${arg#platter.cdrom=}" ;;
     platter.write=*) write="${arg#platter.write=}" ;;
     platter.hold=*) hold="${arg#platter.hold=}" ;;
+    platter.ticks=*) ticks="$(echo "${arg#platter.ticks=}" | tr , ' ')" ;;
   esac
 done
 
@@ -124,12 +129,20 @@ while [ "$i" -lt 100 ] && ! ls -l "/proc/$acpid_pid/fd" 2>/dev/null | grep -q /d
   i=$((i + 1))
 done
 
+for dev in $ticks; do
+  wait_dev "$dev" || fail "no $dev"
+done
+
 n=0
 while [ "$n" -lt "$hold" ] 2>/dev/null; do
   [ -f /tmp/acpi-stop ] && break
   n=$((n + 1))
   [ -n "$root" ] && echo "tick $n" >>/mnt/log.txt
   sync
+  for dev in $ticks; do
+    echo "tick $n" | dd of="$dev" bs=512 count=1 conv=sync,notrunc 2>/dev/null || fail "cannot write $dev"
+    sync
+  done
   echo "PLATTER-TICK $n"
   sleep 1
 done

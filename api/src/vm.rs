@@ -258,6 +258,39 @@ pub struct CloudInitNoCloud {
     pub network_data_base64: Option<String>,
 }
 
+impl CloudInitNoCloud {
+    /// The user data as the guest gets it (`userData`, or `userDataBase64` decoded);
+    /// empty when neither is given.
+    pub fn user_data_bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(one_of(&self.user_data, &self.user_data_base64, "userDataBase64")?.unwrap_or_default())
+    }
+
+    /// The network configuration (`networkData`, or `networkDataBase64` decoded).
+    pub fn network_data_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        one_of(
+            &self.network_data,
+            &self.network_data_base64,
+            "networkDataBase64",
+        )
+    }
+}
+
+fn one_of(
+    text: &Option<String>,
+    b64: &Option<String>,
+    field: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    use base64::Engine;
+    match (text, b64) {
+        (Some(t), _) => Ok(Some(t.clone().into_bytes())),
+        (None, Some(b)) => base64::engine::general_purpose::STANDARD
+            .decode(b.trim())
+            .map(Some)
+            .map_err(|e| format!("{field} is not valid base64: {e}")),
+        (None, None) => Ok(None),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmptyDisk {
@@ -340,6 +373,56 @@ pub fn validate_vm(spec: &VirtualMachineSpec, causes: &mut Causes) {
     }
 }
 
+/// KubeVirt's rules for `firmware.kernelBoot`: arguments only with a kernel from a
+/// container, an image, at least one of the two paths, each absolute without `.` or `..`.
+fn validate_kernel_boot(k: &KernelBoot, at: &str, causes: &mut Causes) {
+    let Some(c) = &k.container else {
+        if k.kernel_args.as_deref().is_some_and(|a| !a.is_empty()) {
+            causes.push(
+                format!("{at}.kernelArgs"),
+                format!(
+                    "{at}.kernelArgs can be provided only with an external kernel ({at}.container)"
+                ),
+            );
+        }
+        return;
+    };
+    let cat = format!("{at}.container");
+    if c.image.trim().is_empty() {
+        causes.push(
+            format!("{cat}.image"),
+            format!("{cat} must be defined with an image"),
+        );
+    }
+    let kernel = c.kernel_path.as_deref().filter(|p| !p.is_empty());
+    let initrd = c.initrd_path.as_deref().filter(|p| !p.is_empty());
+    if kernel.is_none() && initrd.is_none() {
+        causes.push(
+            cat.clone(),
+            format!(
+                "{cat} must be defined with at least one of the following: kernelPath, initrdPath"
+            ),
+        );
+    }
+    for (field, path) in [("kernelPath", kernel), ("initrdPath", initrd)] {
+        let Some(path) = path else { continue };
+        let clean = path.starts_with('/')
+            && path.len() > 1
+            && !path.ends_with('/')
+            && path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !clean {
+            causes.push(
+                format!("{cat}.{field}"),
+                format!(
+                    "{cat}.{field} must be an absolute path to a file without relative components"
+                ),
+            );
+        }
+    }
+}
+
 /// Validates a VMI spec (a VM's template, or a VirtualMachineInstance).
 pub fn validate_vmi(spec: &VmiSpec, at: &str, causes: &mut Causes) {
     let d = &spec.domain;
@@ -358,6 +441,9 @@ pub fn validate_vmi(spec: &VmiSpec, at: &str, causes: &mut Causes) {
         ),
         Some(_) => {}
     }
+    if let Some(k) = d.firmware.as_ref().and_then(|f| f.kernel_boot.as_ref()) {
+        validate_kernel_boot(k, &format!("{at}.domain.firmware.kernelBoot"), causes);
+    }
     let mut volumes = BTreeSet::new();
     for (i, v) in spec.volumes.iter().enumerate() {
         let vat = format!("{at}.volumes[{i}]");
@@ -368,9 +454,30 @@ pub fn validate_vmi(spec: &VmiSpec, at: &str, causes: &mut Causes) {
             );
         }
         match source_count(v) {
-            0 => causes.push(vat, "must have at least one volume source (containerDisk, dataVolume, persistentVolumeClaim, cloudInitNoCloud or emptyDisk)"),
+            0 => causes.push(vat.clone(), "must have at least one volume source (containerDisk, dataVolume, persistentVolumeClaim, cloudInitNoCloud or emptyDisk)"),
             1 => {}
-            _ => causes.push(vat, "must have only one volume source"),
+            _ => causes.push(vat.clone(), "must have only one volume source"),
+        }
+        if let Some(ci) = &v.cloud_init_no_cloud {
+            let cat = format!("{vat}.cloudInitNoCloud");
+            if ci.user_data.is_some() && ci.user_data_base64.is_some() {
+                causes.push(
+                    cat.clone(),
+                    format!("{cat} must have only one userdatasource set."),
+                );
+            }
+            if ci.network_data.is_some() && ci.network_data_base64.is_some() {
+                causes.push(
+                    cat.clone(),
+                    format!("{cat} must have only one networkdata source set."),
+                );
+            }
+            if let Err(e) = ci.user_data_bytes() {
+                causes.push(format!("{cat}.userDataBase64"), e);
+            }
+            if let Err(e) = ci.network_data_bytes() {
+                causes.push(format!("{cat}.networkDataBase64"), e);
+            }
         }
         if let Some(e) = &v.empty_disk {
             if e.capacity.is_zero() || e.capacity.value().is_err() {

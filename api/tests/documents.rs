@@ -188,6 +188,35 @@ fn kubevirt_validation_messages() {
         "  runStrategy: Halted\n  template:\n    spec:\n      domain: {}\n",
     ));
     assert!(e.contains("domain.memory.guest must be set"), "{e}");
+    let kb = |firmware: &str| {
+        vm(&format!("  runStrategy: Halted\n  template:\n    spec:\n      domain:\n        memory: {{guest: 128Mi}}\n        firmware: {{kernelBoot: {firmware}}}\n"))
+    };
+    for (firmware, message) in [
+        ("{kernelArgs: quiet}", "kernelBoot.kernelArgs: spec.template.spec.domain.firmware.kernelBoot.kernelArgs can be provided only with an external kernel"),
+        ("{container: {image: 'r/k:1'}}", "kernelBoot.container: spec.template.spec.domain.firmware.kernelBoot.container must be defined with at least one of the following: kernelPath, initrdPath"),
+        ("{container: {image: '', kernelPath: /boot/k}}", "kernelBoot.container.image: spec.template.spec.domain.firmware.kernelBoot.container must be defined with an image"),
+        ("{container: {image: 'r/k:1', kernelPath: boot/k}}", "kernelBoot.container.kernelPath: spec.template.spec.domain.firmware.kernelBoot.container.kernelPath must be an absolute path to a file without relative components"),
+        ("{container: {image: 'r/k:1', kernelPath: /boot/k, initrdPath: /boot/../i}}", "container.initrdPath must be an absolute path"),
+    ] {
+        let e = refused(&kb(firmware));
+        assert!(e.contains(message), "{firmware}: {e}");
+    }
+    parse_ok(&kb("{kernelArgs: 'console=ttyS0', container: {image: 'r/k:1', kernelPath: /boot/vmlinuz, initrdPath: /boot/initrd.img}}"));
+    let ci = |ci: &str| {
+        vm(&format!("  runStrategy: Halted\n  template:\n    spec:\n      domain: {{memory: {{guest: 128Mi}}}}\n      volumes: [{{name: ci, cloudInitNoCloud: {ci}}}]\n"))
+    };
+    for (c, message) in [
+        ("{userData: a, userDataBase64: YQ==}", "spec.template.spec.volumes[0].cloudInitNoCloud: spec.template.spec.volumes[0].cloudInitNoCloud must have only one userdatasource set."),
+        ("{networkData: a, networkDataBase64: YQ==}", "must have only one networkdata source set."),
+        ("{userDataBase64: '!!!'}", "cloudInitNoCloud.userDataBase64: userDataBase64 is not valid base64"),
+        ("{networkDataBase64: '%%'}", "cloudInitNoCloud.networkDataBase64: networkDataBase64 is not valid base64"),
+    ] {
+        let e = refused(&ci(c));
+        assert!(e.contains(message), "{c}: {e}");
+    }
+    parse_ok(&ci(
+        "{userData: '#cloud-config', networkDataBase64: dmVyc2lvbjogMgo=}",
+    ));
     // Neither running nor runStrategy: Halted, as KubeVirt defaults it.
     let docs = parse_ok(&vm(tpl));
     let Object::VirtualMachine(v) = &docs[0].object else {

@@ -556,3 +556,186 @@ fn snapshot_and_restore(env: &Env, srv: &Serve, vm: &str, vm2: &str, data: &str)
     let left = json(&env.store, &["volume", "list"]).to_string();
     assert!(!left.contains("vmsnapshot-"), "{left}");
 }
+
+/// Pushes an ordinary container image holding the test guest's kernel and initramfs
+/// (`/boot/vmlinuz`, `/boot/initrd.gz`), built by umoci and copied by skopeo, to `reg`.
+fn push_kernel_image(env: &Env, reg: &Registry) -> String {
+    let g = guest_files();
+    let d = env.dir.path().display();
+    let image = format!("127.0.0.1:{}/platter/kernel:1", reg.port);
+    let script = format!(
+        "set -e; cd {d}; umoci init --layout K; umoci new --image K:1; \
+         umoci unpack --image K:1 kb >/dev/null; mkdir -p kb/rootfs/boot; \
+         cp {} kb/rootfs/boot/vmlinuz; cp {} kb/rootfs/boot/initrd.gz; \
+         umoci repack --image K:1 kb; rm -rf kb; \
+         skopeo copy -q --dest-tls-verify=false oci:K:1 docker://{image}",
+        g.kernel.display(),
+        g.initrd.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "building the kernel image: {out:?}");
+    image
+}
+
+/// The `tick <n>` the guest wrote at offset 0 of `target` (a volume or snapshot).
+fn tick(env: &Env, target: &str) -> u64 {
+    let b = exported(&env.store, target, env.dir.path());
+    let line = String::from_utf8_lossy(&b[..512]).to_string();
+    line.trim_end_matches('\0')
+        .trim()
+        .strip_prefix("tick ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{target}: no tick at offset 0: {line:?}"))
+}
+
+/// A VM that boots its kernel from a container image (`firmware.kernelBoot.container`)
+/// with two blank disks that the guest writes a tick to every second, first disk `a` then
+/// disk `b`. A VirtualMachineSnapshot taken while it runs is online, and its two disks are
+/// from one instant: `a` holds `b`'s tick or the next one, never an older or a later one.
+/// A kernel path the image lacks fails the VM with the path named, and defines nothing.
+/// The cloud-init seed carries the VM's network data.
+/// Deleting the VM removes the domain and the kernel it was given.
+#[test]
+fn an_online_snapshot_of_a_running_kernel_boot_vm_is_of_one_instant() {
+    let env = Env::new("kboot");
+    let reg = Registry::start(env.dir.path());
+    let _srv = Serve::start(&env.store);
+    let vm = env.vm("k");
+    let bad = env.vm("nok");
+    let _guard = VmGuard(vec![vm.clone(), bad.clone()]);
+    let image = push_kernel_image(&env, &reg);
+    let (a, b) = (format!("{vm}-a"), format!("{vm}-b"));
+    let vm_yaml = |name: &str, kernel: &str| {
+        format!(
+            r#"apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata:
+  name: {name}
+spec:
+  runStrategy: Always
+  dataVolumeTemplates:
+  - metadata: {{name: {name}-a}}
+    spec:
+      source: {{blank: {{}}}}
+      storage: {{resources: {{requests: {{storage: 4Mi}}}}}}
+  - metadata: {{name: {name}-b}}
+    spec:
+      source: {{blank: {{}}}}
+      storage: {{resources: {{requests: {{storage: 4Mi}}}}}}
+  template:
+    spec:
+      domain:
+        memory: {{guest: 256Mi}}
+        firmware:
+          kernelBoot:
+            kernelArgs: "console=ttyS0 platter.root=none platter.hold=600 platter.ticks=/dev/vda,/dev/vdb"
+            container:
+              image: {image}
+              kernelPath: {kernel}
+              initrdPath: /boot/initrd.gz
+        devices:
+          disks:
+          - {{name: a, disk: {{bus: virtio}}}}
+          - {{name: b, disk: {{bus: virtio}}}}
+      volumes:
+      - {{name: a, dataVolume: {{name: {name}-a}}}}
+      - {{name: b, dataVolume: {{name: {name}-b}}}}
+      - name: ci
+        cloudInitNoCloud:
+          userData: '#cloud-config'
+          networkDataBase64: dmVyc2lvbjogMgpldGhlcm5ldHM6IHt9Cg==
+"#
+        )
+    };
+    let file = write(&env.path("vm.yaml"), &vm_yaml(&vm, "/boot/vmlinuz"));
+    env.ok(&["apply", "-f", &file]);
+    let file = write(&env.path("bad.yaml"), &vm_yaml(&bad, "/boot/nosuch"));
+    env.ok(&["apply", "-f", &file]);
+
+    watch(&env.store, "vm", &vm, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Running"
+    });
+    wait_console(&env.store, &vm, &["PLATTER-INIT", "PLATTER-TICK 3"]);
+
+    let snap = format!("{vm}-snap");
+    let yaml = format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {snap}\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {vm}\n"
+    );
+    env.ok(&["apply", "-f", &write(&env.path("snap.yaml"), &yaml)]);
+    env.ok(&[
+        "wait",
+        "vmsnapshot",
+        &snap,
+        "--for",
+        "condition=Ready",
+        "--timeout",
+        "2m",
+    ]);
+    let o = object(&env.store, "vmsnapshot", &snap).unwrap();
+    assert_eq!(o["status"]["readyToUse"], true, "{o}");
+    let indications = o["status"]["indications"].to_string();
+    assert!(indications.contains("Online"), "{o}");
+    let disk_snap = |volume: &str| {
+        let info = json(&env.store, &["volume", "inspect", volume]);
+        info["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .find(|s| s.starts_with(&format!("{volume}@vmsnapshot-")))
+            .unwrap_or_else(|| panic!("{volume} has no snapshot of {snap}: {info}"))
+            .to_string()
+    };
+    let (ta, tb) = (tick(&env, &disk_snap(&a)), tick(&env, &disk_snap(&b)));
+    assert!(
+        tb >= 1,
+        "the snapshot was taken before the guest ticked: a {ta}, b {tb}"
+    );
+    assert!(
+        ta == tb || ta == tb + 1,
+        "the disks are not from one instant: a holds tick {ta}, b tick {tb}"
+    );
+    // The guest goes on writing after the snapshot; the snapshot does not change.
+    wait_console(&env.store, &vm, &[&format!("PLATTER-TICK {}", ta + 3)]);
+    assert!(tick(&env, &a) > ta);
+    assert_eq!(tick(&env, &disk_snap(&a)), ta);
+
+    // The VM whose image lacks the kernel: the failure names the path, nothing is defined.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let desc = env.ok(&["describe", "vm", &bad]);
+        if desc.contains("no file /boot/nosuch") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure event: {desc}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!env.ok(&["vm", "list"]).contains(&bad));
+    // The cloud-init seed carries the network data as `network-config`.
+    let seed = env.store.join("vms").join(format!("{vm}.seed.iso"));
+    let out = Command::new("isoinfo")
+        .args(["-R", "-i"])
+        .arg(&seed)
+        .args(["-x", "/network-config"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "version: 2\nethernets: {}\n",
+        "{out:?}"
+    );
+    let boot_dir = env.store.join("vms").join(format!("{vm}.boot"));
+    assert!(boot_dir.join("kernel").is_file() && boot_dir.join("initrd").is_file());
+
+    env.ok(&["delete", "vmsnapshot", &snap]);
+    env.ok(&["delete", "vm", &vm]);
+    env.ok(&["delete", "vm", &bad]);
+    assert!(object(&env.store, "vm", &vm).is_none());
+    assert!(!boot_dir.exists(), "{} left behind", boot_dir.display());
+    assert!(!env.store.join("vms").join(format!("{bad}.boot")).exists());
+    let out = Command::new("virsh")
+        .args(["-c", VIRSH_URI, "domstate", &vm])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "domain {vm} left in libvirt");
+}

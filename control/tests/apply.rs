@@ -336,3 +336,51 @@ fn a_datavolume_from_a_snapshot_is_a_clone_of_it() {
         .inspect(&platter_types::VolumeRef::parse("ambiguous").unwrap())
         .is_err());
 }
+
+#[test]
+fn kernel_boot_and_pull_secrets_are_checked_at_apply() {
+    let (_d, s) = store();
+    let with = |extra_domain: &str, volume: &str| {
+        format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: k}}\nspec:\n  runStrategy: Halted\n  template:\n    spec:\n      domain:\n        memory: {{guest: 128Mi}}\n{extra_domain}      volumes:\n      - {volume}\n"
+        )
+    };
+    let cd = "{name: r, containerDisk: {image: 'r/i:1'}}";
+    let initrd_only = with(
+        "        firmware: {kernelBoot: {container: {image: 'r/k:1', initrdPath: /boot/i}}}\n",
+        cd,
+    );
+    let e = refused(&s, &initrd_only);
+    assert!(
+        e.contains("kernelBoot.container.kernelPath: an initrd alone cannot be booted"),
+        "{e}"
+    );
+    let secret = with(
+        "        firmware: {kernelBoot: {container: {image: 'r/k:1', kernelPath: /k, imagePullSecret: s}}}\n",
+        cd,
+    );
+    let e = refused(&s, &secret);
+    assert!(
+        e.contains("kernelBoot.container.imagePullSecret: there are no Secrets"),
+        "{e}"
+    );
+    let e = refused(
+        &s,
+        &with(
+            "",
+            "{name: r, containerDisk: {image: 'r/i:1', imagePullSecret: s}}",
+        ),
+    );
+    assert!(
+        e.contains("volumes[0].containerDisk.imagePullSecret: there are no Secrets"),
+        "{e}"
+    );
+    assert!(names(&s, Kind::VirtualMachine).is_empty());
+    // Kernel boot from an image with network data in the seed is accepted.
+    let good = with(
+        "        firmware: {kernelBoot: {kernelArgs: console=ttyS0, container: {image: 'r/k:1', kernelPath: /boot/vmlinuz}}}\n",
+        "{name: ci, cloudInitNoCloud: {userData: x, networkData: 'version: 2'}}",
+    );
+    objects::apply(&s, "f.yaml", &good, false, NOW).unwrap();
+    assert_eq!(names(&s, Kind::VirtualMachine), ["k"]);
+}

@@ -7,6 +7,7 @@
 
 use crate::checksum::{Checksum, MultiHasher};
 use crate::error::{from_io, ImportError};
+use crate::oci::files::{ExtractedFile, WantedFile};
 use crate::oci::layout::Layout;
 use crate::oci::pull::{import_layers, BlobSource};
 use crate::oci::registry::Registry;
@@ -211,6 +212,49 @@ fn import_inner<S: Sink>(
         manifest_digest: core.manifest_digest,
     };
     Ok((report, output))
+}
+
+/// Takes `wanted` out of the container image `source` (`docker://…`, `oci:DIR[:TAG]`,
+/// `oci-archive:FILE[:TAG]`), as a container would see them: see [`crate::oci::files`].
+/// Returns the manifest digest and what was written.
+pub fn extract_files(
+    source: &str,
+    wanted: &[WantedFile],
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<(String, Vec<ExtractedFile>), ImportError> {
+    fn run<I: ImageSource>(
+        src: &I,
+        tag: Option<&str>,
+        wanted: &[WantedFile],
+        opts: &ImportOptions,
+        t: &Throttle<'_>,
+    ) -> Result<(String, Vec<ExtractedFile>), ImportError> {
+        let (manifest, digest) = src.resolve(tag, opts)?;
+        Ok((
+            digest,
+            crate::oci::files::extract(src, &manifest, wanted, opts, t)?,
+        ))
+    }
+    let t = Throttle::new(progress);
+    match SourceSpec::parse(source)? {
+        SourceSpec::Docker(r) => run(&connect_registry(&r, opts)?, None, wanted, opts, &t),
+        SourceSpec::OciDir { dir, tag } => {
+            run(&Layout::open_dir(&dir)?, tag.as_deref(), wanted, opts, &t)
+        }
+        SourceSpec::OciArchive { file, tag } => run(
+            &Layout::open_archive(&file)?,
+            tag.as_deref(),
+            wanted,
+            opts,
+            &t,
+        ),
+        _ => Err(ImportError::InvalidSource {
+            source_str: redact_url(source),
+            reason: "files are taken from container images: give docker://, oci: or oci-archive:"
+                .into(),
+        }),
+    }
 }
 
 /// Either kind of image store (a registry or an OCI layout).

@@ -33,7 +33,8 @@ mod writer;
 
 pub use checksum::{Checksum, ChecksumAlgo};
 pub use error::ImportError;
-pub use import::{import, resolve_digest, ImportReport};
+pub use import::{extract_files, import, resolve_digest, ImportReport};
+pub use oci::files::{ExtractedFile, WantedFile};
 pub use options::{CancelFlag, Credentials, ImportOptions, Platform, RegistryOptions, TlsOptions};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use push::{

@@ -1,5 +1,6 @@
-//! cloud-init NoCloud seed ISOs: an ISO9660 volume labelled `cidata` holding `user-data`
-//! and `meta-data` (instance-id = the VM's name), attached to the VM as a CD-ROM.
+//! cloud-init NoCloud seed ISOs: an ISO9660 volume labelled `cidata` holding `user-data`,
+//! `meta-data` (instance-id = the VM's name) and, when given, `network-config`, attached
+//! to the VM as a CD-ROM.
 //!
 //! The file contents are made by pure functions; the ISO is written by `genisoimage`
 //! (Debian package genisoimage, installed by scripts/install.sh). The user-data is bounded
@@ -27,19 +28,36 @@ pub fn meta_data(vm: &Name) -> String {
 
 /// Writes the seed ISO for `vm` with `user_data` to `out` (replacing it).
 pub fn build_seed_iso(vm: &Name, user_data: &[u8], out: &Path) -> Result<()> {
-    if user_data.len() as u64 > MAX_USER_DATA {
-        return Err(LauncherError::UserDataTooLarge {
-            path: PathBuf::from("<memory>"),
-            size: user_data.len() as u64,
-            limit: MAX_USER_DATA,
-        });
+    build_seed_iso_with(vm, user_data, None, out)
+}
+
+/// As [`build_seed_iso`], with a `network-config` file too when `network_config` is
+/// given (cloud-init's NoCloud network configuration, version 1 or 2, passed on as is).
+pub fn build_seed_iso_with(
+    vm: &Name,
+    user_data: &[u8],
+    network_config: Option<&[u8]>,
+    out: &Path,
+) -> Result<()> {
+    for (what, data) in [
+        ("<user-data>", Some(user_data)),
+        ("<network-config>", network_config),
+    ] {
+        let size = data.map_or(0, |d| d.len() as u64);
+        if size > MAX_USER_DATA {
+            return Err(LauncherError::UserDataTooLarge {
+                path: PathBuf::from(what),
+                size,
+                limit: MAX_USER_DATA,
+            });
+        }
     }
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let staging = parent.join(format!(".{vm}-seed-{}", std::process::id()));
-    let result = write_and_pack(vm, user_data, &staging, out);
+    let result = write_and_pack(vm, user_data, network_config, &staging, out);
     let _ = std::fs::remove_dir_all(&staging);
     result
 }
@@ -65,7 +83,13 @@ pub fn build_seed_iso_from_file(vm: &Name, user_data: &Path, out: &Path) -> Resu
     build_seed_iso(vm, &data, out)
 }
 
-fn write_and_pack(vm: &Name, user_data: &[u8], staging: &Path, out: &Path) -> Result<()> {
+fn write_and_pack(
+    vm: &Name,
+    user_data: &[u8],
+    network_config: Option<&[u8]>,
+    staging: &Path,
+    out: &Path,
+) -> Result<()> {
     let io = |op, path: &Path, source| LauncherError::Io {
         op,
         path: path.to_path_buf(),
@@ -77,13 +101,18 @@ fn write_and_pack(vm: &Name, user_data: &[u8], staging: &Path, out: &Path) -> Re
     std::fs::write(&ud, user_data).map_err(|e| io("write", &ud, e))?;
     let md = staging.join("meta-data");
     std::fs::write(&md, meta_data(vm)).map_err(|e| io("write", &md, e))?;
+    let mut files = vec![ud, md];
+    if let Some(nc) = network_config {
+        let p = staging.join("network-config");
+        std::fs::write(&p, nc).map_err(|e| io("write", &p, e))?;
+        files.push(p);
+    }
     let output = Command::new("genisoimage")
         .arg("-quiet")
         .arg("-output")
         .arg(out)
         .args(["-volid", SEED_LABEL, "-joliet", "-rock"])
-        .arg(&ud)
-        .arg(&md)
+        .args(&files)
         .output()
         .map_err(|e| LauncherError::SeedIso {
             path: out.to_path_buf(),

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use platter_launcher::cloudinit::{build_seed_iso_from_file, SEED_LABEL};
+use platter_launcher::cloudinit::{build_seed_iso_from_file, build_seed_iso_with, SEED_LABEL};
 use platter_types::Name;
 
 fn isoinfo(args: &[&str]) -> String {
@@ -44,4 +44,22 @@ fn seed_iso_has_label_and_files() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        !isoinfo(&["-R", "-l", "-i", iso]).contains("network-config"),
+        "no network-config unless given"
+    );
+
+    // With network data: a `network-config` file beside the other two.
+    let net = "version: 2\nethernets:\n  eth0:\n    dhcp4: true\n";
+    let iso2 = dir.path().join("seed2.iso");
+    build_seed_iso_with(
+        &Name::new("web-2").unwrap(),
+        user_data.as_bytes(),
+        Some(net.as_bytes()),
+        &iso2,
+    )
+    .unwrap();
+    let iso2 = iso2.to_str().unwrap();
+    assert_eq!(isoinfo(&["-R", "-i", iso2, "-x", "/network-config"]), net);
+    assert_eq!(isoinfo(&["-R", "-i", iso2, "-x", "/user-data"]), user_data);
 }

@@ -406,6 +406,9 @@ fn check_dv_parts(
     Ok(())
 }
 
+/// Why a reference to a Secret is refused.
+const NO_SECRETS: &str = "there are no Secrets on one machine: remove it (registry credentials come from the auth file, as for imports)";
+
 fn check_vm_new(
     store: &Store,
     vm: &VirtualMachine,
@@ -435,26 +438,35 @@ fn check_vm_new(
         }
     }
     let spec = &vm.spec.template.spec;
-    if spec
+    if let Some(k) = spec
         .domain
         .firmware
         .as_ref()
-        .is_some_and(|f| f.kernel_boot.is_some())
+        .and_then(|f| f.kernel_boot.as_ref())
     {
-        return Err((
-            "spec.template.spec.domain.firmware.kernelBoot".into(),
-            "kernel boot from a container image is not supported by this platter yet: boot from a disk".into(),
-        ));
+        let at = "spec.template.spec.domain.firmware.kernelBoot.container";
+        if let Some(c) = &k.container {
+            if c.image_pull_secret.is_some() {
+                return Err((format!("{at}.imagePullSecret"), NO_SECRETS.into()));
+            }
+            if c.kernel_path.as_deref().is_none_or(str::is_empty) {
+                return Err((
+                    format!("{at}.kernelPath"),
+                    "an initrd alone cannot be booted: give the kernel's path too".into(),
+                ));
+            }
+        }
     }
     for (i, v) in spec.volumes.iter().enumerate() {
         let at = format!("spec.template.spec.volumes[{i}]");
-        if let Some(ci) = &v.cloud_init_no_cloud {
-            if ci.network_data.is_some() || ci.network_data_base64.is_some() {
-                return Err((
-                    format!("{at}.cloudInitNoCloud.networkData"),
-                    "network data is not written to the seed by this platter yet (there is no pod network either): remove it".into(),
-                ));
-            }
+        if v.container_disk
+            .as_ref()
+            .is_some_and(|c| c.image_pull_secret.is_some())
+        {
+            return Err((
+                format!("{at}.containerDisk.imagePullSecret"),
+                NO_SECRETS.into(),
+            ));
         }
         if let Some(d) = &v.data_volume {
             let k = key(ns, &d.name);

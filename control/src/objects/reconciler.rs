@@ -511,6 +511,14 @@ impl Reconciler {
                         vmr::Backing::Own(exists(volume))
                     }
                     Backing::CloudInit { .. } => vmr::Backing::Own(true),
+                    Backing::KernelBoot(k) => vmr::Backing::Own(
+                        crate::vm::BootFiles::at(
+                            &store_dir(&self.store),
+                            &local,
+                            k.initrd_path.is_some(),
+                        )
+                        .present(),
+                    ),
                 };
                 (n.clone(), seen)
             })
@@ -588,8 +596,9 @@ impl Reconciler {
                 let store = self.store.clone();
                 let host = self.host.clone();
                 let backings = backings.to_vec();
+                let vm = local.clone();
                 std::thread::spawn(move || {
-                    let r = prepare_disks(&store, &host, &backings, &job.cancel)
+                    let r = prepare_disks(&store, &host, &vm, &backings, &job.cancel)
                         .map_err(|e| failure_of(&e, now()));
                     host.runtime().finish(&job, r);
                 });
@@ -645,8 +654,26 @@ impl Reconciler {
             let mut spec = VmSpec::new(local.clone(), world::disks(vm, backings));
             spec.memory_bytes = world::memory(vm);
             spec.cpus = world::cpus(vm);
+            if let Some(k) = world::kernel_boot(vm) {
+                let files = crate::vm::BootFiles::at(
+                    &store_dir(&self.store),
+                    local,
+                    k.initrd_path.is_some(),
+                );
+                spec.boot = platter_launcher::Boot::Kernel {
+                    kernel: files.kernel,
+                    initrd: files.initrd,
+                    cmdline: k.kernel_args,
+                };
+            }
             let seed = backings.iter().find_map(|(_, b)| match b {
-                Backing::CloudInit { user_data } => Some(crate::vm::Seed::Bytes(user_data.clone())),
+                Backing::CloudInit {
+                    user_data,
+                    network_data,
+                } => Some(crate::vm::Seed::Declared {
+                    user_data: user_data.clone(),
+                    network_config: network_data.clone(),
+                }),
                 _ => None,
             });
             crate::vm::define_prepared(&self.store, &self.host, spec, seed)?;
@@ -667,8 +694,12 @@ impl Reconciler {
                 after.record_events(&[CEvent::warning("DeleteFailed", e.to_string())], now());
                 return self.save(s, &after);
             }
-        } else if let Ok(l) = Launcher::new(None) {
-            let _ = l.delete(local.as_str());
+        } else {
+            if let Ok(l) = Launcher::new(None) {
+                let _ = l.delete(local.as_str());
+            }
+            // Boot files taken for a VM that was never defined.
+            let _ = std::fs::remove_dir_all(crate::vm::boot_dir(&store_dir(&self.store), local));
         }
         for dv in list(&self.store, Kind::DataVolume)? {
             let owned = dv.namespace() == s.namespace()
@@ -847,8 +878,11 @@ impl Reconciler {
                         pairs.push((volume.clone(), snap_name));
                     }
                     // The status after taking, written with the snapshots themselves.
+                    // From this pass's status, which says how it was taken (online).
                     seen.taken = true;
-                    let done = sr::reconcile_snapshot(&snap, &seen, t);
+                    let mut taking = snap.clone();
+                    taking.status = Some(d.status.clone());
+                    let done = sr::reconcile_snapshot(&taking, &seen, t);
                     let mut after = s.clone();
                     after.internal.content = Some(content);
                     after.object["status"] =
@@ -1114,13 +1148,30 @@ fn clone_source(store: &Store, spec: &DataVolumeSpec, ns: &str) -> Option<Volume
 
 /// Makes the VM's own disks that are missing: containerDisk clones (the image cached
 /// once), empty disks.
+/// The store's directory as an absolute path (libvirt is given files in it).
+fn store_dir(store: &Store) -> std::path::PathBuf {
+    std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf())
+}
+
 fn prepare_disks(
     store: &Store,
     host: &VmHost,
+    vm: &Name,
     backings: &[(String, Backing)],
     cancel: &CancelFlag,
 ) -> Result<(), ControlError> {
     for (_, b) in backings {
+        if let Backing::KernelBoot(k) = b {
+            crate::vm::ensure_boot_files(
+                &store_dir(store),
+                vm,
+                &k.image,
+                &k.kernel_path,
+                k.initrd_path.as_deref(),
+                cancel.clone(),
+            )?;
+            continue;
+        }
         let Some(volume) = b.volume() else { continue };
         if store.inspect(&VolumeRef::volume(volume.clone())).is_ok() {
             continue;

@@ -3,8 +3,6 @@
 //! the boot order, memory, CPUs and the cloud-init user data. Pure: the reconciler does
 //! the IO.
 
-use base64::Engine;
-
 use platter_api::vm::Volume;
 use platter_api::VirtualMachine;
 use platter_launcher::{Media, VmDisk};
@@ -24,7 +22,26 @@ pub enum Backing {
     /// A throw-away empty disk of `size` bytes.
     EmptyDisk { size: u64, volume: Name },
     /// The cloud-init seed (not a disk of the VM's record: the launcher attaches it).
-    CloudInit { user_data: Vec<u8> },
+    CloudInit {
+        user_data: Vec<u8>,
+        network_data: Option<Vec<u8>>,
+    },
+    /// `firmware.kernelBoot.container`: a kernel (and initrd) taken out of a container
+    /// image for this VM; not a volume, but made ready with its disks.
+    KernelBoot(KernelBoot),
+}
+
+/// The entry [`backings`] adds for a VM that boots a kernel from a container image (a
+/// name no template volume can have: those are DNS labels).
+pub const KERNEL_BOOT: &str = "(kernelBoot)";
+
+/// Where a VM's kernel and initrd come from, and the command line it boots with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelBoot {
+    pub image: String,
+    pub kernel_path: String,
+    pub initrd_path: Option<String>,
+    pub kernel_args: Option<String>,
 }
 
 impl Backing {
@@ -35,7 +52,7 @@ impl Backing {
             | Backing::Claim { volume, .. }
             | Backing::ContainerDisk { volume, .. }
             | Backing::EmptyDisk { volume, .. } => Some(volume),
-            Backing::CloudInit { .. } => None,
+            Backing::CloudInit { .. } | Backing::KernelBoot(_) => None,
         }
     }
 
@@ -51,13 +68,48 @@ impl Backing {
 pub fn backings(vm: &VirtualMachine, ns: &str) -> Result<Vec<(String, Backing)>, ObjectError> {
     let name = vm.metadata.name.as_deref().unwrap_or_default();
     let vm_local = local_name(ns, name)?;
-    vm.spec
+    let mut out: Vec<(String, Backing)> = vm
+        .spec
         .template
         .spec
         .volumes
         .iter()
         .map(|v| Ok((v.name.clone(), backing(v, ns, &vm_local)?)))
-        .collect()
+        .collect::<Result<_, ObjectError>>()?;
+    if let Some(k) = kernel_boot(vm) {
+        out.push((KERNEL_BOOT.to_string(), Backing::KernelBoot(k)));
+    }
+    Ok(out)
+}
+
+/// The template's kernel boot, when its kernel comes from a container image (validation
+/// and apply have refused the other shapes).
+pub fn kernel_boot(vm: &VirtualMachine) -> Option<KernelBoot> {
+    let k = vm
+        .spec
+        .template
+        .spec
+        .domain
+        .firmware
+        .as_ref()?
+        .kernel_boot
+        .as_ref()?;
+    let c = k.container.as_ref()?;
+    Some(KernelBoot {
+        image: image_source(&c.image),
+        kernel_path: c.kernel_path.clone()?,
+        initrd_path: c.initrd_path.clone().filter(|p| !p.is_empty()),
+        kernel_args: k.kernel_args.clone().filter(|a| !a.is_empty()),
+    })
+}
+
+/// A container image as KubeVirt names it (`registry/repo:tag`), as an import source.
+fn image_source(image: &str) -> String {
+    if image.contains("://") {
+        image.to_string()
+    } else {
+        format!("docker://{image}")
+    }
 }
 
 fn own(vm_local: &Name, volume: &str) -> Result<Name, ObjectError> {
@@ -81,13 +133,8 @@ fn backing(v: &Volume, ns: &str, vm_local: &Name) -> Result<Backing, ObjectError
         });
     }
     if let Some(c) = &v.container_disk {
-        let image = if c.image.contains("://") {
-            c.image.clone()
-        } else {
-            format!("docker://{}", c.image)
-        };
         return Ok(Backing::ContainerDisk {
-            image,
+            image: image_source(&c.image),
             volume: own(vm_local, &v.name)?,
         });
     }
@@ -99,17 +146,16 @@ fn backing(v: &Volume, ns: &str, vm_local: &Name) -> Result<Backing, ObjectError
         });
     }
     if let Some(ci) = &v.cloud_init_no_cloud {
-        let user_data = match (&ci.user_data, &ci.user_data_base64) {
-            (Some(text), _) => text.clone().into_bytes(),
-            (None, Some(b64)) => base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| ObjectError::Damaged {
-                    object: format!("volume {} (cloudInitNoCloud.userDataBase64)", v.name),
-                    detail: e.to_string(),
-                })?,
-            (None, None) => Vec::new(),
+        let damaged = |detail: String| ObjectError::Damaged {
+            object: format!("volume {} (cloudInitNoCloud)", v.name),
+            detail,
         };
-        return Ok(Backing::CloudInit { user_data });
+        let user_data = ci.user_data_bytes().map_err(damaged)?;
+        let network_data = ci.network_data_bytes().map_err(damaged)?;
+        return Ok(Backing::CloudInit {
+            user_data,
+            network_data,
+        });
     }
     Err(ObjectError::Damaged {
         object: format!("volume {}", v.name),
@@ -229,7 +275,7 @@ spec:
       - name: scratch
         emptyDisk: {capacity: 1Gi}
       - name: ci
-        cloudInitNoCloud: {userDataBase64: "I2Nsb3VkLWNvbmZpZwo="}
+        cloudInitNoCloud: {userDataBase64: "I2Nsb3VkLWNvbmZpZwo=", networkData: "version: 2\n"}
 "#;
 
     #[test]
@@ -246,7 +292,8 @@ spec:
         assert_eq!(
             b[4].1,
             Backing::CloudInit {
-                user_data: b"#cloud-config\n".to_vec()
+                user_data: b"#cloud-config\n".to_vec(),
+                network_data: Some(b"version: 2\n".to_vec())
             }
         );
         let d = disks(&v, &b);

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use platter_launcher::cloudinit::{build_seed_iso, build_seed_iso_from_file};
+use platter_launcher::cloudinit::{build_seed_iso_from_file, build_seed_iso_with};
 use platter_launcher::probe::Content;
 use platter_launcher::{Boot, Launcher, Media, VmDisk, VmRecord, VmSpec};
 use platter_snapshotter::Store;
@@ -230,8 +230,11 @@ fn spec_of(p: &VmCreateParams, disks: Vec<VmDisk>) -> VmSpec {
 pub enum Seed {
     /// `--cloud-init-user-data FILE`.
     File(PathBuf),
-    /// A VirtualMachine's `cloudInitNoCloud.userData`.
-    Bytes(Vec<u8>),
+    /// A VirtualMachine's `cloudInitNoCloud`: its user data and network data.
+    Declared {
+        user_data: Vec<u8>,
+        network_config: Option<Vec<u8>>,
+    },
 }
 
 /// Defines a VM whose disks exist already (a declarative VirtualMachine's: its
@@ -284,7 +287,10 @@ fn define(
         let path = vm_dir.join(format!("{name}.seed.iso"));
         match seed {
             Seed::File(ud) => build_seed_iso_from_file(&name, &ud, &path),
-            Seed::Bytes(ud) => build_seed_iso(&name, &ud, &path),
+            Seed::Declared {
+                user_data,
+                network_config,
+            } => build_seed_iso_with(&name, &user_data, network_config.as_deref(), &path),
         }
         .map_err(VmError::from)?;
         spec.cloud_init_seed = Some(path);

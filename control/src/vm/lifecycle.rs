@@ -177,6 +177,9 @@ pub fn delete(
         {
             let _ = std::fs::remove_file(f);
         }
+        if let Ok(dir) = std::path::absolute(store.dir()) {
+            let _ = std::fs::remove_dir_all(super::boot_dir(&dir, name));
+        }
         if record_left {
             records::remove(store, name)?;
         }

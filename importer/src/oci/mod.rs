@@ -2,6 +2,7 @@
 //! containerDisk rules for pulling a disk out of an image's layers.
 
 pub mod auth_file;
+pub mod files;
 pub mod layout;
 pub mod manifest;
 pub(crate) mod pull;

@@ -210,24 +210,17 @@ fn import_layer(
     Ok((d, src.bytes))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn scan_layer(
-    raw: ChannelReader,
+/// The tar stream of a layer blob, decompressed as its first bytes say (gzip, zstd or
+/// none: the media types OCI allows).
+pub(crate) fn layer_input<'a, R: Read + Send + 'a>(
+    mut p: PeekReader<R>,
     what: &str,
-    digest: &str,
-    view: &mut MergedView,
-    new_seen: &mut Vec<String>,
-    hide_below: &mut bool,
-    out: &std::sync::mpsc::SyncSender<crate::pipeline::Out>,
-    opts: &ImportOptions,
-    progress: &Throttle<'_>,
-) -> Result<Option<Decoded>, ImportError> {
-    let mut p = PeekReader::new(raw);
+) -> Result<Box<dyn Read + Send + 'a>, ImportError> {
     let head = p
         .peek(512)
         .map_err(|e| from_io(format!("reading {what}"), e))?
         .to_vec();
-    let mut input: Box<dyn Read + Send + '_> = match detect_wrapper(&head) {
+    Ok(match detect_wrapper(&head) {
         Some(Wrapper::Gzip) => Box::new(flate2::read::MultiGzDecoder::new(p)),
         Some(Wrapper::Zstd) => Box::new(
             zstd::stream::read::Decoder::new(p)
@@ -240,7 +233,22 @@ fn scan_layer(
                 detail: format!("{w} compressed layers are not part of the OCI spec"),
             })
         }
-    };
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_layer(
+    raw: ChannelReader,
+    what: &str,
+    digest: &str,
+    view: &mut MergedView,
+    new_seen: &mut Vec<String>,
+    hide_below: &mut bool,
+    out: &std::sync::mpsc::SyncSender<crate::pipeline::Out>,
+    opts: &ImportOptions,
+    progress: &Throttle<'_>,
+) -> Result<Option<Decoded>, ImportError> {
+    let mut input = layer_input(PeekReader::new(raw), what)?;
     let mut tar = TarReader::new(Sequential(&mut input));
     let mut decoded = None;
     let mut this_layer: HashSet<String> = HashSet::new();

@@ -1,0 +1,89 @@
+//! Kernel boot from a container image (`firmware.kernelBoot.container`): the kernel and
+//! initrd are taken out of the image, as KubeVirt copies them out of its kernel-boot
+//! container, into `vms/NAME.boot/` in the store, which is the VM's alone and goes with
+//! it. They are taken once; a VM that has them boots from them again.
+
+use std::path::{Path, PathBuf};
+
+use platter_importer::{CancelFlag, NoProgress, WantedFile};
+use platter_types::Name;
+
+use crate::api::ImportParams;
+use crate::error::ControlError;
+use crate::transfer::import_options;
+
+use super::VmError;
+
+/// The largest kernel or initrd taken out of an image.
+pub const MAX_BOOT_FILE: u64 = 1 << 30;
+
+/// The VM's kernel-boot directory in the store at `dir`.
+pub fn boot_dir(dir: &Path, vm: &Name) -> PathBuf {
+    dir.join("vms").join(format!("{vm}.boot"))
+}
+
+/// The files of a VM's kernel boot: `kernel`, and `initrd` when the VM names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootFiles {
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+}
+
+impl BootFiles {
+    pub fn at(dir: &Path, vm: &Name, with_initrd: bool) -> BootFiles {
+        let d = boot_dir(dir, vm);
+        BootFiles {
+            kernel: d.join("kernel"),
+            initrd: with_initrd.then(|| d.join("initrd")),
+        }
+    }
+
+    /// Both are there (a VM's files are written whole or not at all).
+    pub fn present(&self) -> bool {
+        self.kernel.is_file() && self.initrd.as_ref().is_none_or(|i| i.is_file())
+    }
+}
+
+/// Takes `kernel_path` (and `initrd_path`) out of `image` into the VM's boot directory
+/// in the store at `dir`, unless they are there already.
+pub fn ensure_boot_files(
+    dir: &Path,
+    vm: &Name,
+    image: &str,
+    kernel_path: &str,
+    initrd_path: Option<&str>,
+    cancel: CancelFlag,
+) -> Result<BootFiles, ControlError> {
+    let files = BootFiles::at(dir, vm, initrd_path.is_some());
+    if files.present() {
+        return Ok(files);
+    }
+    let bdir = boot_dir(dir, vm);
+    std::fs::create_dir_all(&bdir).map_err(|source| VmError::Io {
+        what: "creating",
+        path: bdir.clone(),
+        source,
+    })?;
+    let mut wanted = vec![WantedFile {
+        path: kernel_path.to_string(),
+        dest: files.kernel.clone(),
+        max_size: MAX_BOOT_FILE,
+    }];
+    if let (Some(path), Some(dest)) = (initrd_path, &files.initrd) {
+        wanted.push(WantedFile {
+            path: path.to_string(),
+            dest: dest.clone(),
+            max_size: MAX_BOOT_FILE,
+        });
+    }
+    let mut opts = import_options(&ImportParams::default())?;
+    opts.cancel = cancel;
+    platter_importer::extract_files(image, &wanted, &opts, &NoProgress).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&bdir);
+        VmError::Step {
+            step: format!("taking the kernel out of {image}"),
+            source: Box::new(e.into()),
+        }
+    })?;
+    Ok(files)
+}
