@@ -53,6 +53,7 @@ pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
             .iter()
             .for_each(|vm| println!("{} {}", vm.name, vm.state)),
         Response::VmStopped { name, .. } => println!("stopped vm {name}"),
+        Response::VmRequested { message, .. } => println!("{message}"),
         Response::VmDeleted { name, .. } => println!("deleted vm {name}"),
         Response::VmConsole { log, .. } => println!("{}", log.display()),
         Response::Image { base, .. } => println!("{base}"),
@@ -93,6 +94,9 @@ fn json_of(resp: &Response) -> serde_json::Value {
         }
         Response::VmDeleted { name, volumes } => {
             Ok(serde_json::json!({ "deleted": name, "volumes": volumes }))
+        }
+        Response::VmRequested { name, message } => {
+            Ok(serde_json::json!({ "requested": name, "message": message }))
         }
         Response::VmConsole { name, log, running } => {
             Ok(serde_json::json!({ "name": name, "log": log, "running": running }))

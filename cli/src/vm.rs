@@ -163,8 +163,10 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
                 name: name.clone(),
                 connect: libvirt.connect,
             };
-            let vm = vm_info(execute(dir, req, OutputFormat::Table)?)?;
-            print_vm(&vm, output, &format!("started vm {name}"))
+            match execute(dir, req, OutputFormat::Table)? {
+                r @ Response::VmRequested { .. } => crate::output::print(&r, output),
+                r => print_vm(&vm_info(r)?, output, &format!("started vm {name}")),
+            }
         }
         VmCmd::Stop {
             name,
@@ -176,7 +178,10 @@ pub fn run(dir: &Path, cmd: VmCmd, output: OutputFormat) -> Result<()> {
                 timeout,
                 connect: libvirt.connect,
             };
-            let outcome = stopped(execute(dir, req, OutputFormat::Table)?)?;
+            let outcome = match execute(dir, req, OutputFormat::Table)? {
+                r @ Response::VmRequested { .. } => return crate::output::print(&r, output),
+                r => stopped(r)?,
+            };
             let how = match outcome {
                 StopOutcome::AlreadyStopped => "it was not running".to_string(),
                 StopOutcome::Graceful => "shut down by the guest".to_string(),

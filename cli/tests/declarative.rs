@@ -593,7 +593,9 @@ fn tick(env: &Env, target: &str) -> u64 {
 /// disk `b`. A VirtualMachineSnapshot taken while it runs is online, and its two disks are
 /// from one instant: `a` holds `b`'s tick or the next one, never an older or a later one.
 /// A kernel path the image lacks fails the VM with the path named, and defines nothing.
-/// The cloud-init seed carries the VM's network data.
+/// The cloud-init seed carries the VM's network data. `vm start/stop` act on the
+/// objects as `virtctl` does: a Manual VM runs only when asked, an Always one is Halted
+/// by a stop.
 /// Deleting the VM removes the domain and the kernel it was given.
 #[test]
 fn an_online_snapshot_of_a_running_kernel_boot_vm_is_of_one_instant() {
@@ -605,14 +607,14 @@ fn an_online_snapshot_of_a_running_kernel_boot_vm_is_of_one_instant() {
     let _guard = VmGuard(vec![vm.clone(), bad.clone()]);
     let image = push_kernel_image(&env, &reg);
     let (a, b) = (format!("{vm}-a"), format!("{vm}-b"));
-    let vm_yaml = |name: &str, kernel: &str| {
+    let vm_yaml = |name: &str, strategy: &str, kernel: &str| {
         format!(
             r#"apiVersion: kubevirt.io/v1
 kind: VirtualMachine
 metadata:
   name: {name}
 spec:
-  runStrategy: Always
+  runStrategy: {strategy}
   dataVolumeTemplates:
   - metadata: {{name: {name}-a}}
     spec:
@@ -647,15 +649,33 @@ spec:
 "#
         )
     };
-    let file = write(&env.path("vm.yaml"), &vm_yaml(&vm, "/boot/vmlinuz"));
+    let file = write(
+        &env.path("vm.yaml"),
+        &vm_yaml(&vm, "Manual", "/boot/vmlinuz"),
+    );
     env.ok(&["apply", "-f", &file]);
-    let file = write(&env.path("bad.yaml"), &vm_yaml(&bad, "/boot/nosuch"));
+    let file = write(
+        &env.path("bad.yaml"),
+        &vm_yaml(&bad, "Always", "/boot/nosuch"),
+    );
     env.ok(&["apply", "-f", &file]);
 
+    // Manual: nothing runs until `vm start` (virtctl start) asks for it.
+    watch(&env.store, "dv", &b, "phase", |o| phase(o) == "Succeeded");
+    std::thread::sleep(Duration::from_secs(2));
+    let o = object(&env.store, "vm", &vm).unwrap();
+    assert_eq!(o["status"]["printableStatus"], "Stopped", "{o}");
+    let out = env.ok(&["vm", "start", &vm]);
+    assert!(
+        out.contains("start requested (runStrategy Manual)"),
+        "{out}"
+    );
     watch(&env.store, "vm", &vm, "printableStatus", |o| {
         o["status"]["printableStatus"] == "Running"
     });
     wait_console(&env.store, &vm, &["PLATTER-INIT", "PLATTER-TICK 3"]);
+    let err = fails(&env.store, &["vm", "start", &vm]);
+    assert!(err.contains("VM is already running"), "{err}");
 
     let snap = format!("{vm}-snap");
     let yaml = format!(
@@ -700,6 +720,17 @@ spec:
     assert!(tick(&env, &a) > ta);
     assert_eq!(tick(&env, &disk_snap(&a)), ta);
 
+    // A stop request stops the Manual VM and it stays stopped; a start runs it again.
+    let out = env.ok(&["vm", "stop", &vm]);
+    assert!(out.contains("stop requested"), "{out}");
+    watch(&env.store, "vm", &vm, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Stopped"
+    });
+    env.ok(&["vm", "start", &vm]);
+    watch(&env.store, "vm", &vm, "printableStatus", |o| {
+        o["status"]["printableStatus"] == "Running"
+    });
+
     // The VM whose image lacks the kernel: the failure names the path, nothing is defined.
     let deadline = Instant::now() + PATIENCE;
     loop {
@@ -711,6 +742,16 @@ spec:
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(!env.ok(&["vm", "list"]).contains(&bad));
+    // Always: a start is refused; a stop makes it Halted, as virtctl does.
+    let err = fails(&env.store, &["vm", "start", &bad]);
+    assert!(
+        err.contains("Always does not support manual start requests"),
+        "{err}"
+    );
+    let out = env.ok(&["vm", "stop", &bad]);
+    assert!(out.contains("runStrategy Always → Halted"), "{out}");
+    let o = object(&env.store, "vm", &bad).unwrap();
+    assert_eq!(o["spec"]["runStrategy"], "Halted", "{o}");
     // The cloud-init seed carries the network data as `network-config`.
     let seed = env.store.join("vms").join(format!("{vm}.seed.iso"));
     let out = Command::new("isoinfo")

@@ -227,6 +227,11 @@ pub enum Response {
         name: String,
         outcome: StopOutcome,
     },
+    /// A start or stop of a declarative VM was handed to its object (what was done).
+    VmRequested {
+        name: String,
+        message: String,
+    },
     VmDeleted {
         name: String,
         /// The throw-away disks deleted with it.

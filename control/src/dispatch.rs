@@ -10,8 +10,10 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use platter_controller::vm::StateChange;
 use platter_importer::CancelFlag;
 use platter_snapshotter::Store;
+use platter_types::Name;
 
 use crate::api::{Event, Request, Response};
 pub use crate::error::ControlError;
@@ -184,13 +186,19 @@ fn vm_request(
             vm: crate::vm::create(store, host, &params, ctx, events)?,
         }),
         Request::VmStart { name, connect } => {
-            crate::vm::start(store, host, &name, connect.as_deref())
+            match declared_request(store, host, &name, StateChange::Start)? {
+                Some(r) => Ok(r),
+                None => crate::vm::start(store, host, &name, connect.as_deref()),
+            }
         }
         Request::VmStop {
             name,
             timeout,
             connect,
-        } => crate::vm::stop(store, &name, timeout, connect.as_deref()),
+        } => match declared_request(store, host, &name, StateChange::Stop)? {
+            Some(r) => Ok(r),
+            None => crate::vm::stop(store, &name, timeout, connect.as_deref()),
+        },
         Request::VmRestart {
             name,
             timeout,
@@ -219,4 +227,27 @@ fn vm_request(
             detail: format!("request {other:?} reached the VM use cases"),
         }),
     }
+}
+
+/// `vm start/stop` of a VM that a VirtualMachine object makes: the object is told (as
+/// `virtctl` tells KubeVirt) and the reconciler in `platter serve` acts; `None` for VMs
+/// of `vm create`.
+fn declared_request(
+    store: &Store,
+    host: Option<&VmHost>,
+    name: &Name,
+    change: StateChange,
+) -> Result<Option<Response>, ControlError> {
+    if !crate::objects::declares(store, name)? {
+        return Ok(None);
+    }
+    crate::objects::serving(host, store)?;
+    let message = crate::objects::request_state(store, name, change)?;
+    if let Some(h) = host {
+        h.runtime().wake();
+    }
+    Ok(message.map(|message| Response::VmRequested {
+        name: name.to_string(),
+        message,
+    }))
 }

@@ -52,8 +52,54 @@ pub struct Observed {
     pub deleting: bool,
     /// DataVolumes this VM owns (from its templates) that still exist.
     pub owned_left: usize,
-    /// A stop was asked for (`platter vm stop`, or a restore needs the VM off).
-    pub stop_requested: bool,
+    /// A start or stop asked for by `platter vm start/stop` (KubeVirt's state change
+    /// requests), not yet carried out.
+    pub requested: Option<StateChange>,
+}
+
+/// A start or stop asked for by a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StateChange {
+    Start,
+    Stop,
+}
+
+/// What a start or stop request does to a VM of `strategy`, as KubeVirt's `virtctl
+/// start/stop` do it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOutcome {
+    /// The run strategy changes (Halted → Always on start; Always and Once → Halted on
+    /// stop).
+    SetStrategy(RunStrategy),
+    /// A request is kept until it is carried out (Manual, RerunOnFailure).
+    Keep(StateChange),
+    /// Refused, saying why.
+    Refused(String),
+}
+
+pub fn state_request(strategy: RunStrategy, change: StateChange, running: bool) -> RequestOutcome {
+    use RunStrategy::*;
+    match (change, strategy) {
+        (StateChange::Start, Always | Once) => RequestOutcome::Refused(format!(
+            "{strategy:?} does not support manual start requests"
+        )),
+        (StateChange::Start, Halted) => RequestOutcome::SetStrategy(Always),
+        (StateChange::Start, Manual | RerunOnFailure) if running => {
+            RequestOutcome::Refused("VM is already running".into())
+        }
+        (StateChange::Stop, Always | Once) => RequestOutcome::SetStrategy(Halted),
+        (StateChange::Stop, Halted) if !running => {
+            RequestOutcome::Refused("VM is not running".into())
+        }
+        (change, _) => RequestOutcome::Keep(change),
+    }
+}
+
+/// Whether a kept request is done (a start once the guest runs; a stop stays, so that
+/// RerunOnFailure does not start a guest a user stopped, until a start replaces it).
+pub fn request_done(requested: Option<StateChange>, domain: Domain) -> bool {
+    requested == Some(StateChange::Start) && domain == Domain::Running
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,7 +247,11 @@ fn decide(vm: &VirtualMachine, seen: &Observed, actions: &mut Vec<Action>) -> &'
             Backing::Own(ready) => own_ready &= *ready,
         }
     }
-    let want = wants_running(strategy, seen.domain) && !seen.stop_requested;
+    let want = match seen.requested {
+        Some(StateChange::Start) => true,
+        Some(StateChange::Stop) => false,
+        None => wants_running(strategy, seen.domain),
+    };
     if !want {
         if running {
             actions.push(Action::Stop);

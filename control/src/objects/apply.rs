@@ -49,6 +49,17 @@ pub fn apply(
         file: file.to_string(),
         detail: e.to_string(),
     })?;
+    // Read, checked and written as one step against the reconciler's writes.
+    super::writing(|| apply_parsed(store, file, docs, dry_run, now))
+}
+
+fn apply_parsed(
+    store: &Store,
+    file: &str,
+    docs: Vec<Result<Document, platter_api::DocumentError>>,
+    dry_run: bool,
+    now: Now,
+) -> Result<Applied, ObjectError> {
     let mut errors = Vec::new();
     let mut accepted: Vec<Document> = Vec::new();
     for d in docs {

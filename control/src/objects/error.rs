@@ -29,6 +29,13 @@ pub enum ObjectError {
     Refused { what: String, detail: String },
     #[error("object {object} in the store is damaged: {detail}")]
     Damaged { object: String, detail: String },
+    /// `platter vm start/stop` refused by the VM's run strategy.
+    #[error("cannot {verb} VirtualMachine {vm}: {detail}")]
+    Request {
+        vm: String,
+        verb: &'static str,
+        detail: String,
+    },
     #[error("{object}: no platter name can be made of it: {detail}")]
     LocalName { object: String, detail: String },
     #[error("DataVolume {dv}: {detail}")]
@@ -56,6 +63,9 @@ impl ObjectError {
             ObjectError::Managed { vm, .. } => (ErrorKind::InUse, Some(format!("vm {vm}"))),
             ObjectError::Refused { what, .. } => (ErrorKind::InUse, Some(what.clone())),
             ObjectError::Damaged { object, .. } => (ErrorKind::Damaged, Some(object.clone())),
+            ObjectError::Request { vm, .. } => {
+                (ErrorKind::Invalid, Some(format!("VirtualMachine {vm}")))
+            }
             ObjectError::LocalName { object, .. } => (ErrorKind::Invalid, Some(object.clone())),
             ObjectError::Upload { dv, .. } => {
                 (ErrorKind::Invalid, Some(format!("DataVolume {dv}")))

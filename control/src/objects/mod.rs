@@ -77,6 +77,10 @@ pub struct Internal {
     /// disks' snapshots: present exactly when they exist.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<SnapshotContent>,
+    /// A VirtualMachine's start or stop asked for by `platter vm start/stop` and not yet
+    /// carried out (KubeVirt keeps these in `status.stateChangeRequests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<platter_controller::vm::StateChange>,
 }
 
 /// What a VirtualMachineSnapshot holds: the VM as it was, and one store snapshot per
@@ -277,7 +281,40 @@ pub fn delete_change(s: &Stored) -> platter_snapshotter::RecordChange {
 
 /// Marks object (kind, key) for deletion: the reconciler tears down what it made and
 /// then removes it. A DataVolume a VM's disks still use is refused, naming the VM.
+/// Held across every read-check-write of object records in this process (apply, delete,
+/// start/stop requests, the reconciler's status writes), so that none of them writes back
+/// an object another changed after it read it: the reconciler then skips its write and
+/// looks again in the next pass, as a Kubernetes controller does on a resourceVersion
+/// conflict.
+static WRITES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub(crate) fn writing<T>(f: impl FnOnce() -> T) -> T {
+    let _held = WRITES.lock().unwrap_or_else(|p| p.into_inner());
+    f()
+}
+
+/// Writes `after` if the stored object is still `before` (else nothing: it changed
+/// meanwhile, and the next pass decides again from what it is now).
+pub(crate) fn put_if_unchanged(
+    store: &Store,
+    before: &Stored,
+    after: &Stored,
+) -> Result<bool, ObjectError> {
+    writing(|| {
+        let current = get(store, before.kind, &key(before.namespace(), before.name()))?;
+        if current.as_ref() != Some(before) {
+            return Ok(false);
+        }
+        store.change_records(&[put_change(after)])?;
+        Ok(true)
+    })
+}
+
 pub fn delete(store: &Store, kind: Kind, key: &str, now: Now) -> Result<Stored, ObjectError> {
+    writing(|| delete_unlocked(store, kind, key, now))
+}
+
+fn delete_unlocked(store: &Store, kind: Kind, key: &str, now: Now) -> Result<Stored, ObjectError> {
     let mut s = get(store, kind, key)?.ok_or_else(|| ObjectError::NotFound {
         kind,
         key: key.to_string(),
@@ -393,12 +430,23 @@ pub fn upload(
 
 /// Refuses `vm delete` of a VM that a VirtualMachine object made: the object would make
 /// it again; `platter delete vm NAME` removes both.
+/// The namespace and name of the object whose platter name is `local`.
+fn object_of(local: &Name) -> (&str, &str) {
+    local
+        .as_str()
+        .split_once('_')
+        .unwrap_or(("default", local.as_str()))
+}
+
+/// Whether a VirtualMachine object makes VM `vm`.
+pub fn declares(store: &Store, vm: &Name) -> Result<bool, ObjectError> {
+    let (ns, name) = object_of(vm);
+    Ok(get(store, Kind::VirtualMachine, &key(ns, name))?.is_some())
+}
+
 pub fn check_not_declared(store: &Store, vm: &Name) -> Result<(), ObjectError> {
-    let (ns, name) = match vm.as_str().split_once('_') {
-        Some((ns, name)) => (ns, name),
-        None => ("default", vm.as_str()),
-    };
-    if get(store, Kind::VirtualMachine, &key(ns, name))?.is_some() {
+    let (ns, name) = object_of(vm);
+    if declares(store, vm)? {
         return Err(ObjectError::Managed {
             vm: vm.to_string(),
             object: format!("VirtualMachine {ns}/{name}"),
@@ -409,6 +457,68 @@ pub fn check_not_declared(store: &Store, vm: &Name) -> Result<(), ObjectError> {
         });
     }
     Ok(())
+}
+
+/// `platter vm start/stop NAME` of a declarative VM (NAME is its platter name): what
+/// `virtctl start/stop` does. `None` when no VirtualMachine object has that name (the
+/// VM is one of `vm create`). Otherwise the object is changed (its run strategy, or a
+/// kept request) for the reconciler to act on, and the reply says what was done.
+pub fn request_state(
+    store: &Store,
+    vm: &Name,
+    change: platter_controller::vm::StateChange,
+) -> Result<Option<String>, ObjectError> {
+    use platter_controller::vm::{state_request, RequestOutcome, StateChange};
+    let (ns, name) = object_of(vm);
+    let k = key(ns, name);
+    writing(|| {
+        let Some(mut s) = get(store, Kind::VirtualMachine, &k)? else {
+            return Ok(None);
+        };
+        let Object::VirtualMachine(typed) = s.typed()? else {
+            return Ok(None);
+        };
+        if s.deleting() {
+            return Err(ObjectError::Refused {
+                what: format!("VirtualMachine {k}"),
+                detail: "it is being deleted".into(),
+            });
+        }
+        let strategy = typed
+            .spec
+            .strategy()
+            .unwrap_or(platter_api::vm::RunStrategy::Halted);
+        let verb = match change {
+            StateChange::Start => "start",
+            StateChange::Stop => "stop",
+        };
+        let running = reconciler::domain(&mut None, vm)? == platter_controller::vm::Domain::Running;
+        let message = match state_request(strategy, change, running) {
+            RequestOutcome::Refused(why) => {
+                return Err(ObjectError::Request {
+                    vm: k,
+                    verb,
+                    detail: why,
+                })
+            }
+            RequestOutcome::SetStrategy(to) => {
+                if let Value::Object(spec) = &mut s.object["spec"] {
+                    spec.remove("running");
+                    spec.insert(
+                        "runStrategy".into(),
+                        serde_json::to_value(to).unwrap_or(Value::Null),
+                    );
+                }
+                format!("VirtualMachine {k}: runStrategy {strategy:?} → {to:?}")
+            }
+            RequestOutcome::Keep(c) => {
+                s.internal.requested = Some(c);
+                format!("VirtualMachine {k}: {verb} requested (runStrategy {strategy:?})")
+            }
+        };
+        store.change_records(&[put_change(&s)])?;
+        Ok(Some(message))
+    })
 }
 
 /// Seconds since the Unix epoch.

@@ -240,7 +240,7 @@ impl Reconciler {
     /// rest cost no writes.
     fn save(&self, before: &Stored, s: &Stored) -> Result<(), ObjectError> {
         if without_heartbeats(before) != without_heartbeats(s) {
-            self.store.change_records(&[put_change(s)])?;
+            super::put_if_unchanged(&self.store, before, s)?;
         }
         Ok(())
     }
@@ -541,9 +541,12 @@ impl Reconciler {
             domain,
             deleting: s.deleting(),
             owned_left,
-            stop_requested: false,
+            requested: s.internal.requested,
         };
         let d = vmr::reconcile(&vm, &seen, t);
+        if vmr::request_done(seen.requested, seen.domain) {
+            s.internal.requested = None;
+        }
         if !busy {
             for a in &d.actions {
                 if !self.vm_act(a, &vm, &mut s, &local, &backings, &id, t)? {
@@ -1082,7 +1085,10 @@ fn without_heartbeats(s: &Stored) -> Stored {
 }
 
 /// What libvirt says of domain `local`, through one connection per pass.
-fn domain(libvirt: &mut Option<Launcher>, local: &Name) -> Result<vmr::Domain, ObjectError> {
+pub(crate) fn domain(
+    libvirt: &mut Option<Launcher>,
+    local: &Name,
+) -> Result<vmr::Domain, ObjectError> {
     if libvirt.is_none() {
         *libvirt = Some(Launcher::new(None).map_err(|e| ObjectError::Unavailable {
             what: "libvirt".into(),

@@ -46,7 +46,7 @@ fn seen(root: Option<P>, own: bool, domain: Domain) -> Observed {
         domain,
         deleting: false,
         owned_left: usize::from(root.is_some()),
-        stop_requested: false,
+        requested: None,
     }
 }
 
@@ -130,8 +130,65 @@ fn run_strategies() {
         }
     }
     let mut s = seen(ok, true, Domain::Running);
-    s.stop_requested = true;
-    assert_eq!(reconcile(&vm("Always"), &s, NOW).actions, [Action::Stop]);
+    s.requested = Some(StateChange::Stop);
+    assert_eq!(reconcile(&vm("Manual"), &s, NOW).actions, [Action::Stop]);
+    // A stopped RerunOnFailure VM a user stopped stays stopped, even after a crash.
+    let mut s = seen(
+        ok,
+        true,
+        Domain::Stopped {
+            exit: Some(Exit::Failed),
+        },
+    );
+    s.requested = Some(StateChange::Stop);
+    assert!(reconcile(&vm("RerunOnFailure"), &s, NOW).actions.is_empty());
+    assert!(!request_done(s.requested, s.domain));
+    // A start request starts a Manual VM, and is done once it runs.
+    s.requested = Some(StateChange::Start);
+    s.domain = Domain::Stopped {
+        exit: Some(Exit::Clean),
+    };
+    assert!(reconcile(&vm("Manual"), &s, NOW)
+        .actions
+        .contains(&Action::Start));
+    assert!(request_done(s.requested, Domain::Running));
+}
+
+#[test]
+fn start_and_stop_requests_as_virtctl_makes_them() {
+    use RequestOutcome::*;
+    use RunStrategy::*;
+    use StateChange::*;
+    for (strategy, change, running, want) in [
+        (
+            Always,
+            Start,
+            false,
+            Refused("Always does not support manual start requests".into()),
+        ),
+        (
+            Once,
+            Start,
+            false,
+            Refused("Once does not support manual start requests".into()),
+        ),
+        (Halted, Start, false, SetStrategy(Always)),
+        (Manual, Start, false, Keep(Start)),
+        (Manual, Start, true, Refused("VM is already running".into())),
+        (RerunOnFailure, Start, false, Keep(Start)),
+        (Always, Stop, true, SetStrategy(Halted)),
+        (Once, Stop, true, SetStrategy(Halted)),
+        (Halted, Stop, false, Refused("VM is not running".into())),
+        (Halted, Stop, true, Keep(Stop)),
+        (Manual, Stop, true, Keep(Stop)),
+        (RerunOnFailure, Stop, true, Keep(Stop)),
+    ] {
+        assert_eq!(
+            state_request(strategy, change, running),
+            want,
+            "{strategy:?} {change:?}"
+        );
+    }
 }
 
 #[test]
