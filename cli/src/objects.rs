@@ -352,7 +352,11 @@ fn table(kind: Kind, items: &[Stored], wide: bool, show_ns: bool, now: u64) -> S
             Kind::VirtualMachineInstance => {
                 row.push(age(created, now));
                 row.push(text(&st["phase"]));
-                row.push(text(&st["ready"]));
+                let ready = st["conditions"]
+                    .as_array()
+                    .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+                    .is_some_and(|c| c["status"] == "True");
+                row.push(if ready { "True" } else { "False" }.into());
             }
             Kind::VirtualMachineSnapshot => {
                 row.push(text(&o["spec"]["source"]["kind"]));

@@ -780,3 +780,65 @@ spec:
         .unwrap();
     assert!(!out.status.success(), "domain {vm} left in libvirt");
 }
+
+/// A VirtualMachineInstance from a containerDisk runs once: Scheduling/Running while the
+/// guest boots, Succeeded when it powers itself off, and it is not started again. `vm
+/// list` shows it; `vm delete` and `vm start` point at the object; `platter delete vmi`
+/// removes the domain and its throw-away disk.
+#[test]
+fn a_vmi_runs_once_to_succeeded_and_delete_removes_it() {
+    let env = Env::new("vmi");
+    let g = guest_files();
+    let reg = Registry::start(env.dir.path());
+    let _srv = Serve::start(&env.store);
+    let vmi = env.vm("i");
+    let _guard = VmGuard(vec![vmi.clone()]);
+    env.ok(&["import", g.boot.to_str().unwrap(), "bootsrc"]);
+    let image = format!("127.0.0.1:{}/platter/guest:vmi", reg.port);
+    env.ok(&["push", "bootsrc", &format!("docker://{image}")]);
+    let yaml = format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: {vmi}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices:\n      disks:\n      - {{name: root, disk: {{bus: virtio}}}}\n  volumes:\n  - {{name: root, containerDisk: {{image: '{image}'}}}}\n"
+    );
+    let out = env.ok(&["apply", "-f", &write(&env.path("vmi.yaml"), &yaml)]);
+    assert!(
+        out.contains(&format!("virtualmachineinstance/{vmi} created")),
+        "{out}"
+    );
+    let phases = watch(&env.store, "vmi", &vmi, "phase", |o| {
+        phase(o) == "Succeeded"
+    });
+    assert!(phases.contains(&"Running".to_string()), "{phases:?}");
+    let text = console(&env.store, &vmi);
+    assert!(
+        text.contains("PLATTER-READ: hello from the platter bootable disk"),
+        "{text}"
+    );
+    let got = env.ok(&["get", "vmi"]);
+    assert!(got.contains(&vmi) && got.contains("Succeeded"), "{got}");
+    assert!(env.ok(&["vm", "list"]).contains(&vmi));
+    let err = fails(&env.store, &["vm", "delete", &vmi]);
+    assert!(err.contains(&format!("platter delete vmi {vmi}")), "{err}");
+    let err = fails(&env.store, &["vm", "start", &vmi]);
+    assert!(err.contains("runs once"), "{err}");
+    // Run once: still Succeeded, and shut off, a while later.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        phase(&object(&env.store, "vmi", &vmi).unwrap()),
+        "Succeeded"
+    );
+    assert_eq!(state(&env.store, &vmi), "shut-off");
+
+    env.ok(&["delete", "vmi", &vmi]);
+    let deadline = Instant::now() + PATIENCE;
+    while object(&env.store, "vmi", &vmi).is_some() {
+        assert!(Instant::now() < deadline, "vmi {vmi} not deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = volumes(&env.store);
+    assert!(left.iter().all(|v| !v.starts_with(&vmi)), "{left:?}");
+    let out = Command::new("virsh")
+        .args(["-c", VIRSH_URI, "domstate", &vmi])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "domain {vmi} left in libvirt");
+}

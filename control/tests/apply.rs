@@ -384,3 +384,49 @@ fn kernel_boot_and_pull_secrets_are_checked_at_apply() {
     objects::apply(&s, "f.yaml", &good, false, NOW).unwrap();
     assert_eq!(names(&s, Kind::VirtualMachine), ["k"]);
 }
+
+fn vmi(name: &str, dv: &str) -> String {
+    format!(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: {name}\nspec:\n  domain:\n    memory: {{guest: 128Mi}}\n  volumes:\n  - name: root\n    dataVolume: {{name: {dv}}}\n"
+    )
+}
+
+#[test]
+fn instances_are_applied_once_and_never_share_a_vm_name() {
+    let (_d, s) = store();
+    objects::apply(&s, "f.yaml", &blank("disk", "1Mi"), false, NOW).unwrap();
+    let e = refused(&s, &vmi("i", "nosuch"));
+    assert!(
+        e.contains("(VirtualMachineInstance i): spec.volumes[0].dataVolume.name: DataVolume default/nosuch does not exist"),
+        "{e}"
+    );
+    objects::apply(&s, "f.yaml", &vmi("i", "disk"), false, NOW).unwrap();
+    assert_eq!(names(&s, Kind::VirtualMachineInstance), ["i"]);
+    // The same document again is a no-op; a changed spec is refused.
+    objects::apply(&s, "f.yaml", &vmi("i", "disk"), false, NOW).unwrap();
+    let e = refused(&s, &vmi("i", "other"));
+    assert!(
+        e.contains("Cannot update spec of VirtualMachineInstance i"),
+        "{e}"
+    );
+    // A VM may not take the VMI's name, nor a VMI a VM's, also within one file.
+    let e = refused(&s, &vm("i", "disk"));
+    assert!(
+        e.contains("metadata.name: a VirtualMachineInstance named i exists already"),
+        "{e}"
+    );
+    objects::apply(&s, "f.yaml", &blank("disk2", "1Mi"), false, NOW).unwrap();
+    objects::apply(&s, "f.yaml", &vm("v", "disk2"), false, NOW).unwrap();
+    let e = refused(&s, &vmi("v", "disk"));
+    assert!(e.contains("a VirtualMachine named v exists already"), "{e}");
+    let both = format!("{}---\n{}", vm("w", "disk"), vmi("w", "disk"));
+    let e = refused(&s, &both);
+    assert!(e.contains("cannot share a name"), "{e}");
+    assert_eq!(names(&s, Kind::VirtualMachine), ["v"]);
+    // Its DataVolume is held while the VMI uses it.
+    let e = objects::delete(&s, Kind::DataVolume, "default/disk", NOW).unwrap_err();
+    assert!(
+        e.to_string().contains("VirtualMachineInstance default/i"),
+        "{e}"
+    );
+}

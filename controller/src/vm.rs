@@ -6,8 +6,8 @@
 //! ErrorPvcNotFound (a volume names a DataVolume or claim that does not exist).
 
 use platter_api::datavolume::DataVolumePhase;
-use platter_api::vm::{RunStrategy, VirtualMachineStatus};
-use platter_api::VirtualMachine;
+use platter_api::vm::{RunStrategy, VirtualMachineSpec, VirtualMachineStatus, VmiTemplate};
+use platter_api::{VirtualMachine, VirtualMachineInstance};
 
 use crate::conditions::set;
 use crate::{rfc3339, Event, Now};
@@ -270,6 +270,57 @@ fn decide(vm: &VirtualMachine, seen: &Observed, actions: &mut Vec<Action>) -> &'
     }
     actions.push(Action::Start);
     "Starting"
+}
+
+/// A VirtualMachineInstance reconciled as the VM it behaves like: its spec as the
+/// template, run once (KubeVirt runs a standalone VMI once and never restarts it), with
+/// the VM-shaped status the executor keeps for it.
+pub fn vm_of_vmi(
+    vmi: &VirtualMachineInstance,
+    kept: Option<VirtualMachineStatus>,
+) -> VirtualMachine {
+    VirtualMachine {
+        metadata: vmi.metadata.clone(),
+        spec: VirtualMachineSpec {
+            running: None,
+            run_strategy: Some("Once".into()),
+            template: VmiTemplate {
+                metadata: None,
+                spec: vmi.spec.clone(),
+            },
+            data_volume_templates: Vec::new(),
+        },
+        status: kept,
+    }
+}
+
+/// The phase KubeVirt gives a VMI in the state the VM decision found: Pending while its
+/// volumes are not ready, Scheduling while it is being started, Running, then Succeeded
+/// (the guest powered off) or Failed (it crashed).
+pub fn vmi_phase(printable: &str, domain: Domain) -> &'static str {
+    match domain {
+        Domain::Running => "Running",
+        Domain::Stopped {
+            exit: Some(Exit::Clean),
+        } => "Succeeded",
+        Domain::Stopped {
+            exit: Some(Exit::Failed),
+        } => "Failed",
+        Domain::Stopped { exit: None } => "Scheduled",
+        Domain::Absent => match printable {
+            "Starting" => "Scheduling",
+            _ => "Pending",
+        },
+    }
+}
+
+/// A VMI's status (`phase`, `conditions`) from the decision's VM-shaped one.
+pub fn vmi_status(st: &VirtualMachineStatus, domain: Domain) -> serde_json::Value {
+    let printable = st.printable_status.as_deref().unwrap_or_default();
+    serde_json::json!({
+        "phase": vmi_phase(printable, domain),
+        "conditions": st.conditions,
+    })
 }
 
 /// The template volume that uses DataVolume `dv`.

@@ -193,6 +193,9 @@ pub(super) fn fill_server_fields(s: &mut Stored, now: Now) {
 /// The objects of the file, for references between them.
 struct Batch {
     dvs: BTreeSet<String>,
+    /// VirtualMachines and VirtualMachineInstances of the file, by `ns/name`.
+    vms: BTreeSet<String>,
+    vmis: BTreeSet<String>,
     /// VirtualMachineSnapshots of the file, by `ns/name`.
     snapshots: BTreeSet<String>,
 }
@@ -200,6 +203,7 @@ struct Batch {
 impl Batch {
     fn new(docs: &[Document]) -> Batch {
         let mut dvs = BTreeSet::new();
+        let (mut vms, mut vmis) = (BTreeSet::new(), BTreeSet::new());
         let mut snapshots = BTreeSet::new();
         for d in docs {
             match &d.object {
@@ -210,14 +214,23 @@ impl Batch {
                     dvs.insert(key(d.object.namespace(), name_of(&dv.metadata)));
                 }
                 Object::VirtualMachine(vm) => {
+                    vms.insert(key(d.object.namespace(), name_of(&vm.metadata)));
                     for t in &vm.spec.data_volume_templates {
                         dvs.insert(key(d.object.namespace(), name_of(&t.metadata)));
                     }
                 }
+                Object::VirtualMachineInstance(vmi) => {
+                    vmis.insert(key(d.object.namespace(), name_of(&vmi.metadata)));
+                }
                 _ => {}
             }
         }
-        Batch { dvs, snapshots }
+        Batch {
+            dvs,
+            vms,
+            vmis,
+            snapshots,
+        }
     }
 }
 
@@ -294,7 +307,7 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
             check_dv_new(store, dv, ns, "", batch)?;
         }
         Object::VirtualMachine(vm) => {
-            check_vm_new(store, vm, ns, &local, batch)?;
+            check_vm_new(store, Kind::VirtualMachine, vm, ns, &local, batch)?;
         }
         // The source VM may come later: the snapshot waits for it (until its deadline).
         Object::VirtualMachineSnapshot(_) => {}
@@ -313,14 +326,18 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
                 ));
             }
         }
-        Object::VirtualMachineInstance(_) => {
-            return Err((
-                "kind".into(),
-                format!(
-                    "{} objects are not reconciled by this platter yet (DataVolume, VirtualMachine, VirtualMachineSnapshot and VirtualMachineRestore are)",
-                    o.kind()
-                ),
-            ))
+        Object::VirtualMachineInstance(vmi) => {
+            let vm = platter_controller::vm::vm_of_vmi(vmi, None);
+            check_vm_new(store, Kind::VirtualMachineInstance, &vm, ns, &local, batch).map_err(
+                |(field, msg)| {
+                    // The checks speak of a VM's template; a VMI's spec is that template.
+                    let field = match field.strip_prefix("spec.template.spec.") {
+                        Some(rest) => format!("spec.{rest}"),
+                        None => field,
+                    };
+                    (field, msg)
+                },
+            )?;
         }
     }
     Ok(None)
@@ -422,6 +439,7 @@ const NO_SECRETS: &str = "there are no Secrets on one machine: remove it (regist
 
 fn check_vm_new(
     store: &Store,
+    kind: Kind,
     vm: &VirtualMachine,
     ns: &str,
     local: &platter_types::Name,
@@ -435,6 +453,19 @@ fn check_vm_new(
         return Err((
             "metadata.name".into(),
             format!("vm {local} exists already (made by platter vm create): choose another name"),
+        ));
+    }
+    // A VM and a VMI of one name would be one libvirt domain.
+    let name = name_of(&vm.metadata);
+    let k = key(ns, name);
+    let (other, in_file) = match kind {
+        Kind::VirtualMachineInstance => (Kind::VirtualMachine, &batch.vms),
+        _ => (Kind::VirtualMachineInstance, &batch.vmis),
+    };
+    if in_file.contains(&k) || get(store, other, &k).ok().flatten().is_some() {
+        return Err((
+            "metadata.name".into(),
+            format!("a {other} named {name} exists already in namespace {ns}; a VirtualMachine and a VirtualMachineInstance cannot share a name here"),
         ));
     }
     for (i, t) in vm.spec.data_volume_templates.iter().enumerate() {
@@ -522,14 +553,18 @@ pub(crate) fn check_dv_unused(store: &Store, dv: &Stored) -> Result<(), ObjectEr
     let owner = dv.object["metadata"]["ownerReferences"][0]["name"]
         .as_str()
         .map(str::to_string);
-    for vm in super::list(store, Kind::VirtualMachine)? {
+    let mut users = super::list(store, Kind::VirtualMachine)?;
+    users.extend(super::list(store, Kind::VirtualMachineInstance)?);
+    for vm in users {
         if vm.deleting() && owner.as_deref() == Some(vm.name()) {
             continue;
         }
-        let Ok(Object::VirtualMachine(v)) = vm.typed() else {
-            continue;
+        let volumes = match vm.typed() {
+            Ok(Object::VirtualMachine(v)) => v.spec.template.spec.volumes,
+            Ok(Object::VirtualMachineInstance(v)) => v.spec.volumes,
+            _ => continue,
         };
-        let uses = v.spec.template.spec.volumes.iter().any(|vol| {
+        let uses = volumes.iter().any(|vol| {
             vol.data_volume
                 .as_ref()
                 .is_some_and(|d| d.name == dv.name())

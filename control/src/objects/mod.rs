@@ -81,6 +81,10 @@ pub struct Internal {
     /// carried out (KubeVirt keeps these in `status.stateChangeRequests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested: Option<platter_controller::vm::StateChange>,
+    /// A VirtualMachineInstance's status in the VM shape its decisions read (its own
+    /// status has the VMI shape: phase and conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_status: Option<Value>,
 }
 
 /// What a VirtualMachineSnapshot holds: the VM as it was, and one store snapshot per
@@ -438,21 +442,32 @@ fn object_of(local: &Name) -> (&str, &str) {
         .unwrap_or(("default", local.as_str()))
 }
 
-/// Whether a VirtualMachine object makes VM `vm`.
-pub fn declares(store: &Store, vm: &Name) -> Result<bool, ObjectError> {
+/// The kind of the object (VirtualMachine or VirtualMachineInstance) that makes VM `vm`.
+pub fn declared_by(store: &Store, vm: &Name) -> Result<Option<Kind>, ObjectError> {
     let (ns, name) = object_of(vm);
-    Ok(get(store, Kind::VirtualMachine, &key(ns, name))?.is_some())
+    for kind in [Kind::VirtualMachine, Kind::VirtualMachineInstance] {
+        if get(store, kind, &key(ns, name))?.is_some() {
+            return Ok(Some(kind));
+        }
+    }
+    Ok(None)
+}
+
+/// Whether an object makes VM `vm`.
+pub fn declares(store: &Store, vm: &Name) -> Result<bool, ObjectError> {
+    Ok(declared_by(store, vm)?.is_some())
 }
 
 pub fn check_not_declared(store: &Store, vm: &Name) -> Result<(), ObjectError> {
     let (ns, name) = object_of(vm);
-    if declares(store, vm)? {
+    if let Some(kind) = declared_by(store, vm)? {
+        let short = kind.short_names()[0];
         return Err(ObjectError::Managed {
             vm: vm.to_string(),
-            object: format!("VirtualMachine {ns}/{name}"),
+            object: format!("{kind} {ns}/{name}"),
             command: match ns {
-                "default" => format!("platter delete vm {name}"),
-                _ => format!("platter delete vm {name} -n {ns}"),
+                "default" => format!("platter delete {short} {name}"),
+                _ => format!("platter delete {short} {name} -n {ns}"),
             },
         });
     }
@@ -471,7 +486,21 @@ pub fn request_state(
     use platter_controller::vm::{state_request, RequestOutcome, StateChange};
     let (ns, name) = object_of(vm);
     let k = key(ns, name);
+    let verb = match change {
+        StateChange::Start => "start",
+        StateChange::Stop => "stop",
+    };
     writing(|| {
+        if get(store, Kind::VirtualMachineInstance, &k)?.is_some() {
+            return Err(ObjectError::Request {
+                vm: k.clone(),
+                verb,
+                detail: format!(
+                    "it is a VirtualMachineInstance, which runs once: delete it to stop it (platter delete vmi {name}{})",
+                    if ns == "default" { String::new() } else { format!(" -n {ns}") }
+                ),
+            });
+        }
         let Some(mut s) = get(store, Kind::VirtualMachine, &k)? else {
             return Ok(None);
         };
@@ -488,10 +517,6 @@ pub fn request_state(
             .spec
             .strategy()
             .unwrap_or(platter_api::vm::RunStrategy::Halted);
-        let verb = match change {
-            StateChange::Start => "start",
-            StateChange::Stop => "stop",
-        };
         let running = reconciler::domain(&mut None, vm)? == platter_controller::vm::Domain::Running;
         let message = match state_request(strategy, change, running) {
             RequestOutcome::Refused(why) => {

@@ -209,8 +209,13 @@ impl Reconciler {
             true => Vec::new(),
             false => list(&self.store, Kind::DataVolume)?,
         };
+        let vmis = list(&self.store, Kind::VirtualMachineInstance)?;
+        let dvs = match dvs.is_empty() && !vmis.is_empty() {
+            true => list(&self.store, Kind::DataVolume)?,
+            false => dvs,
+        };
         let mut libvirt = None;
-        for s in &vms {
+        for s in vms.iter().chain(&vmis) {
             let id = s.describe();
             if let Err(e) = self.vm(s.clone(), &dvs, &mut libvirt) {
                 tracing::warn!(object = %id, error = %e, "reconciling");
@@ -466,12 +471,22 @@ impl Reconciler {
         libvirt: &mut Option<Launcher>,
     ) -> Result<(), ObjectError> {
         let before = s.clone();
-        let Object::VirtualMachine(vm) = s.typed()? else {
-            return Ok(());
+        // A VirtualMachineInstance is reconciled as the VM it runs like (once).
+        let (vm, is_vmi) = match s.typed()? {
+            Object::VirtualMachine(vm) => (vm, false),
+            Object::VirtualMachineInstance(vmi) => {
+                let kept = s
+                    .internal
+                    .vm_status
+                    .clone()
+                    .and_then(|v| serde_json::from_value(v).ok());
+                (vmr::vm_of_vmi(&vmi, kept), true)
+            }
+            _ => return Ok(()),
         };
         let ns = s.namespace().to_string();
         let k = key(&ns, s.name());
-        let id = job_id(Kind::VirtualMachine, &k);
+        let id = job_id(s.kind, &k);
         let local = local_name(&ns, s.name())?;
         let t = now();
         let mut busy = false;
@@ -557,7 +572,12 @@ impl Reconciler {
         if matches!(d.actions.last(), Some(vmr::Action::RemoveFinalizer)) && !busy {
             return Ok(());
         }
-        s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        if is_vmi {
+            s.internal.vm_status = serde_json::to_value(&d.status).ok();
+            s.object["status"] = vmr::vmi_status(&d.status, seen.domain);
+        } else {
+            s.object["status"] = serde_json::to_value(&d.status).unwrap_or(Value::Null);
+        }
         s.record_events(&d.events, t);
         self.save(&before, &s)
     }

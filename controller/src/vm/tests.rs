@@ -240,3 +240,40 @@ fn deletion_tears_down_then_releases() {
         [Action::RemoveFinalizer]
     );
 }
+
+#[test]
+fn a_vmi_runs_once_and_ends_succeeded_or_failed() {
+    let docs = platter_api::parse_documents(
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata: {name: i}\nspec:\n  domain:\n    memory: {guest: 128Mi}\n    devices: {disks: [{name: root, disk: {}}]}\n  volumes: [{name: root, containerDisk: {image: 'r/i:1'}}]\n",
+    )
+    .unwrap();
+    let Object::VirtualMachineInstance(vmi) = docs.into_iter().next().unwrap().unwrap().object
+    else {
+        panic!()
+    };
+    let vm = vm_of_vmi(&vmi, None);
+    assert_eq!(vm.spec.strategy(), Some(RunStrategy::Once));
+    let own = |ready, domain| Observed {
+        volumes: vec![("root".into(), Backing::Own(ready))],
+        domain,
+        deleting: false,
+        owned_left: 0,
+        requested: None,
+    };
+    let d = reconcile(&vm, &own(false, Domain::Absent), NOW);
+    assert_eq!(d.actions, [Action::PrepareDisks, Action::Start]);
+    assert_eq!(vmi_status(&d.status, Domain::Absent)["phase"], "Scheduling");
+    let d = reconcile(&vm, &own(true, Domain::Running), NOW);
+    assert_eq!(vmi_status(&d.status, Domain::Running)["phase"], "Running");
+    for (exit, phase) in [(Exit::Clean, "Succeeded"), (Exit::Failed, "Failed")] {
+        let stopped = Domain::Stopped { exit: Some(exit) };
+        let d = reconcile(&vm, &own(true, stopped), NOW);
+        assert!(
+            d.actions.is_empty(),
+            "a VMI is never started again: {:?}",
+            d.actions
+        );
+        assert_eq!(vmi_status(&d.status, stopped)["phase"], phase);
+    }
+    assert_eq!(vmi_phase("Provisioning", Domain::Absent), "Pending");
+}
