@@ -842,3 +842,71 @@ fn a_vmi_runs_once_to_succeeded_and_delete_removes_it() {
         .unwrap();
     assert!(!out.status.success(), "domain {vmi} left in libvirt");
 }
+
+/// Scale, through `apply` as users would: one file with 500 blank DataVolumes, 500 O(1)
+/// clones of one image DataVolume and 200 VirtualMachines (Halted: defined, not
+/// started) that use them. Every DataVolume succeeds, every VM is Stopped, `get` lists
+/// them all, and every clone shares the image's data (no copy). (Timings are the
+/// declarative benchmark's: `scripts/bench.sh declarative`.)
+#[test]
+fn a_thousand_datavolumes_and_two_hundred_vms_through_one_apply() {
+    let env = Env::new("scale");
+    let _srv = Serve::start(&env.store);
+    let img = env.path("img.raw");
+    std::fs::write(&img, vec![0x5au8; 4 << 20]).unwrap();
+    env.ok(&["import", img.to_str().unwrap(), "scale-image"]);
+    let mut docs = Vec::new();
+    for i in 0..500 {
+        docs.push(blank(&format!("b{i}"), "1Mi"));
+        docs.push(dv_with(
+            &format!("c{i}"),
+            "    pvc: {namespace: default, name: scale-image}",
+            "4Mi",
+        ));
+    }
+    for i in 0..200 {
+        docs.push(format!(
+            "apiVersion: kubevirt.io/v1\nkind: VirtualMachine\nmetadata: {{name: v{i}}}\nspec:\n  runStrategy: Halted\n  template:\n    spec:\n      domain: {{memory: {{guest: 128Mi}}}}\n      volumes:\n      - {{name: root, dataVolume: {{name: c{i}}}}}\n      - {{name: data, dataVolume: {{name: b{i}}}}}\n"
+        ));
+    }
+    let file = write(&env.path("scale.yaml"), &docs.join("---\n"));
+    let out = env.ok(&["apply", "-f", &file]);
+    assert_eq!(out.matches(" created").count(), 1200, "{out}");
+
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let list = json(&env.store, &["get", "dv"]);
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1000);
+        if items.iter().all(|o| phase(o) == "Succeeded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every DataVolume succeeded");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    loop {
+        let list = json(&env.store, &["get", "vm"]);
+        let items = list["items"].as_array().unwrap();
+        assert_eq!(items.len(), 200);
+        if items
+            .iter()
+            .all(|o| o["status"]["printableStatus"] == "Stopped")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not every VM is Stopped");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let table = env.ok(&["get", "dv"]);
+    assert_eq!(table.lines().count(), 1001, "a header and one row each");
+    // The clones are O(1): each is the image's data with nothing of its own.
+    let c = json(&env.store, &["volume", "inspect", "c499"]);
+    let empty = json(&env.store, &["volume", "inspect", "b0"]);
+    assert_eq!(c["allocated"], empty["allocated"], "{c}");
+    assert_eq!(
+        c["origin"].as_str().map(|o| o.starts_with("scale-image")),
+        Some(true),
+        "{c}"
+    );
+    assert_eq!(volumes(&env.store).len(), 1001);
+}

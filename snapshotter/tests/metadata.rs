@@ -607,3 +607,26 @@ fn several_disks_roll_back_together_and_only_when_closed() {
     assert_eq!(&read_all(&store, "root@s1")[..4096], &[1u8; 4096][..]);
     assert!(store.gc().is_ok());
 }
+
+/// A VM with no disks to keep (only containerDisks) is snapshotted and restored with its
+/// records alone: an empty set of volumes commits the records.
+#[test]
+fn snapshot_and_rollback_of_no_volumes_commit_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let put = |name: &str| RecordChange::Put {
+        kind: "VirtualMachineSnapshot".into(),
+        name: name.into(),
+        value: serde_json::json!({ "n": name }),
+    };
+    store.snapshot_many(&[], &[put("a")]).unwrap();
+    store.rollback_many(&[], &[put("b")]).unwrap();
+    assert_eq!(
+        store.get_record("VirtualMachineSnapshot", "a").unwrap(),
+        serde_json::json!({ "n": "a" })
+    );
+    assert_eq!(
+        store.get_record("VirtualMachineSnapshot", "b").unwrap(),
+        serde_json::json!({ "n": "b" })
+    );
+}

@@ -858,7 +858,9 @@ impl Reconciler {
                         .unwrap_or_default()
                         .to_string(),
                     running: domain(libvirt, &local)? == vmr::Domain::Running,
-                    volumes_ready: !disks.is_empty() && disks.iter().all(|d| d.2.is_some()),
+                    // A VM with only containerDisks and emptyDisks has nothing to keep but
+                    // itself, as in KubeVirt, and is snapshotted at once.
+                    volumes_ready: disks.iter().all(|d| d.2.is_some()),
                 })
             }
         };
@@ -1172,13 +1174,13 @@ fn clone_source(store: &Store, spec: &DataVolumeSpec, ns: &str) -> Option<Volume
     found.next().is_none().then_some(first)
 }
 
-/// Makes the VM's own disks that are missing: containerDisk clones (the image cached
-/// once), empty disks.
 /// The store's directory as an absolute path (libvirt is given files in it).
 fn store_dir(store: &Store) -> std::path::PathBuf {
     std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf())
 }
 
+/// Makes the VM's own disks that are missing (containerDisk clones, the image cached
+/// once; empty disks) and takes its kernel boot files out of their image.
 fn prepare_disks(
     store: &Store,
     host: &VmHost,
