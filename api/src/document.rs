@@ -14,14 +14,15 @@ use serde_json::{Map, Value};
 use crate::meta::Kind;
 use crate::validate::{validate_name, Cause, Causes};
 use crate::{
-    datavolume, snapshot, vm, DataVolume, VirtualMachine, VirtualMachineInstance,
-    VirtualMachineRestore, VirtualMachineSnapshot,
+    datasource, datavolume, snapshot, vm, DataSource, DataVolume, VirtualMachine,
+    VirtualMachineInstance, VirtualMachineRestore, VirtualMachineSnapshot,
 };
 
 /// A typed object of one of the kinds platter reconciles.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     DataVolume(DataVolume),
+    DataSource(DataSource),
     VirtualMachine(VirtualMachine),
     VirtualMachineInstance(VirtualMachineInstance),
     VirtualMachineSnapshot(VirtualMachineSnapshot),
@@ -32,6 +33,7 @@ impl Object {
     pub fn kind(&self) -> Kind {
         match self {
             Object::DataVolume(_) => Kind::DataVolume,
+            Object::DataSource(_) => Kind::DataSource,
             Object::VirtualMachine(_) => Kind::VirtualMachine,
             Object::VirtualMachineInstance(_) => Kind::VirtualMachineInstance,
             Object::VirtualMachineSnapshot(_) => Kind::VirtualMachineSnapshot,
@@ -42,6 +44,7 @@ impl Object {
     pub fn metadata(&self) -> &crate::ObjectMeta {
         match self {
             Object::DataVolume(o) => &o.metadata,
+            Object::DataSource(o) => &o.metadata,
             Object::VirtualMachine(o) => &o.metadata,
             Object::VirtualMachineInstance(o) => &o.metadata,
             Object::VirtualMachineSnapshot(o) => &o.metadata,
@@ -365,6 +368,7 @@ fn decode(kind: Kind, mut v: Value) -> Result<Object, (String, String)> {
     }
     Ok(match kind {
         Kind::DataVolume => Object::DataVolume(typed(v)?),
+        Kind::DataSource => Object::DataSource(typed(v)?),
         Kind::VirtualMachine => Object::VirtualMachine(typed(v)?),
         Kind::VirtualMachineInstance => Object::VirtualMachineInstance(typed(v)?),
         Kind::VirtualMachineSnapshot => Object::VirtualMachineSnapshot(typed(v)?),
@@ -375,6 +379,7 @@ fn decode(kind: Kind, mut v: Value) -> Result<Object, (String, String)> {
 fn validate(o: &Object, causes: &mut Causes) {
     match o {
         Object::DataVolume(dv) => datavolume::validate_spec(&dv.spec, "spec", causes),
+        Object::DataSource(ds) => datasource::validate_spec(&ds.spec, causes),
         Object::VirtualMachine(vm) => vm::validate_vm(&vm.spec, causes),
         Object::VirtualMachineInstance(vmi) => vm::validate_vmi(&vmi.spec, "spec", causes),
         Object::VirtualMachineSnapshot(s) => snapshot::validate_snapshot(&s.spec, causes),

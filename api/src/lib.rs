@@ -10,6 +10,7 @@
 //! crate never touches a file, a socket or a clock.
 #![forbid(unsafe_code)]
 
+pub mod datasource;
 pub mod datavolume;
 pub mod document;
 pub mod meta;
@@ -18,6 +19,7 @@ pub mod snapshot;
 pub mod validate;
 pub mod vm;
 
+pub use datasource::DataSource;
 pub use datavolume::DataVolume;
 pub use document::{parse_documents, Document, DocumentError, Object};
 pub use meta::{Condition, Kind, ObjectMeta};
@@ -29,6 +31,7 @@ pub use vm::{VirtualMachine, VirtualMachineInstance};
 pub fn schema(kind: Kind) -> schemars::Schema {
     match kind {
         Kind::DataVolume => schemars::schema_for!(DataVolume),
+        Kind::DataSource => schemars::schema_for!(DataSource),
         Kind::VirtualMachine => schemars::schema_for!(VirtualMachine),
         Kind::VirtualMachineInstance => schemars::schema_for!(VirtualMachineInstance),
         Kind::VirtualMachineSnapshot => schemars::schema_for!(VirtualMachineSnapshot),

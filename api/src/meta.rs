@@ -15,6 +15,7 @@ pub const PLATTER_VERSION: &str = "platter.dev/v1beta1";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
     DataVolume,
+    DataSource,
     VirtualMachine,
     VirtualMachineInstance,
     VirtualMachineSnapshot,
@@ -22,8 +23,9 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::DataVolume,
+        Kind::DataSource,
         Kind::VirtualMachine,
         Kind::VirtualMachineInstance,
         Kind::VirtualMachineSnapshot,
@@ -33,6 +35,7 @@ impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::DataVolume => "DataVolume",
+            Kind::DataSource => "DataSource",
             Kind::VirtualMachine => "VirtualMachine",
             Kind::VirtualMachineInstance => "VirtualMachineInstance",
             Kind::VirtualMachineSnapshot => "VirtualMachineSnapshot",
@@ -43,7 +46,7 @@ impl Kind {
     /// The upstream apiVersions this kind is accepted under (besides ours).
     pub fn upstream_versions(self) -> &'static [&'static str] {
         match self {
-            Kind::DataVolume => &["cdi.kubevirt.io/v1beta1"],
+            Kind::DataVolume | Kind::DataSource => &["cdi.kubevirt.io/v1beta1"],
             Kind::VirtualMachine | Kind::VirtualMachineInstance => {
                 &["kubevirt.io/v1", "kubevirt.io/v1alpha3"]
             }
@@ -58,6 +61,7 @@ impl Kind {
     pub fn plural(self) -> &'static str {
         match self {
             Kind::DataVolume => "datavolumes",
+            Kind::DataSource => "datasources",
             Kind::VirtualMachine => "virtualmachines",
             Kind::VirtualMachineInstance => "virtualmachineinstances",
             Kind::VirtualMachineSnapshot => "virtualmachinesnapshots",
@@ -69,6 +73,7 @@ impl Kind {
     pub fn short_names(self) -> &'static [&'static str] {
         match self {
             Kind::DataVolume => &["dv", "dvs"],
+            Kind::DataSource => &["das"],
             Kind::VirtualMachine => &["vm", "vms"],
             Kind::VirtualMachineInstance => &["vmi", "vmis"],
             Kind::VirtualMachineSnapshot => &["vmsnapshot", "vmsnapshots"],

@@ -229,6 +229,28 @@ fn kubevirt_validation_messages() {
 }
 
 #[test]
+fn datasources_name_exactly_one_source() {
+    let ds = |source: &str| {
+        format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataSource\nmetadata: {{name: g}}\nspec:\n  source: {source}\n")
+    };
+    let e = refused(&ds("{pvc: {name: a}, snapshot: {name: b}}"));
+    assert!(
+        e.contains("spec.source: DataSource source must have only one of pvc and snapshot"),
+        "{e}"
+    );
+    let e = refused(&ds("{}"));
+    assert!(
+        e.contains("spec.source: DataSource source must have pvc or snapshot"),
+        "{e}"
+    );
+    let e = refused(&ds("{pvc: {namespace: x}}"));
+    assert!(e.contains("spec.source.pvc.name: name is required"), "{e}");
+    let docs = parse_ok(&ds("{snapshot: {namespace: golden, name: fedora}}"));
+    assert_eq!(docs[0].object.kind(), Kind::DataSource);
+    assert_eq!(Kind::from_cli("das"), Some(Kind::DataSource));
+}
+
+#[test]
 fn document_level_errors_name_the_document() {
     let e = refused("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n");
     assert!(e.contains("kind \"Pod\" is not one platter knows"), "{e}");

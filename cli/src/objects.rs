@@ -296,6 +296,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool, show_ns: bool, now: u64) -> S
     }
     let cols: &[&str] = match kind {
         Kind::DataVolume => &["NAME", "PHASE", "PROGRESS", "RESTARTS", "AGE"],
+        Kind::DataSource => &["NAME", "AGE"],
         Kind::VirtualMachine => &["NAME", "AGE", "STATUS", "READY"],
         Kind::VirtualMachineInstance => &["NAME", "AGE", "PHASE", "READY"],
         Kind::VirtualMachineSnapshot => &[
@@ -349,6 +350,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool, show_ns: bool, now: u64) -> S
                 row.push(text(&st["printableStatus"]));
                 row.push(if st["ready"] == true { "True" } else { "False" }.into());
             }
+            Kind::DataSource => row.push(age(created, now)),
             Kind::VirtualMachineInstance => {
                 row.push(age(created, now));
                 row.push(text(&st["phase"]));

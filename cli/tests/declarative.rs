@@ -202,6 +202,48 @@ fn datavolumes_blank_clone_and_upload_then_delete() {
     let err = fails(&store, &["upload", "up", img.to_str().unwrap()]);
     assert!(err.contains("not ready for an upload"), "{err}");
 
+    // A DataSource names the uploaded disk; a DataVolume with a sourceRef (and no size:
+    // the source's) is a clone of what it names.
+    let golden = write(
+        &dir.path().join("golden.yaml"),
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataSource\nmetadata: {name: golden}\nspec:\n  source:\n    pvc: {namespace: default, name: up}\n---\napiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: from-golden}\nspec:\n  sourceRef: {kind: DataSource, name: golden}\n  storage: {}\n",
+    );
+    let out = ok(&store, &["apply", "-f", &golden]);
+    assert!(out.contains("datasource/golden created"), "{out}");
+    ok(
+        &store,
+        &[
+            "wait",
+            "das",
+            "golden",
+            "--for",
+            "condition=Ready",
+            "--timeout",
+            "60s",
+        ],
+    );
+    watch(&store, "dv", "from-golden", "phase", |o| {
+        phase(o) == "Succeeded"
+    });
+    assert_eq!(exported(&store, "from-golden", dir.path()), data);
+    assert_eq!(
+        json(&store, &["volume", "inspect", "from-golden"])["origin"],
+        "up"
+    );
+    assert!(ok(&store, &["get", "das"]).contains("golden"));
+    let missing = write(
+        &dir.path().join("missing.yaml"),
+        "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: orphan}\nspec:\n  sourceRef: {kind: DataSource, name: nosuch}\n  storage: {}\n",
+    );
+    let err = fails(&store, &["apply", "-f", &missing]);
+    assert!(
+        err.contains("spec.sourceRef: DataSource default/nosuch does not exist"),
+        "{err}"
+    );
+    ok(&store, &["delete", "dv", "from-golden"]);
+    ok(&store, &["delete", "das", "golden"]);
+    assert!(object(&store, "das", "golden").is_none());
+
     // Delete: the volume goes with the object; the source waits for its clone.
     let out = ok(&store, &["delete", "dv", "copy"]);
     assert!(out.contains("datavolume \"copy\" deleted"), "{out}");

@@ -430,3 +430,20 @@ fn instances_are_applied_once_and_never_share_a_vm_name() {
         "{e}"
     );
 }
+
+#[test]
+fn a_datasource_may_be_pointed_at_another_image() {
+    let (_d, s) = store();
+    let ds = |pvc: &str| {
+        format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataSource\nmetadata: {{name: g}}\nspec:\n  source:\n    pvc: {{namespace: default, name: {pvc}}}\n")
+    };
+    let first = objects::apply(&s, "f.yaml", &ds("v1"), false, NOW).unwrap();
+    assert_eq!(first.results[0].action, "created");
+    let moved = objects::apply(&s, "f.yaml", &ds("v2"), false, NOW).unwrap();
+    assert_eq!(moved.results[0].action, "configured");
+    let stored = objects::get(&s, Kind::DataSource, "default/g")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.object["spec"]["source"]["pvc"]["name"], "v2");
+    assert_eq!(stored.object["metadata"]["generation"], 2);
+}

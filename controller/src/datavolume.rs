@@ -19,8 +19,11 @@ pub struct Observed {
     /// Failed attempts so far, and the last one.
     pub failures: u32,
     pub last_failure: Option<Failure>,
-    /// For a pvc or snapshot source: the source's size when it exists.
+    /// For a pvc or snapshot source (or a DataSource's): the source's size when it
+    /// exists.
     pub clone_source: Option<u64>,
+    /// For a sourceRef: the DataSource exists.
+    pub data_source: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +97,7 @@ enum Kind {
 /// The phase of work under way (or waiting to be retried) for this kind of source.
 fn in_progress(kind: &Kind) -> Phase {
     match kind {
-        Kind::Clone => Phase::CloneInProgress,
+        Kind::Clone | Kind::SourceRef => Phase::CloneInProgress,
         _ => Phase::ImportInProgress,
     }
 }
@@ -221,7 +224,7 @@ fn schedule(
             }
             None => (Phase::Pending, na()),
         },
-        Kind::Clone => match seen.clone_source {
+        Kind::Clone | Kind::SourceRef => match seen.clone_source {
             Some(src) => {
                 d.actions.push(Action::Clone {
                     size: size.filter(|s| *s > src),
@@ -229,15 +232,22 @@ fn schedule(
                 (Phase::CloneScheduled, na())
             }
             None => {
-                let what = clone_source_name(dv);
-                set(
-                    &mut st.conditions,
-                    "Bound",
-                    false,
-                    "CloneSourceNotFound",
-                    &format!("source {what} not found"),
-                    ts,
-                );
+                let r = dv.spec.source_ref.as_ref();
+                let (reason, message) = match (r, seen.data_source) {
+                    (Some(r), false) => (
+                        "DataSourceNotFound",
+                        format!("DataSource {} not found", r.name),
+                    ),
+                    (Some(r), true) => (
+                        "CloneSourceNotFound",
+                        format!("the source of DataSource {} not found", r.name),
+                    ),
+                    (None, _) => (
+                        "CloneSourceNotFound",
+                        format!("source {} not found", clone_source_name(dv)),
+                    ),
+                };
+                set(&mut st.conditions, "Bound", false, reason, &message, ts);
                 (Phase::Pending, na())
             }
         },
@@ -249,19 +259,6 @@ fn schedule(
             }
             (None, None) => (Phase::Pending, na()),
         },
-        Kind::SourceRef => {
-            let r = dv.spec.source_ref.as_ref();
-            let name = r.map(|r| r.name.as_str()).unwrap_or_default();
-            set(
-                &mut st.conditions,
-                "Bound",
-                false,
-                "DataSourceNotFound",
-                &format!("DataSource {name} not found"),
-                ts,
-            );
-            (Phase::Pending, na())
-        }
     }
 }
 
@@ -276,7 +273,7 @@ fn phase_event(dv: &DataVolume, phase: Phase, seen: &Observed) -> Event {
     let name = dv.metadata.name.as_deref().unwrap_or_default();
     match phase {
         Phase::Succeeded => match source_kind(dv) {
-            Kind::Clone => Event::normal(
+            Kind::Clone | Kind::SourceRef => Event::normal(
                 "CloneSucceeded",
                 format!("Successfully cloned into DataVolume {name}"),
             ),

@@ -196,6 +196,8 @@ struct Batch {
     /// VirtualMachines and VirtualMachineInstances of the file, by `ns/name`.
     vms: BTreeSet<String>,
     vmis: BTreeSet<String>,
+    /// DataSources of the file, by `ns/name`.
+    data_sources: BTreeSet<String>,
     /// VirtualMachineSnapshots of the file, by `ns/name`.
     snapshots: BTreeSet<String>,
 }
@@ -205,6 +207,7 @@ impl Batch {
         let mut dvs = BTreeSet::new();
         let (mut vms, mut vmis) = (BTreeSet::new(), BTreeSet::new());
         let mut snapshots = BTreeSet::new();
+        let mut data_sources = BTreeSet::new();
         for d in docs {
             match &d.object {
                 Object::VirtualMachineSnapshot(x) => {
@@ -222,6 +225,9 @@ impl Batch {
                 Object::VirtualMachineInstance(vmi) => {
                     vmis.insert(key(d.object.namespace(), name_of(&vmi.metadata)));
                 }
+                Object::DataSource(ds) => {
+                    data_sources.insert(key(d.object.namespace(), name_of(&ds.metadata)));
+                }
                 _ => {}
             }
         }
@@ -229,6 +235,7 @@ impl Batch {
             dvs,
             vms,
             vmis,
+            data_sources,
             snapshots,
         }
     }
@@ -239,6 +246,12 @@ fn name_of(m: &platter_api::ObjectMeta) -> &str {
 }
 
 type Refusal = (String, String);
+
+fn bump_generation(s: &mut Stored) {
+    if let Some(g) = s.object["metadata"]["generation"].as_i64() {
+        s.object["metadata"]["generation"] = Value::from(g + 1);
+    }
+}
 
 /// A document for an object that exists: the same spec is a no-op; a DataVolume's spec
 /// cannot change (as CDI refuses it); a VM's run strategy may change, nothing else yet.
@@ -261,6 +274,13 @@ fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
         return Ok(None);
     }
     match new {
+        // A DataSource is a pointer: moving it to a newer image is what it is for.
+        Object::DataSource(_) => {
+            let mut s = old.clone();
+            s.object["spec"] = new_spec.clone();
+            bump_generation(&mut s);
+            Ok(Some(s))
+        }
         Object::VirtualMachine(_) => {
             let strip = |v: &Value| {
                 let mut v = v.clone();
@@ -280,9 +300,7 @@ fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
             }
             let mut s = old.clone();
             s.object["spec"] = new_spec.clone();
-            if let Some(g) = s.object["metadata"]["generation"].as_i64() {
-                s.object["metadata"]["generation"] = Value::from(g + 1);
-            }
+            bump_generation(&mut s);
             Ok(Some(s))
         }
         _ => Err((
@@ -306,6 +324,8 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
         Object::DataVolume(dv) => {
             check_dv_new(store, dv, ns, "", batch)?;
         }
+        // Its source may come later (a DataVolume still importing): it is Ready then.
+        Object::DataSource(_) => {}
         Object::VirtualMachine(vm) => {
             check_vm_new(store, Kind::VirtualMachine, vm, ns, &local, batch)?;
         }
@@ -397,11 +417,16 @@ fn check_dv_parts(
             }
         }
     }
-    if spec.source_ref.is_some() {
-        return Err((
-            format!("{at}spec.sourceRef"),
-            "DataSources are not kept by this platter yet: give spec.source".into(),
-        ));
+    if let Some(r) = &spec.source_ref {
+        let k = key(r.namespace.as_deref().unwrap_or(ns), &r.name);
+        if !batch.data_sources.contains(&k)
+            && get(store, Kind::DataSource, &k).ok().flatten().is_none()
+        {
+            return Err((
+                format!("{at}spec.sourceRef"),
+                format!("DataSource {k} does not exist (nor is it in this file)"),
+            ));
+        }
     }
     if let Some(h) = source.and_then(|s| s.http.as_ref()) {
         for (field, set) in [

@@ -15,7 +15,7 @@ pub enum ObjectError {
     Documents { file: String, errors: Vec<String> },
     #[error("{} {key} does not exist", kind)]
     NotFound { kind: Kind, key: String },
-    #[error("{kind:?} is not a kind platter knows (datavolumes/dv, virtualmachines/vm, virtualmachineinstances/vmi, virtualmachinesnapshots/vmsnapshot, virtualmachinerestores/vmrestore)")]
+    #[error("{kind:?} is not a kind platter knows (datavolumes/dv, datasources/das, virtualmachines/vm, virtualmachineinstances/vmi, virtualmachinesnapshots/vmsnapshot, virtualmachinerestores/vmrestore)")]
     UnknownKind { kind: String },
     #[error("{what} is in use by {by}: delete {by} first")]
     InUse { what: String, by: String },

@@ -136,6 +136,7 @@ impl Stored {
         let v = self.object.clone();
         Ok(match self.kind {
             Kind::DataVolume => Object::DataVolume(serde_json::from_value(v).map_err(damaged)?),
+            Kind::DataSource => Object::DataSource(serde_json::from_value(v).map_err(damaged)?),
             Kind::VirtualMachine => {
                 Object::VirtualMachine(serde_json::from_value(v).map_err(damaged)?)
             }
@@ -213,6 +214,7 @@ impl Stored {
 pub fn object_value(o: &Object) -> Value {
     let v = match o {
         Object::DataVolume(x) => serde_json::to_value(x),
+        Object::DataSource(x) => serde_json::to_value(x),
         Object::VirtualMachine(x) => serde_json::to_value(x),
         Object::VirtualMachineInstance(x) => serde_json::to_value(x),
         Object::VirtualMachineSnapshot(x) => serde_json::to_value(x),

@@ -194,6 +194,12 @@ impl Reconciler {
 
     /// One look at every object.
     pub fn pass(&self) -> Result<(), ObjectError> {
+        for s in list(&self.store, Kind::DataSource)? {
+            let id = s.describe();
+            if let Err(e) = self.data_source(s) {
+                tracing::warn!(object = %id, error = %e, "reconciling");
+            }
+        }
         // DataVolumes first: a VM then sees the phase its DataVolumes have now (an import
         // that just ended is Succeeded in this pass, not the next one).
         for s in list(&self.store, Kind::DataVolume)? {
@@ -234,6 +240,59 @@ impl Reconciler {
             }
         }
         Ok(())
+    }
+
+    /// A DataSource is Ready while what it names exists (a DataVolume's volume only once
+    /// that DataVolume succeeded); it holds nothing, so a delete removes it at once.
+    fn data_source(&self, mut s: Stored) -> Result<(), ObjectError> {
+        let before = s.clone();
+        if s.deleting() {
+            self.store.change_records(&[delete_change(&s)])?;
+            return Ok(());
+        }
+        let Object::DataSource(ds) = s.typed()? else {
+            return Ok(());
+        };
+        let ns = s.namespace().to_string();
+        let src = &ds.spec.source;
+        let target = resolve_source(&self.store, src.pvc.as_ref(), src.snapshot.as_ref(), &ns);
+        let dv_ok = src.pvc.as_ref().is_none_or(|p| {
+            let p_ns = if p.namespace.is_empty() {
+                ns.as_str()
+            } else {
+                p.namespace.as_str()
+            };
+            get(&self.store, Kind::DataVolume, &key(p_ns, &p.name))
+                .ok()
+                .flatten()
+                .is_none_or(|d| d.object["status"]["phase"] == "Succeeded")
+        });
+        let ready = dv_ok && target.is_some_and(|t| self.store.inspect(&t).is_ok());
+        let what = match (&src.pvc, &src.snapshot) {
+            (Some(p), _) => format!("PersistentVolumeClaim {}", p.name),
+            (None, Some(n)) => format!("VolumeSnapshot {}", n.name),
+            (None, None) => String::new(),
+        };
+        let t = now();
+        let mut conditions: Vec<platter_api::Condition> =
+            serde_json::from_value(s.object["status"]["conditions"].clone()).unwrap_or_default();
+        let (reason, message) = match ready {
+            true => ("Ready", String::new()),
+            false => ("NotFound", format!("{what} not found or not ready")),
+        };
+        platter_controller::conditions::set(
+            &mut conditions,
+            "Ready",
+            ready,
+            reason,
+            &message,
+            &platter_controller::rfc3339(t),
+        );
+        s.object["status"] = serde_json::json!({
+            "conditions": conditions,
+            "source": src,
+        });
+        self.save(&before, &s)
     }
 
     fn rt(&self) -> &Runtime {
@@ -306,6 +365,10 @@ impl Reconciler {
                 at: f.at,
             }),
             clone_source,
+            data_source: dv.spec.source_ref.as_ref().is_some_and(|r| {
+                let ns = r.namespace.as_deref().unwrap_or(s.namespace());
+                data_source(&self.store, &key(ns, &r.name)).is_some()
+            }),
         };
         let d = dvr::reconcile(&dv, &seen, t);
         for a in &d.actions {
@@ -1143,7 +1206,34 @@ pub(crate) fn domain(
 /// snapshot of that name among the namespace's volumes (`platter volume snapshot`, or a
 /// VirtualMachineSnapshot's `vmsnapshot-…`); `None` while there is none (or several).
 fn clone_source(store: &Store, spec: &DataVolumeSpec, ns: &str) -> Option<VolumeRef> {
-    let source = spec.source.as_ref()?;
+    match (&spec.source, &spec.source_ref) {
+        (Some(s), _) => resolve_source(store, s.pvc.as_ref(), s.snapshot.as_ref(), ns),
+        (None, Some(r)) => {
+            let ds_ns = r.namespace.as_deref().unwrap_or(ns);
+            let ds = data_source(store, &key(ds_ns, &r.name))?;
+            let s = &ds.spec.source;
+            resolve_source(store, s.pvc.as_ref(), s.snapshot.as_ref(), ds_ns)
+        }
+        (None, None) => None,
+    }
+}
+
+/// The DataSource `key` (`ns/name`), when it exists and is sound.
+fn data_source(store: &Store, key: &str) -> Option<platter_api::DataSource> {
+    match get(store, Kind::DataSource, key).ok()??.typed().ok()? {
+        Object::DataSource(ds) => Some(ds),
+        _ => None,
+    }
+}
+
+/// The volume a pvc source names, or the one store snapshot a snapshot source names
+/// (namespaces default to `ns`).
+fn resolve_source(
+    store: &Store,
+    pvc: Option<&platter_api::datavolume::NamespacedName>,
+    snapshot: Option<&platter_api::datavolume::NamespacedName>,
+    ns: &str,
+) -> Option<VolumeRef> {
     let in_ns = |src_ns: &str| {
         if src_ns.is_empty() {
             ns.to_string()
@@ -1151,12 +1241,12 @@ fn clone_source(store: &Store, spec: &DataVolumeSpec, ns: &str) -> Option<Volume
             src_ns.to_string()
         }
     };
-    if let Some(src) = &source.pvc {
+    if let Some(src) = pvc {
         return local_name(&in_ns(&src.namespace), &src.name)
             .ok()
             .map(VolumeRef::volume);
     }
-    let src = source.snapshot.as_ref()?;
+    let src = snapshot?;
     let src_ns = in_ns(&src.namespace);
     let mine = |v: &str| match src_ns.as_str() {
         "default" => !v.contains('_'),

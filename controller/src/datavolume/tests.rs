@@ -185,6 +185,7 @@ fn blank_clone_upload_and_source_ref() {
     assert_eq!(bound.reason, "CloneSourceNotFound");
     let seen = Observed {
         clone_source: Some(1 << 30),
+        data_source: false,
         ..Default::default()
     };
     let go = reconcile(&clone, &seen, NOW);
@@ -201,6 +202,46 @@ fn blank_clone_upload_and_source_ref() {
             size: Some(2 << 30)
         }]
     );
+
+    // A sourceRef: a clone of what its DataSource names.
+    let yaml = "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: d}\nspec:\n  sourceRef: {kind: DataSource, name: golden}\n  storage: {}\n";
+    let Object::DataVolume(by_ref) = platter_api::parse_documents(yaml)
+        .unwrap()
+        .remove(0)
+        .unwrap()
+        .object
+    else {
+        panic!()
+    };
+    let bound = |d: &Decision| {
+        let c = d
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Bound")
+            .unwrap();
+        (c.reason.clone(), c.message.clone())
+    };
+    let missing = reconcile(&by_ref, &Observed::default(), NOW);
+    assert_eq!(missing.status.phase, Some(P::Pending));
+    assert_eq!(
+        bound(&missing),
+        (
+            "DataSourceNotFound".into(),
+            "DataSource golden not found".into()
+        )
+    );
+    let no_source = Observed {
+        data_source: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        bound(&reconcile(&by_ref, &no_source, NOW)).0,
+        "CloneSourceNotFound"
+    );
+    let ready = reconcile(&by_ref, &seen, NOW);
+    assert_eq!(ready.actions, [Action::Clone { size: None }]);
+    assert_eq!(ready.status.phase, Some(P::CloneScheduled));
 
     let up = dv("{upload: {}}", GI);
     let first = reconcile(&up, &Observed::default(), NOW);
