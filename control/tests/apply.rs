@@ -273,6 +273,14 @@ fn restores_name_snapshots_that_exist_and_both_specs_are_immutable() {
         msg.contains("Cannot update spec of VirtualMachineRestore r1"),
         "{msg}"
     );
+    // A restore into a new VM may not take the name of a VirtualMachineInstance.
+    objects::apply(&s, "f", &blank("idisk", "1Mi"), false, NOW).unwrap();
+    objects::apply(&s, "f", &vmi("busy", "idisk"), false, NOW).unwrap();
+    let msg = refused(&s, &restore_doc("r2", "busy", "s1"));
+    assert!(
+        msg.contains("spec.target.name: a VirtualMachineInstance named busy exists already"),
+        "{msg}"
+    );
 }
 
 /// A DataVolume whose source is a snapshot (`platter volume snapshot`, or the disk

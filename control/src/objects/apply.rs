@@ -345,6 +345,40 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
                     format!("VirtualMachineSnapshot {snap:?} does not exist in namespace {ns}"),
                 ));
             }
+            // A new VM of that name would be another's domain.
+            let target = local_name(ns, &r.spec.target.name)
+                .map_err(|e| ("spec.target.name".to_string(), e.to_string()))?;
+            if crate::vm::records::get(store, &target)
+                .ok()
+                .flatten()
+                .is_some()
+                && get(store, Kind::VirtualMachine, &key(ns, &r.spec.target.name))
+                    .ok()
+                    .flatten()
+                    .is_none()
+            {
+                return Err((
+                    "spec.target.name".into(),
+                    format!("vm {target} exists already (made by platter vm create): restore into another name"),
+                ));
+            }
+            if get(
+                store,
+                Kind::VirtualMachineInstance,
+                &key(ns, &r.spec.target.name),
+            )
+            .ok()
+            .flatten()
+            .is_some()
+            {
+                return Err((
+                    "spec.target.name".into(),
+                    format!(
+                        "a VirtualMachineInstance named {} exists already in namespace {ns}",
+                        r.spec.target.name
+                    ),
+                ));
+            }
         }
         Object::VirtualMachineInstance(vmi) => {
             let vm = platter_controller::vm::vm_of_vmi(vmi, None);

@@ -1074,6 +1074,15 @@ impl Reconciler {
             .iter()
             .find(|v| v.namespace() == ns && v.name() == target_name)
         {
+            // The name is taken by a VM of `vm create`, or by a VMI: not ours to make.
+            None if super::declares(&self.store, &local_name(&ns, target_name)?)?
+                || crate::vm::records::get(&self.store, &local_name(&ns, target_name)?)
+                    .ok()
+                    .flatten()
+                    .is_some() =>
+            {
+                sr::Target::Other
+            }
             None => sr::Target::Absent,
             Some(_) if source_name.as_deref() != Some(target_name.as_str()) => sr::Target::Other,
             Some(v) => sr::Target::Source {
