@@ -484,11 +484,7 @@ spec:
         "{left:?}"
     );
     assert!(!env.ok(&["vm", "list"]).contains(&vm));
-    let out = Command::new("virsh")
-        .args(["-c", VIRSH_URI, "domstate", &vm])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "domain {vm} left in libvirt");
+    assert_no_domain(&vm);
 }
 
 /// Writes 64 KiB of `byte` at offset 0 of `volume` through the server's NBD export.
@@ -816,11 +812,7 @@ spec:
     assert!(object(&env.store, "vm", &vm).is_none());
     assert!(!boot_dir.exists(), "{} left behind", boot_dir.display());
     assert!(!env.store.join("vms").join(format!("{bad}.boot")).exists());
-    let out = Command::new("virsh")
-        .args(["-c", VIRSH_URI, "domstate", &vm])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "domain {vm} left in libvirt");
+    assert_no_domain(&vm);
 }
 
 /// A VirtualMachineInstance from a containerDisk runs once: Scheduling/Running while the
@@ -878,11 +870,7 @@ fn a_vmi_runs_once_to_succeeded_and_delete_removes_it() {
     }
     let left = volumes(&env.store);
     assert!(left.iter().all(|v| !v.starts_with(&vmi)), "{left:?}");
-    let out = Command::new("virsh")
-        .args(["-c", VIRSH_URI, "domstate", &vmi])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "domain {vmi} left in libvirt");
+    assert_no_domain(&vmi);
 }
 
 /// Scale, through `apply` as users would: one file with 500 blank DataVolumes, 500 O(1)

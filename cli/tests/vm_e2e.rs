@@ -143,11 +143,7 @@ fn boot_from_a_container_disk_in_a_local_registry() {
     let volumes = volume_names(&env);
     assert!(!volumes.contains(&disk), "{volumes:?}");
     assert!(!env.ok(&["vm", "list"]).contains(&vm));
-    let out = Command::new("virsh")
-        .args(["-c", VIRSH_URI, "domstate", &vm])
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "domain {vm} left in libvirt");
+    assert_no_domain(&vm);
 }
 
 /// Three VMs created at once from one image: one import, three throw-away clones, each

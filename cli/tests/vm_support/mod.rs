@@ -437,3 +437,12 @@ pub fn list_row(store: &Path, vm: &str) -> serde_json::Value {
         .cloned()
         .unwrap_or_else(|| panic!("vm {vm} not in vm list: {list}"))
 }
+
+/// Fails unless libvirt has no domain `vm` (deleted with everything else).
+pub fn assert_no_domain(vm: &str) {
+    let out = Command::new("virsh")
+        .args(["-c", VIRSH_URI, "domstate", vm])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "domain {vm} left in libvirt");
+}
