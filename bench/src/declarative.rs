@@ -296,7 +296,11 @@ fn big_clone(p: &Platter, work: &Path) -> Result<(f64, f64)> {
     let raw = work.join("big.raw");
     let status = std::process::Command::new("sh")
         .arg("-c")
-        .arg(format!("yes platter | head -c {} > {}", 10u64 << 30, raw.display()))
+        .arg(format!(
+            "yes platter | head -c {} > {}",
+            10u64 << 30,
+            raw.display()
+        ))
         .status()?;
     if !status.success() {
         bail!("writing {}", raw.display());
