@@ -633,13 +633,13 @@ fn tick(env: &Env, target: &str) -> u64 {
 /// A kernel path the image lacks fails the VM with the path named, and defines nothing.
 /// The cloud-init seed carries the VM's network data. `vm start/stop` act on the
 /// objects as `virtctl` does: a Manual VM runs only when asked, an Always one is Halted
-/// by a stop.
+/// by a stop. `serve` killed while the guest runs adopts it when it comes back.
 /// Deleting the VM removes the domain and the kernel it was given.
 #[test]
 fn an_online_snapshot_of_a_running_kernel_boot_vm_is_of_one_instant() {
     let env = Env::new("kboot");
     let reg = Registry::start(env.dir.path());
-    let _srv = Serve::start(&env.store);
+    let mut srv = Serve::start(&env.store);
     let vm = env.vm("k");
     let bad = env.vm("nok");
     let _guard = VmGuard(vec![vm.clone(), bad.clone()]);
@@ -768,6 +768,36 @@ spec:
     watch(&env.store, "vm", &vm, "printableStatus", |o| {
         o["status"]["printableStatus"] == "Running"
     });
+
+    // `serve` killed and started again adopts the running guest: the same domain goes
+    // on ticking (its disks reconnect), it is not started again.
+    wait_console(&env.store, &vm, &["PLATTER-TICK 2"]);
+    let domid = || {
+        let out = Command::new("virsh")
+            .args(["-c", VIRSH_URI, "domid", &vm])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let before = domid();
+    let last_tick = |text: &str| {
+        text.lines()
+            .filter_map(|l| l.trim().strip_prefix("PLATTER-TICK "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let seen = last_tick(&console(&env.store, &vm));
+    srv.kill9_and_restart();
+    let text = wait_console(&env.store, &vm, &[&format!("PLATTER-TICK {}", seen + 3)]);
+    assert_eq!(
+        text.matches("PLATTER-INIT").count(),
+        1,
+        "the guest booted again:\n{text}"
+    );
+    assert_eq!(domid(), before, "another domain runs the VM now");
+    let o = object(&env.store, "vm", &vm).unwrap();
+    assert_eq!(o["status"]["printableStatus"], "Running", "{o}");
 
     // The VM whose image lacks the kernel: the failure names the path, nothing is defined.
     let deadline = Instant::now() + PATIENCE;
