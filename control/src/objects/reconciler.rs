@@ -376,11 +376,11 @@ impl Reconciler {
                 dvr::Action::Import { size } => self.start_import(&dv, &s, &id, &local, *size),
                 dvr::Action::CreateBlank { size } => {
                     let r = self.store.create_volume(&local, *size).map(|_| ());
-                    self.note(&mut s, r.map_err(ControlError::from), t);
+                    self.made(&mut s, r.map_err(ControlError::from), t);
                 }
                 dvr::Action::Clone { size } => {
                     let r = self.clone_into(&dv.spec, s.namespace(), &local, *size);
-                    self.note(&mut s, r, t);
+                    self.made(&mut s, r, t);
                 }
                 dvr::Action::PrepareUpload { .. } => s.internal.upload_ready = true,
             }
@@ -399,6 +399,15 @@ impl Reconciler {
             s.internal.failures = s.internal.failures.saturating_add(1);
             s.internal.last_failure = Some(failure_of(&e, t));
         }
+    }
+
+    /// Notes a volume made within the pass; once it is there, the next pass (which makes
+    /// the DataVolume Succeeded) starts at once rather than a tick later.
+    fn made(&self, s: &mut Stored, r: Result<(), ControlError>, t: Now) {
+        if r.is_ok() {
+            self.rt().wake();
+        }
+        self.note(s, r, t);
     }
 
     fn clone_into(
