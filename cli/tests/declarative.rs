@@ -487,6 +487,33 @@ spec:
     assert_no_domain(&vm);
 }
 
+/// Applies a VirtualMachineSnapshot `snap` of `vm` and waits until it is Ready; its
+/// document then.
+fn take_snapshot(env: &Env, vm: &str, snap: &str) -> serde_json::Value {
+    let yaml = format!(
+        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {snap}\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {vm}\n"
+    );
+    let out = env.ok(&[
+        "apply",
+        "-f",
+        &write(&env.path(&format!("{snap}.yaml")), &yaml),
+    ]);
+    assert!(
+        out.contains(&format!("virtualmachinesnapshot/{snap} created")),
+        "{out}"
+    );
+    env.ok(&[
+        "wait",
+        "vmsnapshot",
+        snap,
+        "--for",
+        "condition=Ready",
+        "--timeout",
+        "2m",
+    ]);
+    object(&env.store, "vmsnapshot", snap).unwrap()
+}
+
 /// Writes 64 KiB of `byte` at offset 0 of `volume` through the server's NBD export.
 fn nbd_fill(srv: &Serve, volume: &str, byte: u8) {
     let out = Command::new("qemu-io")
@@ -510,24 +537,7 @@ fn first_64k(env: &Env, volume: &str) -> Vec<u8> {
 fn snapshot_and_restore(env: &Env, srv: &Serve, vm: &str, vm2: &str, data: &str) {
     nbd_fill(srv, data, 0x11);
     let snap = format!("{vm}-snap");
-    let yaml = format!(
-        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {snap}\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {vm}\n"
-    );
-    let out = env.ok(&["apply", "-f", &write(&env.path("snap.yaml"), &yaml)]);
-    assert!(
-        out.contains(&format!("virtualmachinesnapshot/{snap} created")),
-        "{out}"
-    );
-    env.ok(&[
-        "wait",
-        "vmsnapshot",
-        &snap,
-        "--for",
-        "condition=Ready",
-        "--timeout",
-        "2m",
-    ]);
-    let o = object(&env.store, "vmsnapshot", &snap).unwrap();
+    let o = take_snapshot(env, vm, &snap);
     assert_eq!(o["status"]["phase"], "Succeeded", "{o}");
     assert_eq!(o["status"]["readyToUse"], true, "{o}");
     assert!(o["status"]["creationTime"].is_string(), "{o}");
@@ -552,13 +562,13 @@ fn snapshot_and_restore(env: &Env, srv: &Serve, vm: &str, vm2: &str, data: &str)
     };
     // Into a new VM: it boots from the snapshot's root disk.
     restore(&format!("{vm}-to-new"), vm2);
-    let statuses = watch(&env.store, "vm", vm2, "printableStatus", |o| {
+    watch(&env.store, "vm", vm2, "printableStatus", |o| {
         o["status"]["printableStatus"] == "Running"
     });
-    assert!(
-        statuses.contains(&"Provisioning".to_string()),
-        "{statuses:?}"
-    );
+    // It waited for its restored DataVolumes first (a phase that may pass between two
+    // looks, so read from its events).
+    let desc = env.ok(&["describe", "vm", vm2]);
+    assert!(desc.contains("Normal  Provisioning"), "{desc}");
     wait_console(
         &env.store,
         vm2,
@@ -716,20 +726,7 @@ spec:
     assert!(err.contains("VM is already running"), "{err}");
 
     let snap = format!("{vm}-snap");
-    let yaml = format!(
-        "apiVersion: snapshot.kubevirt.io/v1beta1\nkind: VirtualMachineSnapshot\nmetadata:\n  name: {snap}\nspec:\n  source:\n    apiGroup: kubevirt.io\n    kind: VirtualMachine\n    name: {vm}\n"
-    );
-    env.ok(&["apply", "-f", &write(&env.path("snap.yaml"), &yaml)]);
-    env.ok(&[
-        "wait",
-        "vmsnapshot",
-        &snap,
-        "--for",
-        "condition=Ready",
-        "--timeout",
-        "2m",
-    ]);
-    let o = object(&env.store, "vmsnapshot", &snap).unwrap();
+    let o = take_snapshot(&env, &vm, &snap);
     assert_eq!(o["status"]["readyToUse"], true, "{o}");
     let indications = o["status"]["indications"].to_string();
     assert!(indications.contains("Online"), "{o}");
