@@ -455,3 +455,23 @@ fn a_datasource_may_be_pointed_at_another_image() {
     assert_eq!(stored.object["spec"]["source"]["pvc"]["name"], "v2");
     assert_eq!(stored.object["metadata"]["generation"], 2);
 }
+
+#[test]
+fn a_new_run_strategy_replaces_a_kept_start_or_stop() {
+    let (_d, s) = store();
+    objects::apply(&s, "f.yaml", &blank("root", "1Mi"), false, NOW).unwrap();
+    objects::apply(&s, "f.yaml", &vm("m", "root"), false, NOW).unwrap();
+    let mut stored = objects::get(&s, Kind::VirtualMachine, "default/m")
+        .unwrap()
+        .unwrap();
+    stored.internal.requested = Some(platter_controller::vm::StateChange::Stop);
+    s.change_records(&[objects::put_change(&stored)]).unwrap();
+    let always = vm("m", "root").replace("runStrategy: Halted", "runStrategy: Always");
+    let r = objects::apply(&s, "f.yaml", &always, false, NOW).unwrap();
+    assert_eq!(r.results[0].action, "configured");
+    let after = objects::get(&s, Kind::VirtualMachine, "default/m")
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.object["spec"]["runStrategy"], "Always");
+    assert_eq!(after.internal.requested, None);
+}

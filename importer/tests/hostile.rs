@@ -6,7 +6,6 @@ mod common;
 
 use common::*;
 use platter_importer::{ImportError, ImportOptions};
-use sha2::{Digest, Sha256};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -172,32 +171,6 @@ fn tar_escapes_are_refused() {
         &ImportOptions::default(),
     );
     assert!(matches!(e, ImportError::NoDisk { .. }), "{e}");
-}
-
-/// Writes an OCI layout with one uncompressed layer holding `layer_tar`.
-fn layout_with_layer(dir: &Path, layer_tar: &[u8]) {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| -> (String, usize) {
-        let hex = hex::encode(Sha256::digest(data));
-        std::fs::write(blobs.join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let (ld, ls) = put(layer_tar);
-    let (cd, cs) =
-        put(br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#);
-    let manifest = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{cd}","size":{cs}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{ld}","size":{ls}}}]}}"#
-    );
-    let (md, ms) = put(manifest.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        format!(
-            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms},"annotations":{{"org.opencontainers.image.ref.name":"t"}}}}]}}"#
-        ),
-    )
-    .unwrap();
 }
 
 #[test]

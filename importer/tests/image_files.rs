@@ -164,3 +164,25 @@ fn links_missing_files_limits_and_damage_are_refused() {
     }
     assert!(refused >= 1, "no damaged layer was refused");
 }
+
+#[test]
+fn a_later_entry_of_one_layer_replaces_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tarp = d.join("dup.tar");
+    run(
+        "python3",
+        &[
+            "-c",
+            &format!(
+                "import tarfile, io\nt = tarfile.open('{}', 'w')\nfor body in (b'old-kernel', b'new-kernel'):\n    i = tarfile.TarInfo('boot/vmlinuz'); i.size = len(body); t.addfile(i, io.BytesIO(body))\nt.close()\n",
+                tarp.display()
+            ),
+        ],
+    );
+    let lay = d.join("lay");
+    layout_with_layer(&lay, &read(&tarp));
+    let w = [want(d, "/boot/vmlinuz", "k")];
+    extract(&lay, "t", &w).unwrap();
+    assert_eq!(read(&d.join("k")), b"new-kernel");
+}

@@ -301,6 +301,8 @@ fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
             let mut s = old.clone();
             s.object["spec"] = new_spec.clone();
             bump_generation(&mut s);
+            // A new run strategy replaces a start or stop asked for under the old one.
+            s.internal.requested = None;
             Ok(Some(s))
         }
         _ => Err((

@@ -173,7 +173,9 @@ pub(crate) fn extract(
                     let marker = Marker::of(&path);
                     if let Marker::Entry(p) = &marker {
                         for (i, t) in targets.iter().enumerate() {
-                            if found[i].is_some() || here.contains(&i) || t != p {
+                            // Found in an upper layer: that one wins. Found earlier in
+                            // this layer: the later entry replaces it, as tar does.
+                            if t != p || (found[i].is_some() && !here.contains(&i)) {
                                 continue;
                             }
                             if merged.hidden(t) {
@@ -198,7 +200,9 @@ pub(crate) fn extract(
                                 });
                             }
                             write_file(&mut tar.entry_reader(), &staged[i], entry.size)?;
-                            here.push(i);
+                            if !here.contains(&i) {
+                                here.push(i);
+                            }
                             found[i] = Some(ExtractedFile {
                                 path: w.path.clone(),
                                 size: entry.size,
