@@ -126,6 +126,16 @@ pub struct NamespacedName {
     pub name: String,
 }
 
+impl NamespacedName {
+    /// The namespace, or `default` (the referring object's) when none is given.
+    pub fn namespace_or<'a>(&'a self, default: &'a str) -> &'a str {
+        match self.namespace.as_str() {
+            "" => default,
+            ns => ns,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DataVolumeSourceRef {

@@ -336,12 +336,7 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
         Object::VirtualMachineRestore(r) => {
             let snap = &r.spec.virtual_machine_snapshot_name;
             let k = key(ns, snap);
-            if !batch.snapshots.contains(&k)
-                && get(store, Kind::VirtualMachineSnapshot, &k)
-                    .ok()
-                    .flatten()
-                    .is_none()
-            {
+            if !batch.snapshots.contains(&k) && !exists(store, Kind::VirtualMachineSnapshot, &k) {
                 return Err((
                     "spec.virtualMachineSnapshotName".into(),
                     format!("VirtualMachineSnapshot {snap:?} does not exist in namespace {ns}"),
@@ -354,25 +349,18 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
                 .ok()
                 .flatten()
                 .is_some()
-                && get(store, Kind::VirtualMachine, &key(ns, &r.spec.target.name))
-                    .ok()
-                    .flatten()
-                    .is_none()
+                && !exists(store, Kind::VirtualMachine, &key(ns, &r.spec.target.name))
             {
                 return Err((
                     "spec.target.name".into(),
                     format!("vm {target} exists already (made by platter vm create): restore into another name"),
                 ));
             }
-            if get(
+            if exists(
                 store,
                 Kind::VirtualMachineInstance,
                 &key(ns, &r.spec.target.name),
-            )
-            .ok()
-            .flatten()
-            .is_some()
-            {
+            ) {
                 return Err((
                     "spec.target.name".into(),
                     format!(
@@ -397,6 +385,12 @@ fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stor
         }
     }
     Ok(None)
+}
+
+/// Whether object `key` of `kind` is in the store (one that cannot be read counts as
+/// absent here: the reconciler reports it).
+fn exists(store: &Store, kind: Kind, key: &str) -> bool {
+    get(store, kind, key).ok().flatten().is_some()
 }
 
 fn volume_exists(store: &Store, name: &platter_types::Name) -> bool {
@@ -433,18 +427,11 @@ fn check_dv_parts(
     }
     let source = spec.source.as_ref();
     if let Some(src) = source.and_then(|s| s.pvc.as_ref()) {
-        let src_ns = if src.namespace.is_empty() {
-            ns
-        } else {
-            src.namespace.as_str()
-        };
+        let src_ns = src.namespace_or(ns);
         let vol = local_name(src_ns, &src.name)
             .map_err(|e| (format!("{at}spec.source.pvc"), e.to_string()))?;
         if !volume_exists(store, &vol) && !batch.dvs.contains(&key(src_ns, &src.name)) {
-            let dv_exists = get(store, Kind::DataVolume, &key(src_ns, &src.name))
-                .ok()
-                .flatten()
-                .is_some();
+            let dv_exists = exists(store, Kind::DataVolume, &key(src_ns, &src.name));
             if !dv_exists {
                 return Err((
                     format!("{at}spec.source.pvc"),
@@ -455,9 +442,7 @@ fn check_dv_parts(
     }
     if let Some(r) = &spec.source_ref {
         let k = key(r.namespace.as_deref().unwrap_or(ns), &r.name);
-        if !batch.data_sources.contains(&k)
-            && get(store, Kind::DataSource, &k).ok().flatten().is_none()
-        {
+        if !batch.data_sources.contains(&k) && !exists(store, Kind::DataSource, &k) {
             return Err((
                 format!("{at}spec.sourceRef"),
                 format!("DataSource {k} does not exist (nor is it in this file)"),
@@ -523,7 +508,7 @@ fn check_vm_new(
         Kind::VirtualMachineInstance => (Kind::VirtualMachine, &batch.vms),
         _ => (Kind::VirtualMachineInstance, &batch.vmis),
     };
-    if in_file.contains(&k) || get(store, other, &k).ok().flatten().is_some() {
+    if in_file.contains(&k) || exists(store, other, &k) {
         return Err((
             "metadata.name".into(),
             format!("a {other} named {name} exists already in namespace {ns}; a VirtualMachine and a VirtualMachineInstance cannot share a name here"),
@@ -532,11 +517,7 @@ fn check_vm_new(
     for (i, t) in vm.spec.data_volume_templates.iter().enumerate() {
         let at = format!("spec.dataVolumeTemplates[{i}].");
         let name = name_of(&t.metadata);
-        if get(store, Kind::DataVolume, &key(ns, name))
-            .ok()
-            .flatten()
-            .is_none()
-        {
+        if !exists(store, Kind::DataVolume, &key(ns, name)) {
             check_dv_parts(store, &t.spec, ns, name, &at, batch)?;
         }
     }
@@ -573,8 +554,7 @@ fn check_vm_new(
         }
         if let Some(d) = &v.data_volume {
             let k = key(ns, &d.name);
-            let known =
-                batch.dvs.contains(&k) || get(store, Kind::DataVolume, &k).ok().flatten().is_some();
+            let known = batch.dvs.contains(&k) || exists(store, Kind::DataVolume, &k);
             if !known {
                 return Err((
                     format!("{at}.dataVolume.name"),
@@ -592,7 +572,7 @@ fn check_vm_new(
             })?;
             let known = volume_exists(store, &vol)
                 || batch.dvs.contains(&k)
-                || get(store, Kind::DataVolume, &k).ok().flatten().is_some();
+                || exists(store, Kind::DataVolume, &k);
             if !known {
                 return Err((
                     format!("{at}.persistentVolumeClaim.claimName"),

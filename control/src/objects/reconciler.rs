@@ -209,16 +209,12 @@ impl Reconciler {
             }
         }
         let vms = list(&self.store, Kind::VirtualMachine)?;
+        let vmis = list(&self.store, Kind::VirtualMachineInstance)?;
         let snapshots = list(&self.store, Kind::VirtualMachineSnapshot)?;
         // One look at the DataVolumes and one libvirt connection for all the VMs.
-        let dvs = match vms.is_empty() && snapshots.is_empty() {
+        let dvs = match vms.is_empty() && vmis.is_empty() && snapshots.is_empty() {
             true => Vec::new(),
             false => list(&self.store, Kind::DataVolume)?,
-        };
-        let vmis = list(&self.store, Kind::VirtualMachineInstance)?;
-        let dvs = match dvs.is_empty() && !vmis.is_empty() {
-            true => list(&self.store, Kind::DataVolume)?,
-            false => dvs,
         };
         let mut libvirt = None;
         for s in vms.iter().chain(&vmis) {
@@ -257,15 +253,14 @@ impl Reconciler {
         let src = &ds.spec.source;
         let target = resolve_source(&self.store, src.pvc.as_ref(), src.snapshot.as_ref(), &ns);
         let dv_ok = src.pvc.as_ref().is_none_or(|p| {
-            let p_ns = if p.namespace.is_empty() {
-                ns.as_str()
-            } else {
-                p.namespace.as_str()
-            };
-            get(&self.store, Kind::DataVolume, &key(p_ns, &p.name))
-                .ok()
-                .flatten()
-                .is_none_or(|d| d.object["status"]["phase"] == "Succeeded")
+            get(
+                &self.store,
+                Kind::DataVolume,
+                &key(p.namespace_or(&ns), &p.name),
+            )
+            .ok()
+            .flatten()
+            .is_none_or(|d| d.object["status"]["phase"] == "Succeeded")
         });
         let ready = dv_ok && target.is_some_and(|t| self.store.inspect(&t).is_ok());
         let what = match (&src.pvc, &src.snapshot) {
@@ -599,12 +594,8 @@ impl Reconciler {
                     }
                     Backing::CloudInit { .. } => vmr::Backing::Own(true),
                     Backing::KernelBoot(k) => vmr::Backing::Own(
-                        crate::vm::BootFiles::at(
-                            &store_dir(&self.store),
-                            &local,
-                            k.initrd_path.is_some(),
-                        )
-                        .present(),
+                        crate::vm::BootFiles::of(&self.store, &local, k.initrd_path.is_some())
+                            .is_ok_and(|f| f.present()),
                     ),
                 };
                 (n.clone(), seen)
@@ -749,16 +740,17 @@ impl Reconciler {
             let mut spec = VmSpec::new(local.clone(), world::disks(vm, backings));
             spec.memory_bytes = world::memory(vm);
             spec.cpus = world::cpus(vm);
-            if let Some(k) = world::kernel_boot(vm) {
-                let files = crate::vm::BootFiles::at(
-                    &store_dir(&self.store),
-                    local,
-                    k.initrd_path.is_some(),
-                );
+            let kernel = backings.iter().find_map(|(_, b)| match b {
+                Backing::KernelBoot(k) => Some(k),
+                _ => None,
+            });
+            if let Some(k) = kernel {
+                let files = crate::vm::BootFiles::of(&self.store, local, k.initrd_path.is_some())
+                    .map_err(ControlError::from)?;
                 spec.boot = platter_launcher::Boot::Kernel {
                     kernel: files.kernel,
                     initrd: files.initrd,
-                    cmdline: k.kernel_args,
+                    cmdline: k.kernel_args.clone(),
                 };
             }
             let seed = backings.iter().find_map(|(_, b)| match b {
@@ -794,7 +786,7 @@ impl Reconciler {
                 let _ = l.delete(local.as_str());
             }
             // Boot files taken for a VM that was never defined.
-            let _ = std::fs::remove_dir_all(crate::vm::boot_dir(&store_dir(&self.store), local));
+            crate::vm::remove_boot_files(&self.store, local);
         }
         for dv in list(&self.store, Kind::DataVolume)? {
             let owned = dv.namespace() == s.namespace()
@@ -1079,13 +1071,19 @@ impl Reconciler {
                 .as_str()
                 .map(str::to_string)
         });
+        let target_local = local_name(&ns, target_name)?;
         let target = match vms
             .iter()
             .find(|v| v.namespace() == ns && v.name() == target_name)
         {
-            // The name is taken by a VM of `vm create`, or by a VMI: not ours to make.
-            None if super::declares(&self.store, &local_name(&ns, target_name)?)?
-                || crate::vm::records::get(&self.store, &local_name(&ns, target_name)?)
+            // The name is taken by a VMI or a VM of `vm create`: not ours to make.
+            None if get(
+                &self.store,
+                Kind::VirtualMachineInstance,
+                &key(&ns, target_name),
+            )?
+            .is_some()
+                || crate::vm::records::get(&self.store, &target_local)
                     .ok()
                     .flatten()
                     .is_some() =>
@@ -1252,21 +1250,14 @@ fn resolve_source(
     snapshot: Option<&platter_api::datavolume::NamespacedName>,
     ns: &str,
 ) -> Option<VolumeRef> {
-    let in_ns = |src_ns: &str| {
-        if src_ns.is_empty() {
-            ns.to_string()
-        } else {
-            src_ns.to_string()
-        }
-    };
     if let Some(src) = pvc {
-        return local_name(&in_ns(&src.namespace), &src.name)
+        return local_name(src.namespace_or(ns), &src.name)
             .ok()
             .map(VolumeRef::volume);
     }
     let src = snapshot?;
-    let src_ns = in_ns(&src.namespace);
-    let mine = |v: &str| match src_ns.as_str() {
+    let src_ns = src.namespace_or(ns);
+    let mine = |v: &str| match src_ns {
         "default" => !v.contains('_'),
         other => v.strip_prefix(other).is_some_and(|r| r.starts_with('_')),
     };
@@ -1282,11 +1273,6 @@ fn resolve_source(
     found.next().is_none().then_some(first)
 }
 
-/// The store's directory as an absolute path (libvirt is given files in it).
-fn store_dir(store: &Store) -> std::path::PathBuf {
-    std::path::absolute(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf())
-}
-
 /// Makes the VM's own disks that are missing (containerDisk clones, the image cached
 /// once; empty disks) and takes its kernel boot files out of their image.
 fn prepare_disks(
@@ -1299,7 +1285,7 @@ fn prepare_disks(
     for (_, b) in backings {
         if let Backing::KernelBoot(k) = b {
             crate::vm::ensure_boot_files(
-                &store_dir(store),
+                store,
                 vm,
                 &k.image,
                 &k.kernel_path,

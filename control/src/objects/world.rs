@@ -84,7 +84,7 @@ pub fn backings(vm: &VirtualMachine, ns: &str) -> Result<Vec<(String, Backing)>,
 
 /// The template's kernel boot, when its kernel comes from a container image (validation
 /// and apply have refused the other shapes).
-pub fn kernel_boot(vm: &VirtualMachine) -> Option<KernelBoot> {
+fn kernel_boot(vm: &VirtualMachine) -> Option<KernelBoot> {
     let k = vm
         .spec
         .template

@@ -91,7 +91,7 @@ pub fn create(
 }
 
 /// The store's directory as an absolute path: libvirt and QEMU get paths under it.
-fn store_dir(store: &Store) -> Result<PathBuf, VmError> {
+pub(crate) fn store_dir(store: &Store) -> Result<PathBuf, VmError> {
     std::path::absolute(store.dir()).map_err(|source| VmError::Io {
         what: "store",
         path: store.dir().to_path_buf(),

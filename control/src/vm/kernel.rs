@@ -3,9 +3,10 @@
 //! container, into `vms/NAME.boot/` in the store, which is the VM's alone and goes with
 //! it. They are taken once; a VM that has them boots from them again.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use platter_importer::{CancelFlag, NoProgress, WantedFile};
+use platter_snapshotter::Store;
 use platter_types::Name;
 
 use crate::api::ImportParams;
@@ -17,9 +18,18 @@ use super::VmError;
 /// The largest kernel or initrd taken out of an image.
 pub const MAX_BOOT_FILE: u64 = 1 << 30;
 
-/// The VM's kernel-boot directory in the store at `dir`.
-pub fn boot_dir(dir: &Path, vm: &Name) -> PathBuf {
-    dir.join("vms").join(format!("{vm}.boot"))
+/// The VM's kernel-boot directory in `store` (absolute: libvirt is given its files).
+fn boot_dir(store: &Store, vm: &Name) -> Result<PathBuf, VmError> {
+    Ok(super::create::store_dir(store)?
+        .join("vms")
+        .join(format!("{vm}.boot")))
+}
+
+/// Removes the VM's kernel-boot files, if it has any.
+pub fn remove_boot_files(store: &Store, vm: &Name) {
+    if let Ok(d) = boot_dir(store, vm) {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// The files of a VM's kernel boot: `kernel`, and `initrd` when the VM names one.
@@ -30,12 +40,12 @@ pub struct BootFiles {
 }
 
 impl BootFiles {
-    pub fn at(dir: &Path, vm: &Name, with_initrd: bool) -> BootFiles {
-        let d = boot_dir(dir, vm);
-        BootFiles {
+    pub fn of(store: &Store, vm: &Name, with_initrd: bool) -> Result<BootFiles, VmError> {
+        let d = boot_dir(store, vm)?;
+        Ok(BootFiles {
             kernel: d.join("kernel"),
             initrd: with_initrd.then(|| d.join("initrd")),
-        }
+        })
     }
 
     /// Both are there (a VM's files are written whole or not at all).
@@ -45,20 +55,20 @@ impl BootFiles {
 }
 
 /// Takes `kernel_path` (and `initrd_path`) out of `image` into the VM's boot directory
-/// in the store at `dir`, unless they are there already.
+/// in `store`, unless they are there already.
 pub fn ensure_boot_files(
-    dir: &Path,
+    store: &Store,
     vm: &Name,
     image: &str,
     kernel_path: &str,
     initrd_path: Option<&str>,
     cancel: CancelFlag,
 ) -> Result<BootFiles, ControlError> {
-    let files = BootFiles::at(dir, vm, initrd_path.is_some());
+    let files = BootFiles::of(store, vm, initrd_path.is_some())?;
     if files.present() {
         return Ok(files);
     }
-    let bdir = boot_dir(dir, vm);
+    let bdir = boot_dir(store, vm)?;
     std::fs::create_dir_all(&bdir).map_err(|source| VmError::Io {
         what: "creating",
         path: bdir.clone(),

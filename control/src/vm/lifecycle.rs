@@ -177,9 +177,7 @@ pub fn delete(
         {
             let _ = std::fs::remove_file(f);
         }
-        if let Ok(dir) = std::path::absolute(store.dir()) {
-            let _ = std::fs::remove_dir_all(super::boot_dir(&dir, name));
-        }
+        super::remove_boot_files(store, name);
         if record_left {
             records::remove(store, name)?;
         }
