@@ -380,6 +380,28 @@ fn validate_source(spec: &DataVolumeSpec, s: &DataVolumeSource, at: &str, causes
                 );
             }
         }
+        for (i, hdr) in h.extra_headers.iter().enumerate() {
+            if let Err(e) = crate::secret::parse_header(hdr) {
+                causes.push(format!("{src_at}.http.extraHeaders[{i}]"), e);
+            }
+        }
+        let named = [
+            ("secretRef", &h.secret_ref),
+            ("certConfigMap", &h.cert_config_map),
+        ];
+        for (field, name) in named {
+            if name.as_deref() == Some("") {
+                causes.push(format!("{src_at}.http.{field}"), "name is required");
+            }
+        }
+        for (i, name) in h.secret_extra_headers.iter().enumerate() {
+            if name.is_empty() {
+                causes.push(
+                    format!("{src_at}.http.secretExtraHeaders[{i}]"),
+                    "name is required",
+                );
+            }
+        }
     }
     if let Some(r) = &s.registry {
         validate_registry(r, &src_at, causes);
@@ -411,6 +433,15 @@ fn validate_registry(r: &RegistrySource, src_at: &str, causes: &mut Causes) {
     let scheme = url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("docker") | Some("oci-archive")) {
         return causes.push(url_at, format!("Illegal registry source URL scheme {url}"));
+    }
+    let named = [
+        ("secretRef", &r.secret_ref),
+        ("certConfigMap", &r.cert_config_map),
+    ];
+    for (field, name) in named {
+        if name.as_deref() == Some("") {
+            causes.push(format!("{src_at}.registry.{field}"), "name is required");
+        }
     }
     if let Some(m) = r.pull_method.as_deref() {
         if m != "pod" && m != "node" {

@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::meta::Kind;
+use crate::secret::{self, ConfigMap, Secret};
 use crate::validate::{validate_name, Cause, Causes};
 use crate::{
     datasource, datavolume, snapshot, vm, DataSource, DataVolume, VirtualMachine,
@@ -27,6 +28,8 @@ pub enum Object {
     VirtualMachineInstance(VirtualMachineInstance),
     VirtualMachineSnapshot(VirtualMachineSnapshot),
     VirtualMachineRestore(VirtualMachineRestore),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
 }
 
 impl Object {
@@ -38,6 +41,8 @@ impl Object {
             Object::VirtualMachineInstance(_) => Kind::VirtualMachineInstance,
             Object::VirtualMachineSnapshot(_) => Kind::VirtualMachineSnapshot,
             Object::VirtualMachineRestore(_) => Kind::VirtualMachineRestore,
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -49,6 +54,8 @@ impl Object {
             Object::VirtualMachineInstance(o) => &o.metadata,
             Object::VirtualMachineSnapshot(o) => &o.metadata,
             Object::VirtualMachineRestore(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -373,6 +380,12 @@ fn decode(kind: Kind, mut v: Value) -> Result<Object, (String, String)> {
         Kind::VirtualMachineInstance => Object::VirtualMachineInstance(typed(v)?),
         Kind::VirtualMachineSnapshot => Object::VirtualMachineSnapshot(typed(v)?),
         Kind::VirtualMachineRestore => Object::VirtualMachineRestore(typed(v)?),
+        Kind::Secret => {
+            let mut s: Secret = typed(v)?;
+            s.normalize();
+            Object::Secret(s)
+        }
+        Kind::ConfigMap => Object::ConfigMap(typed(v)?),
     })
 }
 
@@ -384,5 +397,7 @@ fn validate(o: &Object, causes: &mut Causes) {
         Object::VirtualMachineInstance(vmi) => vm::validate_vmi(&vmi.spec, "spec", causes),
         Object::VirtualMachineSnapshot(s) => snapshot::validate_snapshot(&s.spec, causes),
         Object::VirtualMachineRestore(r) => snapshot::validate_restore(&r.spec, causes),
+        Object::Secret(s) => secret::validate_secret(s, causes),
+        Object::ConfigMap(c) => secret::validate_config_map(c, causes),
     }
 }

@@ -2,7 +2,8 @@
 //! CDI define: `DataVolume` (cdi.kubevirt.io/v1beta1), `VirtualMachine` and
 //! `VirtualMachineInstance` (kubevirt.io/v1), `VirtualMachineSnapshot` and
 //! `VirtualMachineRestore` (snapshot.kubevirt.io/v1beta1), each also accepted under
-//! `platter.dev/v1beta1`.
+//! `platter.dev/v1beta1`; and the core `Secret` and `ConfigMap` (v1) that DataVolumes
+//! read credentials, headers and CA certificates from.
 //!
 //! IO-free: types with serde and JSON schemas, the YAML document reader, Kubernetes
 //! quantities, and validation with the upstream webhooks' messages. The reconcilers
@@ -15,6 +16,7 @@ pub mod datavolume;
 pub mod document;
 pub mod meta;
 pub mod quantity;
+pub mod secret;
 pub mod snapshot;
 pub mod validate;
 pub mod vm;
@@ -24,6 +26,7 @@ pub use datavolume::DataVolume;
 pub use document::{parse_documents, Document, DocumentError, Object};
 pub use meta::{Condition, Kind, ObjectMeta};
 pub use quantity::Quantity;
+pub use secret::{ConfigMap, Secret};
 pub use snapshot::{VirtualMachineRestore, VirtualMachineSnapshot};
 pub use vm::{VirtualMachine, VirtualMachineInstance};
 
@@ -36,6 +39,8 @@ pub fn schema(kind: Kind) -> schemars::Schema {
         Kind::VirtualMachineInstance => schemars::schema_for!(VirtualMachineInstance),
         Kind::VirtualMachineSnapshot => schemars::schema_for!(VirtualMachineSnapshot),
         Kind::VirtualMachineRestore => schemars::schema_for!(VirtualMachineRestore),
+        Kind::Secret => schemars::schema_for!(Secret),
+        Kind::ConfigMap => schemars::schema_for!(ConfigMap),
     }
 }
 
@@ -47,7 +52,8 @@ mod tests {
     fn every_kind_has_a_schema_with_its_fields() {
         for kind in Kind::ALL {
             let s = serde_json::to_value(schema(kind)).unwrap();
-            assert!(s["properties"]["spec"].is_object(), "{kind}: {s}");
+            let body = if kind.reconciled() { "spec" } else { "data" };
+            assert!(s["properties"][body].is_object(), "{kind}: {s}");
         }
         let dv = serde_json::to_string(&schema(Kind::DataVolume)).unwrap();
         for field in [

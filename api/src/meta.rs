@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const PLATTER_GROUP: &str = "platter.dev";
 pub const PLATTER_VERSION: &str = "platter.dev/v1beta1";
 
-/// The kinds platter reconciles.
+/// The kinds platter keeps: those it reconciles, and the two core kinds they refer to
+/// (see [`Kind::reconciled`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Kind {
     DataVolume,
@@ -20,17 +21,27 @@ pub enum Kind {
     VirtualMachineInstance,
     VirtualMachineSnapshot,
     VirtualMachineRestore,
+    Secret,
+    ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::DataVolume,
         Kind::DataSource,
         Kind::VirtualMachine,
         Kind::VirtualMachineInstance,
         Kind::VirtualMachineSnapshot,
         Kind::VirtualMachineRestore,
+        Kind::Secret,
+        Kind::ConfigMap,
     ];
+
+    /// False for Secrets and ConfigMaps: data that DataVolumes read, with no status, no
+    /// events and nothing to reconcile (a delete removes them at once).
+    pub fn reconciled(self) -> bool {
+        !matches!(self, Kind::Secret | Kind::ConfigMap)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -40,6 +51,8 @@ impl Kind {
             Kind::VirtualMachineInstance => "VirtualMachineInstance",
             Kind::VirtualMachineSnapshot => "VirtualMachineSnapshot",
             Kind::VirtualMachineRestore => "VirtualMachineRestore",
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 
@@ -54,6 +67,7 @@ impl Kind {
                 "snapshot.kubevirt.io/v1beta1",
                 "snapshot.kubevirt.io/v1alpha1",
             ],
+            Kind::Secret | Kind::ConfigMap => &["v1"],
         }
     }
 
@@ -66,6 +80,8 @@ impl Kind {
             Kind::VirtualMachineInstance => "virtualmachineinstances",
             Kind::VirtualMachineSnapshot => "virtualmachinesnapshots",
             Kind::VirtualMachineRestore => "virtualmachinerestores",
+            Kind::Secret => "secrets",
+            Kind::ConfigMap => "configmaps",
         }
     }
 
@@ -78,7 +94,17 @@ impl Kind {
             Kind::VirtualMachineInstance => &["vmi", "vmis"],
             Kind::VirtualMachineSnapshot => &["vmsnapshot", "vmsnapshots"],
             Kind::VirtualMachineRestore => &["vmrestore", "vmrestores"],
+            Kind::Secret => &[],
+            Kind::ConfigMap => &["cm"],
         }
+    }
+
+    /// The name a message suggests for this kind on a command line (`dv`, `secrets`).
+    pub fn cli_name(self) -> &'static str {
+        self.short_names()
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.plural())
     }
 
     /// The kind a command line names, as kubectl resolves it: plural, singular, short

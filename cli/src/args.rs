@@ -195,6 +195,7 @@ impl RegistryArgs {
                 .as_ref()
                 .and_then(|p| std::path::absolute(p).ok()),
             platform: Some(self.platform.clone()),
+            ..Default::default()
         }
     }
 }

@@ -349,7 +349,7 @@ fn an_import_survives_sigkill_of_serve_and_a_bad_checksum_fails_for_good() {
 fn a_vm_from_a_registry_datavolume_template_boots_and_delete_removes_it_all() {
     let env = Env::new("decl");
     let g = guest_files();
-    let reg = Registry::start(env.dir.path());
+    let reg = Registry::start_plain();
     let srv = Serve::start(&env.store);
     let vm = env.vm("d");
     let vm2 = format!("{vm}-r");
@@ -648,7 +648,7 @@ fn tick(env: &Env, target: &str) -> u64 {
 #[test]
 fn an_online_snapshot_of_a_running_kernel_boot_vm_is_of_one_instant() {
     let env = Env::new("kboot");
-    let reg = Registry::start(env.dir.path());
+    let reg = Registry::start_plain();
     let mut srv = Serve::start(&env.store);
     let vm = env.vm("k");
     let bad = env.vm("nok");
@@ -850,7 +850,7 @@ spec:
 fn a_vmi_runs_once_to_succeeded_and_delete_removes_it() {
     let env = Env::new("vmi");
     let g = guest_files();
-    let reg = Registry::start(env.dir.path());
+    let reg = Registry::start_plain();
     let _srv = Serve::start(&env.store);
     let vmi = env.vm("i");
     let _guard = VmGuard(vec![vmi.clone()]);
@@ -966,4 +966,143 @@ fn a_thousand_datavolumes_and_two_hundred_vms_through_one_apply() {
         "{c}"
     );
     assert_eq!(volumes(&env.store).len(), 1001);
+}
+
+/// DataVolumes whose sources need what Secrets and ConfigMaps hold, read when the import
+/// starts: an HTTPS server from a throw-away CA that wants basic auth and two headers
+/// (one given in the DataVolume, one in a Secret), and a TLS registry with htpasswd. The
+/// first HTTP attempt runs with a wrong password and fails (retried, not fatal); the
+/// Secret is then re-applied with the right one and the import goes through. A Secret's
+/// values are never printed by `get` or `describe`.
+#[test]
+fn datavolumes_import_with_the_secrets_and_config_maps_they_name() {
+    use platter_testkit::http::{Behaviour, HttpServer};
+    use platter_testkit::registry::Registry;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let disk: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let http = HttpServer::start_tls();
+    http.add("disk.img", disk.clone());
+    http.set(Behaviour {
+        basic_auth: Some(("alice".into(), "s3cret-pw".into())),
+        require_headers: vec![
+            ("X-Token".into(), "abc".into()),
+            ("X-Hidden".into(), "from a secret".into()),
+        ],
+        ..Default::default()
+    });
+    let pem = |ca_dir: &Path| {
+        let text = std::fs::read_to_string(ca_dir.join("ca.crt")).unwrap();
+        text.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let web_ca = pem(http.ca_dir.as_ref().unwrap());
+
+    let _srv = Serve::start(&store);
+    let reg = Registry::start_tls_auth();
+    let reg_ca = reg.ca.clone().unwrap();
+    let raw = write(&dir.path().join("disk.raw"), "");
+    std::fs::write(&raw, &disk).unwrap();
+    ok(&store, &["import", &raw, "src"]);
+    let image = format!("docker://{}", reg.reference("sec/disk:1"));
+    let ca_arg = reg_ca.to_str().unwrap();
+    ok(
+        &store,
+        &[
+            "push",
+            "src",
+            &image,
+            "--creds",
+            "user:secret",
+            "--cert-dir",
+            ca_arg,
+        ],
+    );
+    ok(&store, &["volume", "delete", "src"]);
+
+    let creds = |password: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: web-creds}}\ntype: Opaque\nstringData:\n  accessKeyId: alice\n  secretKey: {password}\n")
+    };
+    let yaml = format!(
+        "{wrong}---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: hdr}}\nstringData:\n  token: 'X-Hidden: from a secret'\n---\n\
+apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: web-ca}}\ndata:\n  ca.pem: |\n{web_ca}---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: reg-creds}}\ndata:\n  accessKeyId: dXNlcg==\n  secretKey: c2VjcmV0\n---\n\
+apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: reg-ca}}\ndata:\n  ca.crt: |\n{reg}---\n\
+{web}---\n{img}",
+        wrong = creds("wrong"),
+        reg = pem(&reg_ca),
+        web = dv_with(
+            "web",
+            &format!("    http:\n      url: {}\n      secretRef: web-creds\n      certConfigMap: web-ca\n      extraHeaders: ['X-Token: abc']\n      secretExtraHeaders: [hdr]", http.url("disk.img")),
+            "8Mi",
+        ),
+        img = dv_with(
+            "img",
+            &format!("    registry:\n      url: {image}\n      secretRef: reg-creds\n      certConfigMap: reg-ca"),
+            "8Mi",
+        ),
+    );
+    let out = ok(
+        &store,
+        &["apply", "-f", &write(&dir.path().join("s.yaml"), &yaml)],
+    );
+    assert!(
+        out.contains("secret/web-creds created") && out.contains("configmap/reg-ca created"),
+        "{out}"
+    );
+    let wait = |name: &str| {
+        ok(
+            &store,
+            &[
+                "wait",
+                "dv",
+                name,
+                "--for",
+                "condition=Ready",
+                "--timeout",
+                "120s",
+            ],
+        );
+    };
+    wait("img");
+    assert_eq!(exported(&store, "img", dir.path())[..disk.len()], disk[..]);
+
+    // The wrong password: refused by the server, retried, not Failed.
+    watch(&store, "dv", "web", "phase", |o| {
+        o["status"]["restartCount"].as_i64() >= Some(1)
+    });
+    let o = object(&store, "dv", "web").unwrap();
+    assert_ne!(phase(&o), "Failed", "{o}");
+    let desc = ok(&store, &["describe", "dv", "web"]);
+    assert!(desc.contains("401"), "{desc}");
+    let out = ok(
+        &store,
+        &[
+            "apply",
+            "-f",
+            &write(&dir.path().join("c.yaml"), &creds("s3cret-pw")),
+        ],
+    );
+    assert!(out.contains("secret/web-creds configured"), "{out}");
+    wait("web");
+    assert_eq!(exported(&store, "web", dir.path())[..disk.len()], disk[..]);
+
+    let table = ok(&store, &["get", "secrets"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("web-creds"))
+        .unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[..3], ["web-creds", "Opaque", "2"], "{table}");
+    let desc = ok(&store, &["describe", "secret", "web-creds"]);
+    assert!(
+        desc.contains("secretKey:  9 bytes") && !desc.contains("s3cret"),
+        "{desc}"
+    );
+    let desc = ok(&store, &["describe", "cm", "web-ca"]);
+    assert!(desc.contains("BEGIN CERTIFICATE"), "{desc}");
+    ok(&store, &["delete", "secret", "hdr"]);
+    assert!(object(&store, "secret", "hdr").is_none());
 }

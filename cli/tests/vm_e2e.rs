@@ -94,7 +94,7 @@ fn boot_from_a_volume_and_the_guests_write_is_in_it() {
 fn boot_from_a_container_disk_in_a_local_registry() {
     let env = Env::new("cd");
     let g = guest_files();
-    let reg = Registry::start(env.dir.path());
+    let reg = Registry::start_plain();
     let _srv = Serve::start(&env.store);
     let vm = env.vm("b");
     let _guard = VmGuard(vec![vm.clone()]);

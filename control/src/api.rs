@@ -349,6 +349,13 @@ pub struct RegistryParams {
     pub tls_verify: bool,
     pub cert_dir: Option<PathBuf>,
     pub platform: Option<String>,
+    /// CA certificates (PEM) trusted besides the system's and `cert_dir`'s, each with the
+    /// name errors give it (a DataVolume's `certConfigMap`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certs: Vec<(String, String)>,
+    /// `Name: value` headers sent with every HTTP request (a DataVolume's `extraHeaders`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
 }
 
 impl Default for RegistryParams {
@@ -359,6 +366,8 @@ impl Default for RegistryParams {
             tls_verify: true,
             cert_dir: None,
             platform: None,
+            ca_certs: Vec::new(),
+            headers: Vec::new(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use platter_importer::push::{DiskFormat, LayerCompression};
 use platter_importer::sink::StoreSink;
 use platter_importer::{
-    CancelFlag, Checksum, Credentials, ImportOptions, Platform, Progress, ProgressEvent,
+    CancelFlag, Checksum, Credentials, Headers, ImportOptions, Platform, Progress, ProgressEvent,
     PushOptions, RegistryOptions, TlsOptions,
 };
 use platter_snapshotter::Store;
@@ -44,7 +44,13 @@ pub fn registry_options(p: &RegistryParams) -> Result<(RegistryOptions, Platform
         tls: TlsOptions {
             verify: p.tls_verify,
             cert_dir: p.cert_dir.clone(),
+            extra_certs: p
+                .ca_certs
+                .iter()
+                .map(|(name, pem)| (name.clone(), pem.clone().into_bytes()))
+                .collect(),
         },
+        headers: Headers::parse(&p.headers).map_err(param("header"))?,
         ..RegistryOptions::default()
     };
     Ok((opts, platform))

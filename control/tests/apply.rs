@@ -475,3 +475,98 @@ fn a_new_run_strategy_replaces_a_kept_start_or_stop() {
     assert_eq!(after.object["spec"]["runStrategy"], "Always");
     assert_eq!(after.internal.requested, None);
 }
+
+fn secret(name: &str, user: &str, password: &str) -> String {
+    format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: Opaque\nstringData:\n  accessKeyId: {user}\n  secretKey: {password}\n")
+}
+
+fn config_map(name: &str, pem: &str) -> String {
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata:\n  ca.pem: |\n{indented}")
+}
+
+fn http_dv(name: &str, extra: &str) -> String {
+    format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: {name}}}\nspec:\n  source:\n    http:\n      url: https://127.0.0.1:1/disk.img\n{extra}  storage:\n    resources:\n      requests:\n        storage: 1Gi\n")
+}
+
+/// Secrets and ConfigMaps are kept as the API server keeps them (stringData folded into
+/// data), may change unless immutable, go at once on delete, and a DataVolume that names
+/// one that is neither stored nor in the file is refused naming the field.
+#[test]
+fn secrets_and_config_maps_are_stored_and_datavolume_references_resolve() {
+    let (_d, s) = store();
+    let refs = "      secretRef: creds\n      certConfigMap: ca\n      extraHeaders: [\"X-A: 1\"]\n      secretExtraHeaders: [hdrs]\n";
+    let msg = refused(&s, &http_dv("web", refs));
+    assert!(
+        msg.contains("spec.source.http.secretRef: Secret default/creds does not exist"),
+        "{msg}"
+    );
+    let hdrs = "apiVersion: v1\nkind: Secret\nmetadata: {name: hdrs}\ndata:\n  h1: WC1COiAy\n";
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----";
+    let text = [
+        http_dv("web", refs),
+        secret("creds", "alice", "pw"),
+        config_map("ca", pem),
+        hdrs.to_string(),
+    ]
+    .join("---\n");
+    let applied = objects::apply(&s, "f.yaml", &text, false, NOW).unwrap();
+    let actions: Vec<_> = applied.results.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(actions, ["created"; 4]);
+    let stored = objects::get(&s, Kind::Secret, "default/creds")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.object["data"]["accessKeyId"], "YWxpY2U=");
+    assert!(stored.object["stringData"].is_null(), "{}", stored.object);
+    assert_eq!(stored.object["type"], "Opaque");
+    let cm = objects::get(&s, Kind::ConfigMap, "default/ca")
+        .unwrap()
+        .unwrap();
+    assert_eq!(cm.object["data"]["ca.pem"], format!("{pem}\n"));
+
+    // Same content: unchanged; new content: configured; an immutable one stays.
+    let again = objects::apply(&s, "f.yaml", &secret("creds", "alice", "pw"), false, NOW).unwrap();
+    assert_eq!(again.results[0].action, "unchanged");
+    let moved = objects::apply(&s, "f.yaml", &secret("creds", "alice", "pw2"), false, NOW).unwrap();
+    assert_eq!(moved.results[0].action, "configured");
+    let stored = objects::get(&s, Kind::Secret, "default/creds")
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.object["data"]["secretKey"], "cHcy");
+    assert!(stored.object["metadata"]["uid"].is_string());
+    let fixed = format!("{}immutable: true\n", secret("fixed", "a", "b"));
+    objects::apply(&s, "f.yaml", &fixed, false, NOW).unwrap();
+    let changed = format!("{}immutable: true\n", secret("fixed", "a", "c"));
+    let msg = refused(&s, &changed);
+    assert!(
+        msg.contains("field is immutable when `immutable` is set"),
+        "{msg}"
+    );
+
+    // Bad documents name the field.
+    let bad = "apiVersion: v1\nkind: Secret\nmetadata: {name: b}\ndata:\n  k: '%%'\n";
+    assert!(refused(&s, bad).contains("data.k: not valid base64"));
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\ndata:\n  'a/b': x\n";
+    assert!(refused(&s, bad).contains("data[a/b]: a valid config key"));
+    let bad = "apiVersion: v2\nkind: Secret\nmetadata: {name: b}\n";
+    assert!(refused(&s, bad).contains("apiVersion \"v2\" is not one platter accepts for Secret"));
+    let msg = refused(&s, &http_dv("h", "      extraHeaders: [\"no colon\"]\n"));
+    assert!(
+        msg.contains("spec.source.http.extraHeaders[0]: \"no colon\" is not a header"),
+        "{msg}"
+    );
+    let reg = "apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: r}\nspec:\n  source:\n    registry:\n      url: docker://127.0.0.1:1/x:1\n      certConfigMap: nosuch\n  storage: {resources: {requests: {storage: 1Gi}}}\n";
+    let msg = refused(&s, reg);
+    assert!(
+        msg.contains("spec.source.registry.certConfigMap: ConfigMap default/nosuch does not exist"),
+        "{msg}"
+    );
+
+    // A Secret is deleted at once (nothing reconciles it); kubectl's names find it.
+    objects::delete(&s, Kind::Secret, "default/hdrs", NOW).unwrap();
+    assert!(objects::get(&s, Kind::Secret, "default/hdrs")
+        .unwrap()
+        .is_none());
+    assert_eq!(Kind::from_cli("cm"), Some(Kind::ConfigMap));
+    assert_eq!(Kind::from_cli("secrets"), Some(Kind::Secret));
+}

@@ -35,7 +35,9 @@ pub use checksum::{Checksum, ChecksumAlgo};
 pub use error::ImportError;
 pub use import::{extract_files, import, resolve_digest, ImportReport};
 pub use oci::files::{ExtractedFile, WantedFile};
-pub use options::{CancelFlag, Credentials, ImportOptions, Platform, RegistryOptions, TlsOptions};
+pub use options::{
+    CancelFlag, Credentials, Headers, ImportOptions, Platform, RegistryOptions, TlsOptions,
+};
 pub use progress::{NoProgress, Progress, ProgressEvent};
 pub use push::{
     push, DiskFormat, LayerCompression, PushExtent, PushOptions, PushReport, PushVolume,

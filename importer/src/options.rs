@@ -53,6 +53,9 @@ pub struct TlsOptions {
     pub verify: bool,
     /// Extra CA certificates: every `*.crt` / `*.pem` file in this directory.
     pub cert_dir: Option<PathBuf>,
+    /// More CA certificates (PEM or DER), each with the name errors give it (e.g. a
+    /// DataVolume's certConfigMap key).
+    pub extra_certs: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for TlsOptions {
@@ -60,6 +63,7 @@ impl Default for TlsOptions {
         TlsOptions {
             verify: true,
             cert_dir: None,
+            extra_certs: Vec::new(),
         }
     }
 }
@@ -130,6 +134,31 @@ pub struct RegistryOptions {
     /// A download that delivers nothing for this long is treated as interrupted.
     pub read_timeout: Duration,
     pub connect_timeout: Duration,
+    /// Headers sent with every request of an HTTP(S) source (not to registries).
+    pub headers: Headers,
+}
+
+/// `Name: value` request headers; `Debug` shows the names only (values may be tokens).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers(pub Vec<(String, String)>);
+
+impl Headers {
+    /// Parses `Name: value` lines ([`platter_types::parse_header`]).
+    pub fn parse<S: AsRef<str>>(lines: &[S]) -> Result<Headers, String> {
+        lines
+            .iter()
+            .map(|l| platter_types::parse_header(l.as_ref()))
+            .collect::<Result<_, _>>()
+            .map(Headers)
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(n, _)| format!("{n}: ***")))
+            .finish()
+    }
 }
 
 impl Default for RegistryOptions {
@@ -142,6 +171,7 @@ impl Default for RegistryOptions {
             retry_delay: Duration::from_millis(500),
             read_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(30),
+            headers: Headers::default(),
         }
     }
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use platter_importer::{Credentials, ImportError, ImportOptions, RegistryOptions};
+use platter_importer::{Credentials, Headers, ImportError, ImportOptions, RegistryOptions};
 use std::time::Duration;
 
 fn fast_opts() -> ImportOptions {
@@ -690,4 +690,46 @@ fn https_with_cert_dir() {
     let out = d.join("noverify.raw");
     import_file(&url, &out, &opts).unwrap();
     assert_same(&out, &f.qcow, "qcow2");
+}
+
+/// A CA given in memory (a DataVolume's certConfigMap) is trusted like `--cert-dir`;
+/// one that is not a certificate is refused by the name it was given. Extra headers go
+/// with every request (the qcow2 is read with several), and their absence is refused.
+#[test]
+fn in_memory_ca_and_extra_headers() {
+    let f = fixture();
+    let d = f.dir.path();
+    let server = HttpServer::start_tls();
+    server.add("disk.qcow2", read(&f.qcow));
+    let want = ("X-Token".to_string(), "t0k3n value".to_string());
+    server.set(Behaviour {
+        require_headers: vec![want.clone()],
+        ..Default::default()
+    });
+    let url = server.url("disk.qcow2");
+    let ca = std::fs::read(server.ca_dir.as_ref().unwrap().join("ca.crt")).unwrap();
+
+    let mut opts = fast_opts();
+    opts.registry.tls.extra_certs = vec![("ConfigMap default/ca key ca.pem".into(), ca)];
+    let out = d.join("noheader.raw");
+    let e = import_file(&url, &out, &opts).unwrap_err();
+    assert!(e.to_string().contains("403"), "{e}");
+    assert_nothing_left(d, "noheader");
+
+    opts.registry.headers = Headers::parse(&["X-Token: t0k3n value"]).unwrap();
+    assert_eq!(format!("{:?}", opts.registry.headers), "[\"X-Token: ***\"]");
+    let out = d.join("trusted.raw");
+    import_file(&url, &out, &opts).unwrap();
+    assert_same(&out, &f.qcow, "qcow2");
+    assert!(server.seen().len() > 1, "{:?}", server.seen());
+
+    let mut opts = fast_opts();
+    opts.registry.tls.extra_certs = vec![(
+        "ConfigMap default/ca key bad.pem".into(),
+        b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec(),
+    )];
+    let e = import_file(&url, &d.join("bad.raw"), &opts).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("ConfigMap default/ca key bad.pem"), "{msg}");
+    assert_nothing_left(d, "bad");
 }

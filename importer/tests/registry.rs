@@ -209,6 +209,7 @@ fn tls_and_auth_registry() {
     let tls = TlsOptions {
         verify: true,
         cert_dir: reg.ca.clone(),
+        ..Default::default()
     };
     let with_creds = RegistryOptions {
         creds: Some(Credentials::parse("user:secret").unwrap()),
@@ -277,7 +278,7 @@ fn tls_and_auth_registry() {
             creds: with_creds.creds.clone(),
             tls: TlsOptions {
                 verify: false,
-                cert_dir: None,
+                ..Default::default()
             },
             ..Default::default()
         },

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -206,66 +206,8 @@ impl Drop for VmGuard {
     }
 }
 
-/// A `docker-registry` on 127.0.0.1 at a free port, storing under the test's dir.
-pub struct Registry {
-    pub child: Child,
-    pub port: u16,
-}
-
-impl Registry {
-    pub fn start(dir: &Path) -> Registry {
-        let data = dir.join("registry");
-        std::fs::create_dir_all(&data).unwrap();
-        for _attempt in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let config = data.join("config.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }}, delete: {{ enabled: true }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                    data.join("data").display()
-                ),
-            )
-            .unwrap();
-            let log = std::fs::File::create(data.join("log")).unwrap();
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(&config)
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("docker-registry (run scripts/install.sh)");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Registry { child, port };
-                }
-                // Exited: most likely the port was taken meanwhile; try another.
-                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!(
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(data.join("log")).unwrap_or_default()
-        );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[allow(unused_imports)]
+pub use platter_testkit::registry::Registry;
 
 // ---------------------------------------------------------------------------------------
 // Commands and checks.

@@ -200,6 +200,9 @@ struct Batch {
     data_sources: BTreeSet<String>,
     /// VirtualMachineSnapshots of the file, by `ns/name`.
     snapshots: BTreeSet<String>,
+    /// Secrets and ConfigMaps of the file, by `ns/name`.
+    secrets: BTreeSet<String>,
+    config_maps: BTreeSet<String>,
 }
 
 impl Batch {
@@ -208,6 +211,7 @@ impl Batch {
         let (mut vms, mut vmis) = (BTreeSet::new(), BTreeSet::new());
         let mut snapshots = BTreeSet::new();
         let mut data_sources = BTreeSet::new();
+        let (mut secrets, mut config_maps) = (BTreeSet::new(), BTreeSet::new());
         for d in docs {
             match &d.object {
                 Object::VirtualMachineSnapshot(x) => {
@@ -228,6 +232,12 @@ impl Batch {
                 Object::DataSource(ds) => {
                     data_sources.insert(key(d.object.namespace(), name_of(&ds.metadata)));
                 }
+                Object::Secret(x) => {
+                    secrets.insert(key(d.object.namespace(), name_of(&x.metadata)));
+                }
+                Object::ConfigMap(x) => {
+                    config_maps.insert(key(d.object.namespace(), name_of(&x.metadata)));
+                }
                 _ => {}
             }
         }
@@ -237,6 +247,8 @@ impl Batch {
             vmis,
             data_sources,
             snapshots,
+            secrets,
+            config_maps,
         }
     }
 }
@@ -262,12 +274,15 @@ fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
             format!(
                 "{} is being deleted: wait for it to go (platter wait {} {} --for delete)",
                 old.describe(),
-                old.kind.short_names()[0],
+                old.kind.cli_name(),
                 old.name()
             ),
         ));
     }
     let new_value = super::object_value(new);
+    if !new.kind().reconciled() {
+        return update_data(old, new_value);
+    }
     let old_spec = &old.object["spec"];
     let new_spec = &new_value["spec"];
     if old_spec == new_spec {
@@ -316,13 +331,50 @@ fn update(old: &Stored, new: &Object) -> Result<Option<Stored>, Refusal> {
     }
 }
 
+/// A Secret or ConfigMap: its content (everything but metadata) may change, unless it was
+/// made `immutable`; DataVolumes read it when their import starts.
+fn update_data(old: &Stored, new_value: Value) -> Result<Option<Stored>, Refusal> {
+    let content = |v: &Value| {
+        let mut v = v.clone();
+        if let Value::Object(m) = &mut v {
+            m.remove("metadata");
+        }
+        v
+    };
+    let new_content = content(&new_value);
+    if content(&old.object) == new_content {
+        return Ok(None);
+    }
+    if old.object["immutable"] == Value::Bool(true) {
+        return Err((
+            "data".into(),
+            format!(
+                "field is immutable when `immutable` is set: delete {} {} and apply it again",
+                old.kind.cli_name(),
+                old.name()
+            ),
+        ));
+    }
+    let mut s = old.clone();
+    if let (Value::Object(obj), Value::Object(fresh)) = (&mut s.object, new_content) {
+        obj.retain(|k, _| k == "metadata");
+        obj.extend(fresh);
+    }
+    Ok(Some(s))
+}
+
 /// A new object: what it names must exist (in the store or in this file), and the platter
 /// names it will take must be free.
 fn create_checks(store: &Store, o: &Object, batch: &Batch) -> Result<Option<Stored>, Refusal> {
+    // Data only: no platter name is made of it, and it names nothing.
+    if let Object::Secret(_) | Object::ConfigMap(_) = o {
+        return Ok(None);
+    }
     let ns = o.namespace();
     let local =
         local_name(ns, o.name()).map_err(|e| ("metadata.name".to_string(), e.to_string()))?;
     match o {
+        Object::Secret(_) | Object::ConfigMap(_) => {}
         Object::DataVolume(dv) => {
             check_dv_new(store, dv, ns, "", batch)?;
         }
@@ -449,32 +501,48 @@ fn check_dv_parts(
             ));
         }
     }
+    // Read when the import starts; they must exist now so that a typo shows at once.
+    let refs = |at_src: &str, secret: &Option<String>, cm: &Option<String>| {
+        let mut out = Vec::new();
+        if let Some(n) = secret {
+            out.push((format!("{at_src}.secretRef"), Kind::Secret, n.clone()));
+        }
+        if let Some(n) = cm {
+            out.push((
+                format!("{at_src}.certConfigMap"),
+                Kind::ConfigMap,
+                n.clone(),
+            ));
+        }
+        out
+    };
+    let mut wanted = Vec::new();
     if let Some(h) = source.and_then(|s| s.http.as_ref()) {
-        for (field, set) in [
-            ("secretRef", h.secret_ref.is_some()),
-            ("certConfigMap", h.cert_config_map.is_some()),
-            ("extraHeaders", !h.extra_headers.is_empty()),
-            ("secretExtraHeaders", !h.secret_extra_headers.is_empty()),
-        ] {
-            if set {
-                return Err((
-                    format!("{at}spec.source.http.{field}"),
-                    "there are no Secrets or ConfigMaps on one machine; platter does not act on it yet".into(),
-                ));
-            }
+        let at_src = format!("{at}spec.source.http");
+        wanted.extend(refs(&at_src, &h.secret_ref, &h.cert_config_map));
+        for (i, n) in h.secret_extra_headers.iter().enumerate() {
+            wanted.push((
+                format!("{at_src}.secretExtraHeaders[{i}]"),
+                Kind::Secret,
+                n.clone(),
+            ));
         }
     }
     if let Some(r) = source.and_then(|s| s.registry.as_ref()) {
-        for (field, set) in [
-            ("secretRef", r.secret_ref.is_some()),
-            ("certConfigMap", r.cert_config_map.is_some()),
-        ] {
-            if set {
-                return Err((
-                    format!("{at}spec.source.registry.{field}"),
-                    "there are no Secrets or ConfigMaps on one machine; platter does not act on it yet".into(),
-                ));
-            }
+        let at_src = format!("{at}spec.source.registry");
+        wanted.extend(refs(&at_src, &r.secret_ref, &r.cert_config_map));
+    }
+    for (field, kind, name) in wanted {
+        let k = key(ns, &name);
+        let in_file = match kind {
+            Kind::Secret => batch.secrets.contains(&k),
+            _ => batch.config_maps.contains(&k),
+        };
+        if !in_file && !exists(store, kind, &k) {
+            return Err((
+                field,
+                format!("{kind} {k} does not exist (nor is it in this file)"),
+            ));
         }
     }
     Ok(())

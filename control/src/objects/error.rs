@@ -15,7 +15,7 @@ pub enum ObjectError {
     Documents { file: String, errors: Vec<String> },
     #[error("{} {key} does not exist", kind)]
     NotFound { kind: Kind, key: String },
-    #[error("{kind:?} is not a kind platter knows (datavolumes/dv, datasources/das, virtualmachines/vm, virtualmachineinstances/vmi, virtualmachinesnapshots/vmsnapshot, virtualmachinerestores/vmrestore)")]
+    #[error("{kind:?} is not a kind platter knows (datavolumes/dv, datasources/das, virtualmachines/vm, virtualmachineinstances/vmi, virtualmachinesnapshots/vmsnapshot, virtualmachinerestores/vmrestore, secrets, configmaps/cm)")]
     UnknownKind { kind: String },
     #[error("{what} is in use by {by}: delete {by} first")]
     InUse { what: String, by: String },
@@ -45,6 +45,13 @@ pub enum ObjectError {
     /// Something the reconciler needs (libvirt) cannot be reached now; retried next pass.
     #[error("{what} is unavailable: {detail}")]
     Unavailable { what: String, detail: String },
+    /// A Secret or ConfigMap a DataVolume names cannot be used (missing, incomplete).
+    #[error("{field}: {object} {detail}")]
+    Reference {
+        object: String,
+        field: String,
+        detail: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -74,6 +81,7 @@ impl ObjectError {
                 (ErrorKind::Unavailable, Some(dir.display().to_string()))
             }
             ObjectError::Unavailable { what, .. } => (ErrorKind::Unavailable, Some(what.clone())),
+            ObjectError::Reference { object, .. } => (ErrorKind::NotFound, Some(object.clone())),
             ObjectError::Store(e) => (crate::error::store_kind(e), e.object()),
         }
     }

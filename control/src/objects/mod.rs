@@ -9,6 +9,7 @@
 //! bookkeeping ([`Internal`]: failed attempts, an upload that is ready) so that a restart
 //! of `serve` resumes every object where it was.
 
+mod access;
 mod apply;
 mod error;
 pub mod reconciler;
@@ -149,6 +150,8 @@ impl Stored {
             Kind::VirtualMachineRestore => {
                 Object::VirtualMachineRestore(serde_json::from_value(v).map_err(damaged)?)
             }
+            Kind::Secret => Object::Secret(serde_json::from_value(v).map_err(damaged)?),
+            Kind::ConfigMap => Object::ConfigMap(serde_json::from_value(v).map_err(damaged)?),
         })
     }
 
@@ -219,6 +222,8 @@ pub fn object_value(o: &Object) -> Value {
         Object::VirtualMachineInstance(x) => serde_json::to_value(x),
         Object::VirtualMachineSnapshot(x) => serde_json::to_value(x),
         Object::VirtualMachineRestore(x) => serde_json::to_value(x),
+        Object::Secret(x) => serde_json::to_value(x),
+        Object::ConfigMap(x) => serde_json::to_value(x),
     };
     v.unwrap_or(Value::Null)
 }
@@ -330,6 +335,12 @@ fn delete_unlocked(store: &Store, kind: Kind, key: &str, now: Now) -> Result<Sto
     }
     if kind == Kind::DataVolume {
         apply::check_dv_unused(store, &s)?;
+    }
+    // Nothing was made from it and nothing reconciles it: it goes at once (a DataVolume
+    // importing with it has already read it).
+    if !kind.reconciled() {
+        store.change_records(&[delete_change(&s)])?;
+        return Ok(s);
     }
     if let Value::Object(meta) = &mut s.object["metadata"] {
         meta.insert(
@@ -463,7 +474,7 @@ pub fn declares(store: &Store, vm: &Name) -> Result<bool, ObjectError> {
 pub fn check_not_declared(store: &Store, vm: &Name) -> Result<(), ObjectError> {
     let (ns, name) = object_of(vm);
     if let Some(kind) = declared_by(store, vm)? {
-        let short = kind.short_names()[0];
+        let short = kind.cli_name();
         return Err(ObjectError::Managed {
             vm: vm.to_string(),
             object: format!("{kind} {ns}/{name}"),

@@ -457,6 +457,7 @@ impl Reconciler {
         let host = self.host.clone();
         let name = local.clone();
         let what = s.describe();
+        let (ns, src) = (s.namespace().to_string(), src.clone());
         std::thread::spawn(move || {
             let ctx = Context {
                 cancel: job.cancel.clone(),
@@ -464,8 +465,11 @@ impl Reconciler {
                 vm_host: Some(host.clone()),
             };
             tracing::info!(object = %what, %source, "import started");
-            let r = crate::transfer::import(&store, &source, &name, &params, ctx, &mut |e| {
-                job.track(e)
+            // The Secrets and ConfigMaps are read now, as an importer pod mounts them.
+            let access = super::access::source_access(&store, &ns, &src, params.registry);
+            let r = access.map_err(ControlError::from).and_then(|registry| {
+                let params = ImportParams { registry, ..params };
+                crate::transfer::import(&store, &source, &name, &params, ctx, &mut |e| job.track(e))
             });
             let r = r.map(|_| ()).map_err(|e| failure_of(&e, now()));
             host.runtime().finish(&job, r);

@@ -17,7 +17,7 @@ use crate::oci::pull::BlobSource;
 use crate::options::{CancelFlag, Credentials, Platform, RegistryOptions};
 use crate::progress::Throttle;
 use crate::source::bridge::{self, BridgeReader, Item};
-use crate::source::tls::load_cert_dir;
+use crate::source::tls::{ca_files, is_pem, reqwest_certs};
 use futures_util::StreamExt;
 use oci_client::client::{
     BlobResponse, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
@@ -141,25 +141,13 @@ impl Registry {
             Some(Credentials::Bearer(t)) => RegistryAuth::Bearer(t),
             None => RegistryAuth::Anonymous,
         };
-        let certs = match &opts.tls.cert_dir {
-            Some(d) => load_cert_dir(d)?,
-            None => Vec::new(),
-        };
         let mut hb = reqwest::Client::builder()
             .connect_timeout(opts.connect_timeout)
             .read_timeout(opts.read_timeout)
             .danger_accept_invalid_certs(!opts.tls.verify)
             .user_agent(concat!("platter/", env!("CARGO_PKG_VERSION")));
-        for (name, pem) in &certs {
-            let c = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
-                ImportError::InvalidSource {
-                    source_str: name.clone(),
-                    reason: format!("not a usable CA certificate: {e}"),
-                }
-            })?;
-            for c in c {
-                hb = hb.add_root_certificate(c);
-            }
+        for c in reqwest_certs(&opts.tls)? {
+            hb = hb.add_root_certificate(c);
         }
         let http = hb.build().map_err(|e| reg_err(&display, chain_err(&e)))?;
         let scheme = handle.block_on(choose_scheme(
@@ -176,10 +164,14 @@ impl Registry {
                 ClientProtocol::Http
             },
             accept_invalid_certificates: !opts.tls.verify,
-            extra_root_certificates: certs
+            extra_root_certificates: ca_files(&opts.tls)?
                 .into_iter()
                 .map(|(_, data)| Certificate {
-                    encoding: CertificateEncoding::Pem,
+                    encoding: if is_pem(&data) {
+                        CertificateEncoding::Pem
+                    } else {
+                        CertificateEncoding::Der
+                    },
                     data,
                 })
                 .collect(),

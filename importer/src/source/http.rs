@@ -97,7 +97,7 @@ impl HttpClient {
             .read_timeout(opts.read_timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
             .danger_accept_invalid_certs(!opts.tls.verify);
-        for c in tls::reqwest_certs(opts.tls.cert_dir.as_deref())? {
+        for c in tls::reqwest_certs(&opts.tls)? {
             b = b.add_root_certificate(c);
         }
         let client = b.build().map_err(|e| net_err("(client setup)", &e))?;
@@ -140,6 +140,9 @@ impl HttpClient {
                 if let Some(v) = if_range {
                     req = req.header(IF_RANGE, v);
                 }
+            }
+            for (name, value) in &self.opts.headers.0 {
+                req = req.header(name.as_str(), value.as_str());
             }
             req = match &self.creds {
                 Some(Credentials::Basic { username, password }) => {

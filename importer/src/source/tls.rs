@@ -1,9 +1,11 @@
 //! `--cert-dir`: extra CA certificates (every `*.crt` and `*.pem` in the directory, as
-//! containers' certs.d uses them) for HTTPS sources and registries.
+//! containers' certs.d uses them), and certificates given in memory (a DataVolume's
+//! certConfigMap), for HTTPS sources and registries.
 //!
 //! Reads only the named directory; never installs anything system-wide.
 
 use crate::error::ImportError;
+use crate::options::TlsOptions;
 use std::path::Path;
 
 /// Certificates larger than this are refused (a CA bundle is a few hundred KiB).
@@ -36,21 +38,38 @@ pub(crate) fn load_cert_dir(dir: &Path) -> Result<Vec<(String, Vec<u8>)>, Import
     Ok(out)
 }
 
-/// The certificates as reqwest root certificates (a PEM file may hold several).
-pub(crate) fn reqwest_certs(dir: Option<&Path>) -> Result<Vec<reqwest::Certificate>, ImportError> {
-    let Some(dir) = dir else {
-        return Ok(Vec::new());
+/// Every extra CA certificate file `tls` names: the `cert_dir` files, then `extra_certs`.
+pub(crate) fn ca_files(tls: &TlsOptions) -> Result<Vec<(String, Vec<u8>)>, ImportError> {
+    let mut files = match &tls.cert_dir {
+        Some(dir) => load_cert_dir(dir)?,
+        None => Vec::new(),
     };
+    files.extend(tls.extra_certs.iter().cloned());
+    Ok(files)
+}
+
+/// PEM (a bundle of one or more certificates), else DER.
+pub(crate) fn is_pem(data: &[u8]) -> bool {
+    data.starts_with(b"-----") || data.windows(11).any(|w| w == b"-----BEGIN ")
+}
+
+/// [`ca_files`] as reqwest root certificates.
+pub(crate) fn reqwest_certs(tls: &TlsOptions) -> Result<Vec<reqwest::Certificate>, ImportError> {
     let mut out = Vec::new();
-    for (name, data) in load_cert_dir(dir)? {
-        let bad = |e: reqwest::Error| ImportError::InvalidSource {
+    for (name, data) in ca_files(tls)? {
+        let bad = |reason: String| ImportError::InvalidSource {
             source_str: name.clone(),
-            reason: format!("not a usable CA certificate: {e}"),
+            reason,
         };
-        if data.starts_with(b"-----") || data.windows(11).any(|w| w == b"-----BEGIN ") {
-            out.extend(reqwest::Certificate::from_pem_bundle(&data).map_err(bad)?);
+        let unusable = |e: reqwest::Error| bad(format!("not a usable CA certificate: {e}"));
+        if is_pem(&data) {
+            let certs = reqwest::Certificate::from_pem_bundle(&data).map_err(unusable)?;
+            if certs.is_empty() {
+                return Err(bad("holds no PEM certificate".into()));
+            }
+            out.extend(certs);
         } else {
-            out.push(reqwest::Certificate::from_der(&data).map_err(bad)?);
+            out.push(reqwest::Certificate::from_der(&data).map_err(unusable)?);
         }
     }
     Ok(out)

@@ -252,7 +252,7 @@ pub fn start_token_registry(user: &str, password: &str) -> (Registry, TokenServe
         d = d.display()
     );
     (
-        Registry::launch(dir, free_port(), "", &auth, None),
+        Registry::launch(dir, "", &auth, None),
         TokenServer {
             port: tport,
             requests,

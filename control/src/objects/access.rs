@@ -1,0 +1,199 @@
+//! What an import needs from the Secrets and ConfigMaps a DataVolume names, read when the
+//! import starts (as CDI's importer pod mounts them when it starts):
+//!
+//! - `secretRef`: a Secret with `accessKeyId` (user name) and `secretKey` (password),
+//!   sent as HTTP basic auth, or as the registry's credentials;
+//! - `certConfigMap`: a ConfigMap whose every value is a PEM CA certificate (bundle)
+//!   trusted for that source besides the system roots;
+//! - `extraHeaders` (`Name: value`) and `secretExtraHeaders` (Secrets whose every value
+//!   is one such header), sent with every HTTP request.
+//!
+//! A reference that cannot be read (missing, a key absent, not text) fails the import
+//! attempt with an error naming the object and the field; it is retried, so applying the
+//! Secret later lets the import go on.
+
+use platter_api::datavolume::DataVolumeSource;
+use platter_api::secret::{parse_header, ACCESS_KEY_ID, SECRET_KEY};
+use platter_api::{ConfigMap, Kind, Object, Secret};
+use platter_snapshotter::Store;
+
+use super::{get, key, ObjectError};
+use crate::api::RegistryParams;
+
+/// `params` with the credentials, CA certificates and headers of `src` (a DataVolume's
+/// source in namespace `ns`) filled in.
+pub fn source_access(
+    store: &Store,
+    ns: &str,
+    src: &DataVolumeSource,
+    mut params: RegistryParams,
+) -> Result<RegistryParams, ObjectError> {
+    let (at, secret_ref, cert_config_map) = match (&src.http, &src.registry) {
+        (Some(h), _) => ("spec.source.http", &h.secret_ref, &h.cert_config_map),
+        (None, Some(r)) => ("spec.source.registry", &r.secret_ref, &r.cert_config_map),
+        (None, None) => return Ok(params),
+    };
+    if let Some(name) = secret_ref {
+        let field = format!("{at}.secretRef");
+        let s = secret(store, ns, name, &field)?;
+        let text = |k: &str| {
+            s.text(k)
+                .map_err(|e| bad(Kind::Secret, ns, name, &field, e))?
+                .ok_or_else(|| bad(Kind::Secret, ns, name, &field, format!("has no data.{k}")))
+        };
+        let (user, password) = (text(ACCESS_KEY_ID)?, text(SECRET_KEY)?);
+        if user.is_empty() || user.contains(':') {
+            return Err(bad(
+                Kind::Secret,
+                ns,
+                name,
+                &field,
+                format!("data.{ACCESS_KEY_ID} must be a user name, not empty and without ':'"),
+            ));
+        }
+        params.creds = Some(format!("{user}:{password}"));
+    }
+    if let Some(name) = cert_config_map {
+        let field = format!("{at}.certConfigMap");
+        let cm = config_map(store, ns, name, &field)?;
+        let values = cm
+            .values()
+            .map_err(|e| bad(Kind::ConfigMap, ns, name, &field, e))?;
+        if values.is_empty() {
+            return Err(bad(
+                Kind::ConfigMap,
+                ns,
+                name,
+                &field,
+                "holds no certificate".into(),
+            ));
+        }
+        for (k, v) in values {
+            let pem = String::from_utf8(v).map_err(|_| {
+                bad(
+                    Kind::ConfigMap,
+                    ns,
+                    name,
+                    &field,
+                    format!("{k} is not a PEM certificate (text)"),
+                )
+            })?;
+            params
+                .ca_certs
+                .push((format!("ConfigMap {ns}/{name} key {k}"), pem));
+        }
+    }
+    if let Some(h) = &src.http {
+        params.headers.extend(h.extra_headers.iter().cloned());
+        for (i, name) in h.secret_extra_headers.iter().enumerate() {
+            let field = format!("{at}.secretExtraHeaders[{i}]");
+            let s = secret(store, ns, name, &field)?;
+            let values = s
+                .values()
+                .map_err(|e| bad(Kind::Secret, ns, name, &field, e))?;
+            for (k, v) in values {
+                let header = String::from_utf8(v)
+                    .map_err(|_| format!("data.{k} is not text"))
+                    .and_then(|h| parse_header(&h).map(|_| h))
+                    .map_err(|e| bad(Kind::Secret, ns, name, &field, format!("data.{k}: {e}")))?;
+                params.headers.push(header);
+            }
+        }
+    }
+    Ok(params)
+}
+
+fn bad(kind: Kind, ns: &str, name: &str, field: &str, detail: String) -> ObjectError {
+    ObjectError::Reference {
+        object: format!("{kind} {ns}/{name}"),
+        field: field.to_string(),
+        detail,
+    }
+}
+
+fn secret(store: &Store, ns: &str, name: &str, field: &str) -> Result<Secret, ObjectError> {
+    match read(store, Kind::Secret, ns, name, field)? {
+        Object::Secret(s) => Ok(s),
+        _ => Err(bad(Kind::Secret, ns, name, field, "is not a Secret".into())),
+    }
+}
+
+fn config_map(store: &Store, ns: &str, name: &str, field: &str) -> Result<ConfigMap, ObjectError> {
+    match read(store, Kind::ConfigMap, ns, name, field)? {
+        Object::ConfigMap(c) => Ok(c),
+        _ => Err(bad(
+            Kind::ConfigMap,
+            ns,
+            name,
+            field,
+            "is not a ConfigMap".into(),
+        )),
+    }
+}
+
+fn read(
+    store: &Store,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<Object, ObjectError> {
+    get(store, kind, &key(ns, name))?
+        .ok_or_else(|| bad(kind, ns, name, field, "does not exist".into()))?
+        .typed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use platter_api::parse_documents;
+
+    fn store_with(text: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s")).unwrap();
+        crate::objects::apply(&store, "f.yaml", text, false, 1).unwrap();
+        (dir, store)
+    }
+
+    fn source(yaml: &str) -> DataVolumeSource {
+        let doc = format!("apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {{name: d}}\nspec:\n  source:\n{yaml}\n  storage: {{resources: {{requests: {{storage: 1Gi}}}}}}\n");
+        match parse_documents(&doc).unwrap().remove(0).unwrap().object {
+            Object::DataVolume(dv) => dv.spec.source.unwrap(),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn credentials_certificates_and_headers_come_from_the_objects() {
+        let (_d, store) = store_with(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\nstringData: {accessKeyId: al, secretKey: 'p:w'}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: h}\nstringData: {b: 'X-B: 2', a: 'X-A: 1'}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: nouser}\nstringData: {secretKey: x}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca}\ndata: {ca.pem: PEM}\n",
+        );
+        let src = source("    http:\n      url: https://h/x\n      secretRef: c\n      certConfigMap: ca\n      extraHeaders: ['X-0: 0']\n      secretExtraHeaders: [h]");
+        let p = source_access(&store, "default", &src, RegistryParams::default()).unwrap();
+        assert_eq!(p.creds.as_deref(), Some("al:p:w"));
+        assert_eq!(
+            p.ca_certs,
+            [(
+                "ConfigMap default/ca key ca.pem".to_string(),
+                "PEM".to_string()
+            )]
+        );
+        assert_eq!(p.headers, ["X-0: 0", "X-A: 1", "X-B: 2"]);
+
+        let src = source("    registry:\n      url: docker://h/x:1\n      secretRef: nouser");
+        let e = source_access(&store, "default", &src, RegistryParams::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.source.registry.secretRef: Secret default/nouser has no data.accessKeyId"
+        );
+        assert_eq!(e.kind().0, crate::ErrorKind::NotFound, "retried, not fatal");
+        let e = source_access(&store, "other", &src, RegistryParams::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("Secret other/nouser does not exist"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! Test support shared by the integration tests of several crates: the real components a
+//! test starts on 127.0.0.1 with random ports and temp dirs, and tears down on drop.
+//!
+//! - [`http::HttpServer`]: a small HTTP/1.1 (or HTTPS) file server with failure modes,
+//!   redirects, auth and required headers, recording every request;
+//! - [`ca::throwaway_ca`]: a CA and a server certificate for 127.0.0.1, made by `openssl`;
+//! - [`registry::Registry`]: Debian's `docker-registry`, plain or with TLS and htpasswd.
+//!
+//! Everything here panics on failure: it is only ever called by tests.
+
+pub mod ca;
+pub mod http;
+pub mod registry;
+
+use std::process::Command;
+
+/// Runs a command, panicking with its stderr on failure; returns its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e} (run scripts/install.sh)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell pipeline.
+pub fn sh(script: &str) -> String {
+    run("sh", &["-c", script])
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free loopback port: {e}"))
+}
