@@ -850,15 +850,34 @@ spec:
 fn a_vmi_runs_once_to_succeeded_and_delete_removes_it() {
     let env = Env::new("vmi");
     let g = guest_files();
-    let reg = Registry::start_plain();
-    let _srv = Serve::start(&env.store);
+    // A registry with TLS from a CA the host trusts (SSL_CERT_FILE, as
+    // update-ca-certificates would) and htpasswd: pulled with the VMI's imagePullSecret.
+    let reg = Registry::start_tls_auth();
+    let ca_dir = reg.ca.clone().unwrap();
+    let ca_file = ca_dir.join("ca.crt");
+    let _srv = Serve::start_with_env(&env.store, &[("SSL_CERT_FILE", &ca_file)]);
     let vmi = env.vm("i");
     let _guard = VmGuard(vec![vmi.clone()]);
     env.ok(&["import", g.boot.to_str().unwrap(), "bootsrc"]);
     let image = format!("127.0.0.1:{}/platter/guest:vmi", reg.port);
-    env.ok(&["push", "bootsrc", &format!("docker://{image}")]);
+    let ca = ca_dir.to_str().unwrap();
+    let to = format!("docker://{image}");
+    env.ok(&[
+        "push",
+        "bootsrc",
+        &to,
+        "--creds",
+        "user:secret",
+        "--cert-dir",
+        ca,
+    ]);
+    let pull = format!(
+        r#"{{"auths": {{"127.0.0.1:{}": {{"username": "user", "password": "secret"}}}}}}"#,
+        reg.port
+    );
     let yaml = format!(
-        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: {vmi}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices:\n      disks:\n      - {{name: root, disk: {{bus: virtio}}}}\n  volumes:\n  - {{name: root, containerDisk: {{image: '{image}'}}}}\n"
+        "apiVersion: kubevirt.io/v1\nkind: VirtualMachineInstance\nmetadata:\n  name: {vmi}\nspec:\n  domain:\n    memory: {{guest: 256Mi}}\n    devices:\n      disks:\n      - {{name: root, disk: {{bus: virtio}}}}\n  volumes:\n  - {{name: root, containerDisk: {{image: '{image}', imagePullSecret: pull}}}}\n---\n\
+apiVersion: v1\nkind: Secret\nmetadata: {{name: pull}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{pull}'\n"
     );
     let out = env.ok(&["apply", "-f", &write(&env.path("vmi.yaml"), &yaml)]);
     assert!(

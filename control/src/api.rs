@@ -356,6 +356,10 @@ pub struct RegistryParams {
     /// `Name: value` headers sent with every HTTP request (a DataVolume's `extraHeaders`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<String>,
+    /// A containers auth.json given as text (a KubeVirt `imagePullSecret`), with the name
+    /// errors give it; used when `creds` is unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_json: Option<(String, String)>,
 }
 
 impl Default for RegistryParams {
@@ -368,6 +372,7 @@ impl Default for RegistryParams {
             platform: None,
             ca_certs: Vec::new(),
             headers: Vec::new(),
+            auth_json: None,
         }
     }
 }

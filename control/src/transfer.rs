@@ -3,6 +3,7 @@
 
 use std::sync::mpsc;
 
+use platter_importer::oci::auth_file::AuthFile;
 use platter_importer::push::{DiskFormat, LayerCompression};
 use platter_importer::sink::StoreSink;
 use platter_importer::{
@@ -38,9 +39,17 @@ pub fn registry_options(p: &RegistryParams) -> Result<(RegistryOptions, Platform
         Some(s) => Platform::parse(s).map_err(param("--platform"))?,
         None => Platform::default(),
     };
+    let auth = match &p.auth_json {
+        Some((name, text)) => Some(AuthFile::parse(text.as_bytes()).map_err(|e| ParamError {
+            what: "imagePullSecret",
+            detail: format!("{name}: {e}"),
+        })?),
+        None => None,
+    };
     let opts = RegistryOptions {
         creds,
         authfile: p.authfile.clone(),
+        auth,
         tls: TlsOptions {
             verify: p.tls_verify,
             cert_dir: p.cert_dir.clone(),

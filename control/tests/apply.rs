@@ -369,18 +369,16 @@ fn kernel_boot_and_pull_secrets_are_checked_at_apply() {
     );
     let e = refused(&s, &secret);
     assert!(
-        e.contains("kernelBoot.container.imagePullSecret: there are no Secrets"),
+        e.contains("kernelBoot.container.imagePullSecret: Secret default/s does not exist"),
         "{e}"
     );
-    let e = refused(
-        &s,
-        &with(
-            "",
-            "{name: r, containerDisk: {image: 'r/i:1', imagePullSecret: s}}",
-        ),
+    let pulled = with(
+        "",
+        "{name: r, containerDisk: {image: 'r/i:1', imagePullSecret: s}}",
     );
+    let e = refused(&s, &pulled);
     assert!(
-        e.contains("volumes[0].containerDisk.imagePullSecret: there are no Secrets"),
+        e.contains("volumes[0].containerDisk.imagePullSecret: Secret default/s does not exist"),
         "{e}"
     );
     assert!(names(&s, Kind::VirtualMachine).is_empty());
@@ -391,6 +389,18 @@ fn kernel_boot_and_pull_secrets_are_checked_at_apply() {
     );
     objects::apply(&s, "f.yaml", &good, false, NOW).unwrap();
     assert_eq!(names(&s, Kind::VirtualMachine), ["k"]);
+    // With its Secret in the same file, a pull secret is accepted.
+    let pulled = pulled.replace("name: k}", "name: k2}");
+    let pull_secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: kubernetes.io/dockerconfigjson\nstringData: {.dockerconfigjson: '{\"auths\": {}}'}\n";
+    objects::apply(
+        &s,
+        "f.yaml",
+        &format!("{pulled}---\n{pull_secret}"),
+        false,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(names(&s, Kind::VirtualMachine), ["k", "k2"]);
 }
 
 fn vmi(name: &str, dv: &str) -> String {

@@ -126,6 +126,9 @@ pub struct RegistryOptions {
     pub creds: Option<Credentials>,
     /// `--authfile` (containers auth.json); consulted when `creds` is unset.
     pub authfile: Option<PathBuf>,
+    /// An auth file's entries given in memory (a KubeVirt `imagePullSecret`); consulted
+    /// when `creds` is unset, before `authfile`.
+    pub auth: Option<crate::oci::auth_file::AuthFile>,
     pub tls: TlsOptions,
     /// How often a failed request or an interrupted download is retried.
     pub retries: u32,
@@ -166,6 +169,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             creds: None,
             authfile: None,
+            auth: None,
             tls: TlsOptions::default(),
             retries: 5,
             retry_delay: Duration::from_millis(500),

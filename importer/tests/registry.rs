@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use platter_importer::checksum::sha256_digest;
+use platter_importer::oci::auth_file::AuthFile;
 use platter_importer::oci::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use platter_importer::push::{
     push, DiskFormat, LayerCompression, PushExtent, PushOptions, PushVolume,
@@ -271,6 +272,29 @@ fn tls_and_auth_registry() {
         Some(rep.manifest_digest.as_str())
     );
     assert_same(&out, &src, "raw");
+
+    // The same entries in memory (an imagePullSecret): used, and a file is not needed.
+    let json = |user_pass: &str| {
+        let auth = base64::engine::general_purpose::STANDARD.encode(user_pass);
+        format!(
+            r#"{{"auths":{{"127.0.0.1:{}":{{"auth":"{auth}"}}}}}}"#,
+            reg.port
+        )
+    };
+    let in_memory = |user_pass: &str| ImportOptions {
+        registry: RegistryOptions {
+            auth: Some(AuthFile::parse(json(user_pass).as_bytes()).unwrap()),
+            tls: tls.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let out = d.join("memory.out");
+    import_file(&dest, &out, &in_memory("user:secret")).unwrap();
+    assert_same(&out, &src, "raw");
+    let e = import_file(&dest, &d.join("wrong.out"), &in_memory("user:wrong")).unwrap_err();
+    assert!(matches!(e, ImportError::Registry { .. }), "{e}");
+    assert_nothing_left(d, "wrong");
 
     // Skip verification instead of trusting the CA; pull by digest.
     let iopts = ImportOptions {

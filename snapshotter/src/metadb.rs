@@ -90,10 +90,23 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// The database holds the records of declarative objects, Secrets among them: only its
+/// owner may read it (a store made before this rule is tightened on open).
+fn owner_only(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(StoreError::io("stat", path))?;
+    if md.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(StoreError::io("chmod", path))?;
+    }
+    Ok(())
+}
+
 impl MetaDb {
     /// Opens an existing database and checks its format version.
     pub fn open(path: &Path) -> Result<MetaDb> {
         let db = builder().open(path).map_err(db_err(path, "open"))?;
+        owner_only(path)?;
         let me = MetaDb {
             db,
             path: path.to_path_buf(),
@@ -119,6 +132,7 @@ impl MetaDb {
     /// in one transaction. The caller publishes it by renaming.
     pub fn create(path: &Path, cat: &Catalog, recs: &[RecordChange]) -> Result<()> {
         let db = builder().create(path).map_err(db_err(path, "create"))?;
+        owner_only(path)?;
         let me = MetaDb {
             db,
             path: path.to_path_buf(),

@@ -630,3 +630,19 @@ fn snapshot_and_rollback_of_no_volumes_commit_the_records() {
         serde_json::json!({ "n": "b" })
     );
 }
+
+/// The database holds Secrets (declarative records): only its owner may read it, also in
+/// a store made before that rule (tightened on open).
+#[test]
+fn the_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let db = dir.join("meta.redb");
+    drop(Store::open(&dir).unwrap());
+    assert_eq!(mode(&db), 0o600);
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(Store::open(&dir).unwrap());
+    assert_eq!(mode(&db), 0o600);
+}

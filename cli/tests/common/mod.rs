@@ -60,8 +60,13 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(store: &Path) -> Serve {
+        Serve::start_with_env(store, &[])
+    }
+
+    /// With extra environment (e.g. `SSL_CERT_FILE`: the CAs the host trusts).
+    pub fn start_with_env(store: &Path, env: &[(&str, &Path)]) -> Serve {
         Serve {
-            child: spawn_serve(store),
+            child: spawn_serve_with_env(store, env),
             store: store.to_path_buf(),
         }
     }
@@ -97,10 +102,15 @@ impl Serve {
 /// Starts `platter serve` and waits until it says where it listens (warnings may come
 /// first); it exits, closing stderr, if it cannot start.
 pub fn spawn_serve(store: &Path) -> Child {
+    spawn_serve_with_env(store, &[])
+}
+
+fn spawn_serve_with_env(store: &Path, env: &[(&str, &Path)]) -> Child {
     let mut child = Command::new(BIN)
         .arg("--store")
         .arg(store)
         .arg("serve")
+        .envs(env.iter().copied())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -103,6 +103,36 @@ pub fn source_access(
     Ok(params)
 }
 
+/// The registry credentials of a KubeVirt `imagePullSecret`: a Secret of type
+/// `kubernetes.io/dockerconfigjson` (`.dockerconfigjson`, a containers auth.json) or the
+/// legacy `kubernetes.io/dockercfg` (`.dockercfg`, the `auths` map alone).
+pub fn pull_access(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<RegistryParams, ObjectError> {
+    let s = secret(store, ns, name, field)?;
+    let text = |k: &str| s.text(k).map_err(|e| bad(Kind::Secret, ns, name, field, e));
+    let json = match (text(".dockerconfigjson")?, text(".dockercfg")?) {
+        (Some(j), _) => j,
+        (None, Some(legacy)) => format!("{{\"auths\": {legacy}}}"),
+        (None, None) => {
+            return Err(bad(
+                Kind::Secret,
+                ns,
+                name,
+                field,
+                "has neither data..dockerconfigjson nor data..dockercfg (make it with kubectl create secret docker-registry)".into(),
+            ))
+        }
+    };
+    Ok(RegistryParams {
+        auth_json: Some((format!("{field}: Secret {ns}/{name}"), json)),
+        ..RegistryParams::default()
+    })
+}
+
 fn bad(kind: Kind, ns: &str, name: &str, field: &str, detail: String) -> ObjectError {
     ObjectError::Reference {
         object: format!("{kind} {ns}/{name}"),
@@ -193,6 +223,30 @@ mod tests {
         let e = source_access(&store, "other", &src, RegistryParams::default()).unwrap_err();
         assert!(
             e.to_string().contains("Secret other/nouser does not exist"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_pull_secret_is_an_auth_file_in_either_docker_shape() {
+        let (_d, store) = store_with(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: new}\ntype: kubernetes.io/dockerconfigjson\nstringData: {.dockerconfigjson: '{\"auths\": {\"r:5000\": {\"username\": \"u\", \"password\": \"p\"}}}'}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: old}\ntype: kubernetes.io/dockercfg\nstringData: {.dockercfg: '{\"r:5000\": {\"auth\": \"dTpw\"}}'}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: opaque}\nstringData: {x: z}\n",
+        );
+        for name in ["new", "old"] {
+            let p = pull_access(&store, "default", name, "f").unwrap();
+            let (opts, _) = crate::transfer::registry_options(&p).unwrap();
+            let auth = opts.auth.unwrap();
+            let creds = format!("{:?}", auth.lookup("r:5000", "repo"));
+            assert_eq!(creds, "Some(Basic(u:***))", "{name}");
+        }
+        let at = "volumes[root].containerDisk.imagePullSecret";
+        let e = pull_access(&store, "default", "opaque", at).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "{at}: Secret default/opaque has neither data..dockerconfigjson"
+            )),
             "{e}"
         );
     }

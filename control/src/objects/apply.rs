@@ -548,8 +548,23 @@ fn check_dv_parts(
     Ok(())
 }
 
-/// Why a reference to a Secret is refused.
-const NO_SECRETS: &str = "there are no Secrets on one machine: remove it (registry credentials come from the auth file, as for imports)";
+/// A Secret a VM names must be in the store or in the file.
+fn secret_known(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    batch: &Batch,
+    field: &str,
+) -> Result<(), Refusal> {
+    let k = key(ns, name);
+    if batch.secrets.contains(&k) || exists(store, Kind::Secret, &k) {
+        return Ok(());
+    }
+    Err((
+        field.to_string(),
+        format!("Secret {k} does not exist (nor is it in this file)"),
+    ))
+}
 
 fn check_vm_new(
     store: &Store,
@@ -598,8 +613,8 @@ fn check_vm_new(
     {
         let at = "spec.template.spec.domain.firmware.kernelBoot.container";
         if let Some(c) = &k.container {
-            if c.image_pull_secret.is_some() {
-                return Err((format!("{at}.imagePullSecret"), NO_SECRETS.into()));
+            if let Some(n) = &c.image_pull_secret {
+                secret_known(store, ns, n, batch, &format!("{at}.imagePullSecret"))?;
             }
             if c.kernel_path.as_deref().is_none_or(str::is_empty) {
                 return Err((
@@ -611,14 +626,18 @@ fn check_vm_new(
     }
     for (i, v) in spec.volumes.iter().enumerate() {
         let at = format!("spec.template.spec.volumes[{i}]");
-        if v.container_disk
+        if let Some(n) = v
+            .container_disk
             .as_ref()
-            .is_some_and(|c| c.image_pull_secret.is_some())
+            .and_then(|c| c.image_pull_secret.as_ref())
         {
-            return Err((
-                format!("{at}.containerDisk.imagePullSecret"),
-                NO_SECRETS.into(),
-            ));
+            secret_known(
+                store,
+                ns,
+                n,
+                batch,
+                &format!("{at}.containerDisk.imagePullSecret"),
+            )?;
         }
         if let Some(d) = &v.data_volume {
             let k = key(ns, &d.name);

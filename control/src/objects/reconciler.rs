@@ -687,8 +687,9 @@ impl Reconciler {
                 let host = self.host.clone();
                 let backings = backings.to_vec();
                 let vm = local.clone();
+                let ns = s.namespace().to_string();
                 std::thread::spawn(move || {
-                    let r = prepare_disks(&store, &host, &vm, &backings, &job.cancel)
+                    let r = prepare_disks(&store, &host, (&ns, &vm), &backings, &job.cancel)
                         .map_err(|e| failure_of(&e, now()));
                     host.runtime().finish(&job, r);
                 });
@@ -1278,22 +1279,29 @@ fn resolve_source(
 }
 
 /// Makes the VM's own disks that are missing (containerDisk clones, the image cached
-/// once; empty disks) and takes its kernel boot files out of their image.
+/// once; empty disks) and takes its kernel boot files out of their image. Images are
+/// pulled with their `imagePullSecret` (read now, from the VM's namespace `ns`).
 fn prepare_disks(
     store: &Store,
     host: &VmHost,
-    vm: &Name,
+    (ns, vm): (&str, &Name),
     backings: &[(String, Backing)],
     cancel: &CancelFlag,
 ) -> Result<(), ControlError> {
-    for (_, b) in backings {
+    let pull = |secret: &Option<String>, at: &str| match secret {
+        Some(name) => super::access::pull_access(store, ns, name, at),
+        None => Ok(crate::api::RegistryParams::default()),
+    };
+    for (entry, b) in backings {
         if let Backing::KernelBoot(k) = b {
+            let registry = pull(&k.pull_secret, "kernelBoot.container.imagePullSecret")?;
             crate::vm::ensure_boot_files(
                 store,
                 vm,
                 &k.image,
                 &k.kernel_path,
                 k.initrd_path.as_deref(),
+                &registry,
                 cancel.clone(),
             )?;
             continue;
@@ -1303,12 +1311,18 @@ fn prepare_disks(
             continue;
         }
         match b {
-            Backing::ContainerDisk { image, volume } => {
+            Backing::ContainerDisk {
+                image,
+                volume,
+                pull_secret,
+            } => {
+                let at = format!("volumes[{entry}].containerDisk.imagePullSecret");
+                let registry = pull(pull_secret, &at)?;
                 let cached = crate::vm::ensure_image(
                     store,
                     Some(host),
                     image,
-                    &crate::api::RegistryParams::default(),
+                    &registry,
                     cancel.clone(),
                     &mut |_| {},
                 )?;

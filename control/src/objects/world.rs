@@ -17,8 +17,13 @@ pub enum Backing {
     DataVolume { dv: String, volume: Name },
     /// A claim: the volume of that name (a DataVolume's, if one has that name).
     Claim { claim: String, volume: Name },
-    /// A throw-away clone of a registry image, made for this VM.
-    ContainerDisk { image: String, volume: Name },
+    /// A throw-away clone of a registry image, made for this VM; `pull_secret` names the
+    /// Secret (in the VM's namespace) with the registry's credentials.
+    ContainerDisk {
+        image: String,
+        volume: Name,
+        pull_secret: Option<String>,
+    },
     /// A throw-away empty disk of `size` bytes.
     EmptyDisk { size: u64, volume: Name },
     /// The cloud-init seed (not a disk of the VM's record: the launcher attaches it).
@@ -39,6 +44,8 @@ pub const KERNEL_BOOT: &str = "(kernelBoot)";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelBoot {
     pub image: String,
+    /// The `imagePullSecret` (in the VM's namespace).
+    pub pull_secret: Option<String>,
     pub kernel_path: String,
     pub initrd_path: Option<String>,
     pub kernel_args: Option<String>,
@@ -97,6 +104,7 @@ fn kernel_boot(vm: &VirtualMachine) -> Option<KernelBoot> {
     let c = k.container.as_ref()?;
     Some(KernelBoot {
         image: image_source(&c.image),
+        pull_secret: c.image_pull_secret.clone().filter(|n| !n.is_empty()),
         kernel_path: c.kernel_path.clone()?,
         initrd_path: c.initrd_path.clone().filter(|p| !p.is_empty()),
         kernel_args: k.kernel_args.clone().filter(|a| !a.is_empty()),
@@ -136,6 +144,7 @@ fn backing(v: &Volume, ns: &str, vm_local: &Name) -> Result<Backing, ObjectError
         return Ok(Backing::ContainerDisk {
             image: image_source(&c.image),
             volume: own(vm_local, &v.name)?,
+            pull_secret: c.image_pull_secret.clone().filter(|n| !n.is_empty()),
         });
     }
     if let Some(e) = &v.empty_disk {
@@ -286,7 +295,8 @@ spec:
             b[0].1,
             Backing::ContainerDisk {
                 image: "docker://127.0.0.1:5000/guest:1".into(),
-                volume: Name::new("web-root").unwrap()
+                volume: Name::new("web-root").unwrap(),
+                pull_secret: None,
             }
         );
         assert_eq!(

@@ -9,7 +9,7 @@ use platter_importer::{CancelFlag, NoProgress, WantedFile};
 use platter_snapshotter::Store;
 use platter_types::Name;
 
-use crate::api::ImportParams;
+use crate::api::{ImportParams, RegistryParams};
 use crate::error::ControlError;
 use crate::transfer::import_options;
 
@@ -62,6 +62,7 @@ pub fn ensure_boot_files(
     image: &str,
     kernel_path: &str,
     initrd_path: Option<&str>,
+    registry: &RegistryParams,
     cancel: CancelFlag,
 ) -> Result<BootFiles, ControlError> {
     let files = BootFiles::of(store, vm, initrd_path.is_some())?;
@@ -86,7 +87,10 @@ pub fn ensure_boot_files(
             max_size: MAX_BOOT_FILE,
         });
     }
-    let mut opts = import_options(&ImportParams::default())?;
+    let mut opts = import_options(&ImportParams {
+        registry: registry.clone(),
+        ..ImportParams::default()
+    })?;
     opts.cancel = cancel;
     platter_importer::extract_files(image, &wanted, &opts, &NoProgress).map_err(|e| {
         let _ = std::fs::remove_dir_all(&bdir);

@@ -117,8 +117,12 @@ impl Registry {
             reason: format!("not a registry reference: {e}"),
         })?;
         let registry = parsed.resolve_registry().to_string();
+        let in_memory = opts.auth.as_ref();
         let creds = match &opts.creds {
             Some(c) => Some(c.clone()),
+            None if in_memory.is_some() => in_memory
+                .and_then(|f| f.lookup(parsed.registry(), parsed.repository()))
+                .cloned(),
             None => match &opts.authfile {
                 Some(path) => {
                     let bytes = std::fs::read(path).map_err(|e| ImportError::AuthFile {
