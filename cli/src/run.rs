@@ -4,7 +4,7 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use platter_control::api::{Compression, ExportFormat};
 use platter_control::{client, Context as RequestContext, Request, Response};
@@ -16,23 +16,34 @@ use crate::output;
 use crate::progress::Progress;
 use crate::usage::Usage;
 
-/// The store directory: `--store`, else `$PLATTER_STORE`, else the per-user default.
-pub fn store_dir(cli: &Cli) -> PathBuf {
+/// The store directory: `--store`, else `$PLATTER_STORE`, else the per-user default
+/// (`/var/lib/platter` for root, else `$XDG_DATA_HOME/platter` or
+/// `$HOME/.local/share/platter`); never a path relative to wherever the command runs.
+pub fn store_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(d) = &cli.store {
-        return d.clone();
+        return Ok(d.clone());
     }
     if let Some(d) = std::env::var_os("PLATTER_STORE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+        return Ok(PathBuf::from(d));
     }
     if rustix_is_root() {
-        return PathBuf::from("/var/lib/platter");
+        return Ok(PathBuf::from("/var/lib/platter"));
     }
+    let absolute = |d: std::ffi::OsString| Some(PathBuf::from(d)).filter(|p| p.is_absolute());
     let data = std::env::var_os("XDG_DATA_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    data.join("platter")
+        .and_then(absolute)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .and_then(absolute)
+                .map(|h| h.join(".local/share"))
+        });
+    match data {
+        Some(d) => Ok(d.join("platter")),
+        None => Err(Usage(
+            "no default store: neither XDG_DATA_HOME nor HOME is an absolute path; give --store DIR or set PLATTER_STORE".into(),
+        )
+        .into()),
+    }
 }
 
 fn rustix_is_root() -> bool {
@@ -89,6 +100,7 @@ fn call(
         return client::call_with_fds(stream, &sock, &req, &fds, &mut |e| progress.event(e))
             .map_err(Into::into);
     }
+    check_store_dir(dir, &req)?;
     let store = Store::open(dir).with_context(|| format!("opening store {}", dir.display()))?;
     let cancel = interrupts.map(Interrupts::cancel_flag).unwrap_or_default();
     platter_control::handle(&store, req, RequestContext::in_process(cancel), &mut |e| {
@@ -97,8 +109,29 @@ fn call(
     .map_err(Into::into)
 }
 
+/// Before a store is opened in this process: `dir` must be a directory, and a request
+/// that only reads or changes what a store holds needs it to exist (opening a store
+/// creates it: a typo in `--store` would list an empty store and leave it behind). An
+/// existing empty directory becomes a store, as `--store` asked.
+fn check_store_dir(dir: &Path, req: &Request) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Usage(format!(
+            "store {} is not a directory (give --store a directory)",
+            dir.display()
+        ))
+        .into());
+    }
+    if !req.may_create_store() && !dir.exists() {
+        bail!(
+            "there is no store at {}: check --store or PLATTER_STORE (a store is made by the first command that writes: volume create, import, vm create, apply, serve)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> Result<()> {
-    let dir = store_dir(&cli);
+    let dir = store_dir(&cli)?;
     let object_command = matches!(
         cli.command,
         Command::Get(_) | Command::Describe(_) | Command::Apply(_) | Command::Wait(_)

@@ -242,3 +242,77 @@ fn bad_arguments_exit_2_whoever_finds_them() {
         "{e}"
     );
 }
+
+/// Where the store is and where an export goes are checked and named before anything is
+/// made: a read on a store that does not exist refuses (and creates none), a store path
+/// that is a file is a usage error, an export into a missing directory names it, a user
+/// with no HOME gets no store relative to the working directory; sizes take decimal
+/// fractions as qemu-img does.
+#[test]
+fn store_paths_export_directories_and_sizes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    let typo = st.join("typo");
+    let no_store = format!(
+        "platter: error: there is no store at {}: check --store or PLATTER_STORE (a store is made by the first command that writes: volume create, import, vm create, apply, serve)",
+        typo.display()
+    );
+    for args in [
+        &["volume", "list"][..],
+        &["volume", "inspect", "a"],
+        &["volume", "gc"],
+        &["get", "dv"],
+        &["vm", "list"],
+    ] {
+        says(&typo, args, &no_store, 1);
+    }
+    assert!(!typo.exists(), "a read created the store");
+
+    let file = st.join("file");
+    std::fs::write(&file, "x").unwrap();
+    says(
+        &file,
+        &["volume", "list"],
+        &format!(
+            "platter: error: store {} is not a directory (give --store a directory)",
+            file.display()
+        ),
+        2,
+    );
+
+    ok(st, &["volume", "create", "a", "--size", "1.5M"]);
+    assert_eq!(json(st, &["volume", "inspect", "a"])["size"], 1536 << 10);
+    says(
+        st,
+        &["volume", "create", "b", "--size", "1.1K"],
+        "platter: error: invalid value '1.1K' for '--size <SIZE>': invalid size \"1.1K\": not a whole number of bytes (see --help)",
+        2,
+    );
+    says(
+        st,
+        &["volume", "export", "a", "/nonexistent/dir/x.raw"],
+        "platter: error: export to /nonexistent/dir/x.raw: directory /nonexistent/dir does not exist",
+        1,
+    );
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args([
+            "env",
+            "-u",
+            "HOME",
+            "-u",
+            "XDG_DATA_HOME",
+            "-u",
+            "PLATTER_STORE",
+            BIN,
+        ])
+        .args(["volume", "list"])
+        .current_dir(st)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "platter: error: no default store: neither XDG_DATA_HOME nor HOME is an absolute path; give --store DIR or set PLATTER_STORE"
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

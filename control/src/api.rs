@@ -179,6 +179,24 @@ pub enum Request {
     Ping,
 }
 
+impl Request {
+    /// Whether this request may be the first one a store sees: it makes something (a
+    /// volume, an import, a VM, objects). Every other request reads or changes what a
+    /// store already holds, so against a directory that is no store it can only fail,
+    /// and opening one there would leave an empty store behind (a typo in `--store`).
+    pub fn may_create_store(&self) -> bool {
+        matches!(
+            self,
+            Request::VolumeCreate { .. }
+                | Request::Import { .. }
+                | Request::VmCreate { .. }
+                | Request::VmPut { .. }
+                | Request::ImageEnsure { .. }
+                | Request::Apply { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Response {

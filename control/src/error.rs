@@ -320,6 +320,9 @@ fn export(e: &ExportError) -> (ErrorKind, Option<String>) {
         ExportError::Store { source, .. } => (store_kind(source), source.object()),
         ExportError::Format { path, .. } => (ErrorKind::Failed, Some(path.display().to_string())),
         ExportError::Cancelled => (ErrorKind::Cancelled, None),
+        ExportError::NoDirectory { dir, .. } => {
+            (ErrorKind::NotFound, Some(dir.display().to_string()))
+        }
     }
 }
 

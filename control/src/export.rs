@@ -29,6 +29,16 @@ pub enum ExportError {
     /// Stopped by its cancel flag (Ctrl-C, or the client went away); nothing was left.
     #[error("export cancelled")]
     Cancelled,
+    /// The output's directory is missing or is not a directory.
+    #[error("export to {path}: {}", dir_problem(.dir))]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+}
+
+fn dir_problem(dir: &Path) -> String {
+    match dir.exists() {
+        true => format!("{} is not a directory", dir.display()),
+        false => format!("directory {} does not exist", dir.display()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +95,16 @@ pub fn export(
         path: tmp.clone(),
         source,
     };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(ExportError::NoDirectory {
+            path: path.to_path_buf(),
+            dir,
+        });
+    }
     let file = File::create(&tmp).map_err(io)?;
     let size = vol.size();
     let result = (|| {

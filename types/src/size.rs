@@ -6,14 +6,22 @@ pub enum SizeError {
     Syntax(String),
     #[error("invalid size {0:?}: too large")]
     Overflow(String),
+    #[error("invalid size {0:?}: not a whole number of bytes")]
+    Fraction(String),
 }
 
-/// Parses `N[KMGTP][iB|B]` with binary multipliers; plain numbers are bytes.
+/// Parses `N[.F][KMGTP][iB|B]` with binary multipliers, as qemu-img takes sizes: plain
+/// numbers are bytes, and a decimal fraction (`1.5G`) must come to whole bytes.
 pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
-    let digits = t.bytes().take_while(|b| b.is_ascii_digit()).count();
-    let (num, suffix) = t.split_at(digits);
-    if num.is_empty() {
+    let digits = |x: &str| x.bytes().take_while(|b| b.is_ascii_digit()).count();
+    let int_len = digits(t);
+    let (int, rest) = t.split_at(int_len);
+    let (frac, suffix) = match rest.strip_prefix('.') {
+        Some(r) => r.split_at(digits(r)),
+        None => ("", rest),
+    };
+    if int.is_empty() || (rest.starts_with('.') && frac.is_empty()) || frac.len() > 18 {
         return Err(SizeError::Syntax(s.to_string()));
     }
     let shift = match suffix.to_ascii_uppercase().as_str() {
@@ -25,11 +33,24 @@ pub fn parse_size(s: &str) -> Result<u64, SizeError> {
         "P" | "PB" | "PIB" => 50,
         _ => return Err(SizeError::Syntax(s.to_string())),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| SizeError::Overflow(s.to_string()))?;
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| SizeError::Overflow(s.to_string()))
+    let overflow = || SizeError::Overflow(s.to_string());
+    // Exact: (int.frac * 10^len) * 2^shift / 10^len, in u128.
+    let scale = 10u128.pow(frac.len() as u32);
+    let int: u128 = int.parse().map_err(|_| overflow())?;
+    let frac: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().map_err(|_| overflow())?
+    };
+    let scaled = int
+        .checked_mul(scale)
+        .and_then(|v| v.checked_add(frac))
+        .and_then(|v| v.checked_mul(1u128 << shift))
+        .ok_or_else(overflow)?;
+    if scaled % scale != 0 {
+        return Err(SizeError::Fraction(s.to_string()));
+    }
+    u64::try_from(scaled / scale).map_err(|_| overflow())
 }
 
 /// Formats bytes for people: exact units where they divide evenly, else one decimal.
@@ -67,13 +88,25 @@ mod tests {
 
     #[test]
     fn refuses_garbage() {
-        for s in ["", "G", "-1", "1.5G", "10X", "1 G"] {
+        for s in ["", "G", "-1", ".5G", "1.G", "1.5.1G", "10X", "1 G"] {
             assert!(parse_size(s).is_err(), "{s}");
         }
         assert!(matches!(
             parse_size("99999999999P"),
             Err(SizeError::Overflow(_))
         ));
+    }
+
+    #[test]
+    fn decimal_fractions_as_qemu_img_takes_them() {
+        assert_eq!(parse_size("1.5G").unwrap(), 1536 << 20);
+        assert_eq!(parse_size("0.5k").unwrap(), 512);
+        assert_eq!(parse_size("2.25M").unwrap(), 2304 << 10);
+        assert_eq!(parse_size("10.0").unwrap(), 10);
+        assert_eq!(parse_size("1.1K"), Err(SizeError::Fraction("1.1K".into())));
+        assert!(matches!(parse_size("0.5"), Err(SizeError::Fraction(_))));
+        assert!(matches!(parse_size("16383.99999P"), Err(_)));
+        assert!(matches!(parse_size("16384P"), Err(SizeError::Overflow(_))));
     }
 
     #[test]
