@@ -105,7 +105,7 @@ mod tests {
         assert_eq!(parse_size("10.0").unwrap(), 10);
         assert_eq!(parse_size("1.1K"), Err(SizeError::Fraction("1.1K".into())));
         assert!(matches!(parse_size("0.5"), Err(SizeError::Fraction(_))));
-        assert!(matches!(parse_size("16383.99999P"), Err(_)));
+        assert!(parse_size("16383.99999P").is_err());
         assert!(matches!(parse_size("16384P"), Err(SizeError::Overflow(_))));
     }
 
