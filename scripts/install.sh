@@ -11,7 +11,8 @@ PKGS=(qemu-system-x86 libvirt-daemon-system libvirt-clients libvirt-dev
   libnbd-bin nbdkit nbd-client fio fuse3 libfuse3-dev pkg-config
   docker-registry apache2-utils skopeo umoci curl ca-certificates openssl
   cpio busybox-static e2fsprogs mtools dosfstools fdisk syslinux syslinux-common genisoimage
-  xz-utils zstd bzip2 gzip liblzma-dev libzstd-dev libbz2-dev time procps)
+  xz-utils zstd bzip2 gzip liblzma-dev libzstd-dev libbz2-dev time procps
+  util-linux man-db groff-base bash)
 for p in "${PKGS[@]}" qemu-utils; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_apt=1
 done

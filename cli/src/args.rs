@@ -49,7 +49,7 @@ pub enum Command {
     Vm(crate::vm::VmCmd),
     /// Create or update KubeVirt/CDI objects from YAML (a file, a directory, or -).
     Apply(crate::objects::ApplyArgs),
-    /// List objects of a kind (dv, vm, vmi, vmsnapshot, vmrestore), or show one.
+    /// List objects of a kind (dv, das, vm, vmi, vmsnapshot, vmrestore, secrets, cm), or show one.
     Get(crate::objects::GetArgs),
     /// Show an object: spec, status, conditions and events.
     Describe(crate::objects::NamedArgs),
@@ -59,32 +59,63 @@ pub enum Command {
     Wait(crate::objects::WaitArgs),
     /// Fill a DataVolume that has an upload source from FILE or - (standard input).
     Upload(crate::objects::UploadArgs),
+    /// Print the shell completion script for SHELL (e.g. `platter completion bash >
+    /// /etc/bash_completion.d/platter`).
+    Completion {
+        /// The shell the script is for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (platter.1, and platter-volume-create.1 … for every
+    /// subcommand) into DIR.
+    Man {
+        /// The directory the pages go to (made if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCmd {
     /// Create an empty (sparse) volume.
     Create {
+        /// The new volume's name (lower-case letters, digits, `.`, `_`, `-`; at most 63).
         name: Name,
+        /// Its size: bytes, or with K, M, G, T or P (binary; `1.5G` allowed); a multiple of 512.
         #[arg(long, value_parser = parse_size)]
         size: u64,
     },
     /// List volumes and snapshots.
     List,
     /// Size, allocated bytes, chain, snapshots and clones of a volume or snapshot.
-    Inspect { target: VolumeRef },
+    Inspect {
+        /// NAME or NAME@SNAP.
+        target: VolumeRef,
+    },
     /// Take a read-only, point-in-time snapshot NAME@SNAP (O(1)).
-    Snapshot { target: VolumeRef },
+    Snapshot {
+        /// NAME@SNAP: the volume, and the new snapshot's name.
+        target: VolumeRef,
+    },
     /// Make a writable volume NEW from SRC or SRC@SNAP (O(1)).
-    Clone { source: VolumeRef, name: Name },
+    Clone {
+        /// SRC or SRC@SNAP (a volume is snapshotted at this instant).
+        source: VolumeRef,
+        /// The new volume's name.
+        name: Name,
+    },
     /// Grow a volume.
     Resize {
+        /// The volume.
         name: Name,
+        /// The new size (not smaller than the current one), as for `volume create`.
         #[arg(long, value_parser = parse_size)]
         size: u64,
     },
     /// Delete a volume (with its snapshots) or one snapshot.
-    Delete { target: VolumeRef },
+    Delete {
+        /// NAME (with all its snapshots) or NAME@SNAP; refused while a VM or a clone uses it.
+        target: VolumeRef,
+    },
     /// Write a volume or snapshot to a raw or qcow2 file.
     Export(ExportArgs),
     /// Reclaim unreferenced layers and seal frozen ones; prints the bytes freed.
@@ -93,8 +124,11 @@ pub enum VolumeCmd {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
+    /// NAME or NAME@SNAP.
     pub target: VolumeRef,
+    /// The output file (written as FILE.partial, renamed when complete).
     pub file: PathBuf,
+    /// The output format: a sparse raw file, or a qcow2 image.
     #[arg(long, value_enum, default_value_t = ExportFormatArg::Raw)]
     pub format: ExportFormatArg,
     /// Compress qcow2 clusters.
@@ -140,6 +174,8 @@ pub struct RegistryArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// FILE, - (standard input), http(s)://URL, docker://HOST/REPO:TAG, oci:DIR[:TAG] or
+    /// oci-archive:FILE[:TAG]; gz, xz, zstd and bz2 are unpacked on the way.
     pub source: String,
     /// The new volume.
     #[arg(required_unless_present_any = ["to_file", "to_device"], conflicts_with_all = ["to_file", "to_device"])]
@@ -168,6 +204,7 @@ pub struct ImportArgs {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
+    /// The volume or snapshot (NAME or NAME@SNAP) to push.
     pub target: VolumeRef,
     /// docker://HOST[:PORT]/REPO:TAG, oci:DIR:TAG or oci-archive:FILE:TAG
     pub dest: String,

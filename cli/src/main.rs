@@ -8,6 +8,7 @@ mod interrupt;
 mod objects;
 mod output;
 mod progress;
+mod reference;
 mod run;
 mod serve;
 mod usage;

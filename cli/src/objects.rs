@@ -33,9 +33,11 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// dv, vm, vmi, vmsnapshot, vmrestore (or their plural and kind names).
+    /// dv, das, vm, vmi, vmsnapshot, vmrestore, secrets, cm (or their plural and kind names).
     pub kind: String,
+    /// One object (else every object of the kind).
     pub name: Option<String>,
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
     /// Every namespace (the default when no namespace is given and no NAME).
@@ -45,8 +47,11 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct NamedArgs {
+    /// The kind, as `get` takes it.
     pub kind: String,
+    /// The object's name.
     pub name: String,
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
 }
@@ -58,6 +63,7 @@ pub struct DeleteArgs {
     /// Wait until the object and what it made are gone.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub wait: bool,
+    /// How long to wait (kubectl's durations: 90s, 5m, 1h, or seconds).
     #[arg(long, default_value = "5m", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
@@ -69,6 +75,7 @@ pub struct WaitArgs {
     /// condition=TYPE (status True), condition=TYPE=false, or delete.
     #[arg(long = "for", value_name = "condition=TYPE|delete")]
     pub for_: String,
+    /// How long to wait (kubectl's durations: 90s, 5m, 1h, or seconds).
     #[arg(long, default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
 }
@@ -79,6 +86,7 @@ pub struct UploadArgs {
     pub name: String,
     /// The image (any format import takes), or - for standard input.
     pub file: PathBuf,
+    /// The namespace (default: `default`).
     #[arg(short = 'n', long, value_name = "NS")]
     pub namespace: Option<String>,
 }

@@ -131,6 +131,11 @@ fn check_store_dir(dir: &Path, req: &Request) -> Result<()> {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Completion { shell } => return crate::reference::completion(*shell),
+        Command::Man { dir } => return crate::reference::man_pages(dir),
+        _ => {}
+    }
     let dir = store_dir(&cli)?;
     let object_command = matches!(
         cli.command,
@@ -155,6 +160,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Delete(a) => return crate::objects::delete(&dir, a, cli.output),
         Command::Wait(a) => return crate::objects::wait(&dir, a, cli.output),
         Command::Upload(a) => return crate::objects::upload(&dir, a, cli.output),
+        Command::Completion { .. } | Command::Man { .. } => return Ok(()),
     };
     let resp = match req {
         req @ Request::VolumeExport { .. } => {

@@ -16,8 +16,10 @@ pub struct ServeArgs {
     /// Also serve NBD on TCP (e.g. 127.0.0.1:10809).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nbd_listen: Option<String>,
+    /// Serve NBD over TLS on --nbd-listen with this certificate (PEM) ...
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
+    /// ... and this private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Require client certificates signed by this CA.

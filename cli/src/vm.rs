@@ -27,13 +27,16 @@ pub enum VmCmd {
     Create(Box<CreateArgs>),
     /// Start a defined VM.
     Start {
+        /// The VM.
         name: Name,
         #[command(flatten)]
         libvirt: Connect,
     },
     /// ACPI shutdown, then power off after --timeout.
     Stop {
+        /// The VM.
         name: Name,
+        /// Seconds to wait for the guest to power off before it is forced off.
         #[arg(long, default_value = "30")]
         timeout: u64,
         #[command(flatten)]
@@ -41,7 +44,9 @@ pub enum VmCmd {
     },
     /// Stop (as `vm stop`), then start.
     Restart {
+        /// The VM.
         name: Name,
+        /// Seconds to wait for the guest to power off before it is forced off.
         #[arg(long, default_value = "30")]
         timeout: u64,
         #[command(flatten)]
@@ -49,6 +54,7 @@ pub enum VmCmd {
     },
     /// Power off, undefine, and delete the VM's throw-away disks.
     Delete {
+        /// The VM (one made by `vm create`; a declarative one goes with `platter delete`).
         name: Name,
         #[command(flatten)]
         libvirt: Connect,
@@ -60,7 +66,9 @@ pub enum VmCmd {
     },
     /// Print the serial console log; --follow keeps printing while the VM runs.
     Console {
+        /// The VM.
         name: Name,
+        /// Keep printing what the guest writes while it runs.
         #[arg(long)]
         follow: bool,
         #[command(flatten)]
@@ -78,6 +86,7 @@ pub struct Connect {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
+    /// The VM's name (also its libvirt domain's).
     pub name: Name,
     /// Boot from (and write to) this volume. With --image ISO: the volume is the disk and
     /// the ISO a CD-ROM next to it.
@@ -87,23 +96,31 @@ pub struct CreateArgs {
     /// is attached as a read-only CD-ROM instead.
     #[arg(long, required_unless_present = "volume")]
     pub image: Option<String>,
+    /// Guest memory, as sizes are written (at least 32M).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub memory: u64,
+    /// Virtual CPUs (1 to 255).
     #[arg(long, default_value_t = 1)]
     pub cpus: u32,
+    /// Boot this kernel directly (with --initrd and --cmdline) instead of the disk's boot loader.
     #[arg(long)]
     pub kernel: Option<PathBuf>,
+    /// The initrd for --kernel.
     #[arg(long, requires = "kernel")]
     pub initrd: Option<PathBuf>,
+    /// The kernel command line for --kernel.
     #[arg(long, requires = "kernel")]
     pub cmdline: Option<String>,
+    /// A cloud-init user-data file, given to the guest on a NoCloud seed CD-ROM.
     #[arg(long)]
     pub cloud_init_user_data: Option<PathBuf>,
+    /// kvm, tcg, or auto (kvm when /dev/kvm boots a guest here, else tcg).
     #[arg(long, default_value = "auto")]
     pub accel: AccelChoice,
     /// libvirt URI [default: qemu:///system]; kept in the VM's record for later commands.
     #[arg(long, value_name = "URI")]
     pub connect: Option<String>,
+    /// Start the VM once it is defined.
     #[arg(long)]
     pub start: bool,
     #[command(flatten)]
