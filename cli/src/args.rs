@@ -20,6 +20,10 @@ pub struct Cli {
     /// yaml, and wide for more columns).
     #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// No progress and no messages on standard error (errors still are; results still go
+    /// to standard output).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+    progress::set_quiet(cli.quiet);
     let json = cli.output == args::OutputFormat::Json;
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

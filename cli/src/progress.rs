@@ -5,6 +5,7 @@
 //! `platter serve` (they come over the control socket then).
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -17,6 +18,13 @@ use crate::args::OutputFormat;
 /// Plain lines are for logs: one at the start of a phase, then at most this often.
 const PLAIN_EVERY: Duration = Duration::from_secs(2);
 
+/// `-q/--quiet`: no progress and no messages (errors still go to stderr).
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
 pub struct Progress {
     mode: Mode,
     phase: Option<Phase>,
@@ -26,6 +34,7 @@ pub struct Progress {
 }
 
 enum Mode {
+    Quiet,
     Json,
     Plain { printed: Option<Instant> },
     Bar(Option<ProgressBar>),
@@ -43,7 +52,9 @@ struct Phase {
 
 impl Progress {
     pub fn new(output: OutputFormat) -> Self {
-        let mode = if output == OutputFormat::Json {
+        let mode = if QUIET.load(Ordering::Relaxed) {
+            Mode::Quiet
+        } else if output == OutputFormat::Json {
             Mode::Json
         } else if std::io::stderr().is_terminal() {
             Mode::Bar(None)
@@ -58,6 +69,9 @@ impl Progress {
     }
 
     pub fn event(&mut self, e: Event) {
+        if let Mode::Quiet = self.mode {
+            return;
+        }
         if let Mode::Json = self.mode {
             let mut err = std::io::stderr().lock();
             let _ = writeln!(err, "{}", serde_json::to_string(&e).unwrap_or_default());
@@ -107,7 +121,7 @@ impl Progress {
         phase.done = done;
         phase.total = total;
         match &mut self.mode {
-            Mode::Json => {}
+            Mode::Quiet | Mode::Json => {}
             Mode::Bar(bar) => {
                 if new_phase {
                     if let Some(old) = bar.take() {
@@ -136,7 +150,7 @@ impl Progress {
 
     fn finished(&mut self) {
         match &mut self.mode {
-            Mode::Json => {}
+            Mode::Quiet | Mode::Json => {}
             Mode::Bar(bar) => {
                 // The last state stays on screen: what was done, how fast.
                 if let Some(b) = bar.take() {

@@ -207,6 +207,25 @@ fn plain_progress_lines_without_a_terminal() {
     }
 }
 
+/// `-q`: nothing on stderr (no progress, no messages), the result still on stdout;
+/// errors are still said.
+#[test]
+fn quiet_says_only_the_result_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = random_bytes(4, 6 << 20);
+    for through_server in [false, true] {
+        let store = dir.path().join(format!("store-{through_server}"));
+        let _serve = through_server.then(|| Serve::start(&store));
+        let out = import_slow_stdin(&store, &["-q", "import", "-", "vol"], &data);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "server {through_server}: {stderr}");
+        assert_eq!(stderr, "", "server {through_server}");
+        assert!(stdout.starts_with("imported - into volume vol"), "{stdout}");
+        let e = fails(&store, &["--quiet", "volume", "inspect", "nosuch"]);
+        assert!(e.contains("nosuch"), "{e}");
+    }
+}
+
 #[test]
 fn a_terminal_gets_a_bar_with_rate_and_eta() {
     let dir = tempfile::tempdir().unwrap();
