@@ -89,7 +89,12 @@ pub enum VolumeCmd {
         size: u64,
     },
     /// List volumes and snapshots.
-    List,
+    List {
+        /// Also the image cache's volumes (`img-…`: one per containerDisk digest, that
+        /// `vm create --image` and declarative containerDisks clone).
+        #[arg(long)]
+        all: bool,
+    },
     /// Size, allocated bytes, chain, snapshots and clones of a volume or snapshot.
     Inspect {
         /// NAME or NAME@SNAP.

@@ -30,10 +30,9 @@ pub fn print(resp: &Response, format: OutputFormat) -> Result<()> {
             format_size(*allocated)
         ),
         Response::Gc(g) => println!(
-            "freed {} bytes ({}); {} layers removed, {} sealed, {} deduplicated",
-            g.bytes_freed,
-            format_size(g.bytes_freed),
-            g.layers_removed,
+            "freed {}; {} removed, {} sealed, {} deduplicated",
+            size_and_bytes(g.bytes_freed),
+            count(g.layers_removed as u64, "layer"),
             g.layers_sealed,
             g.layers_deduplicated
         ),
@@ -125,10 +124,7 @@ fn print_volume(v: &VolumeInfoWire) {
     let rows = [
         ("name", v.name.clone()),
         ("kind", v.kind.clone()),
-        (
-            "size",
-            format!("{} ({} bytes)", format_size(v.size), v.size),
-        ),
+        ("size", size_and_bytes(v.size)),
         (
             "allocated",
             format!(
@@ -139,7 +135,11 @@ fn print_volume(v: &VolumeInfoWire) {
         ),
         (
             "chain",
-            format!("{} layers: {}", v.chain.len(), chain.join(" <- ")),
+            format!(
+                "{}: {}",
+                count(v.chain.len() as u64, "layer"),
+                chain.join(" <- ")
+            ),
         ),
         ("snapshots", list_or_none(&v.snapshots)),
         ("clones", list_or_none(&v.clones)),
@@ -195,5 +195,37 @@ fn print_table(items: &[VolumeInfoWire]) {
     line(header.to_vec());
     for r in &rows {
         line(r.iter().map(String::as_str).collect());
+    }
+}
+
+/// `1 layer`, `2 layers`.
+fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
+/// A size in one style everywhere: `512 B`, or `1 MiB (1048576 bytes)` where the unit
+/// rounds.
+fn size_and_bytes(n: u64) -> String {
+    match n < 1024 {
+        true => format_size(n),
+        false => format!("{} ({n} bytes)", format_size(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_sizes_read_as_english() {
+        assert_eq!(count(1, "layer"), "1 layer");
+        assert_eq!(count(0, "layer"), "0 layers");
+        assert_eq!(count(3, "layer"), "3 layers");
+        assert_eq!(size_and_bytes(0), "0 B");
+        assert_eq!(size_and_bytes(512), "512 B");
+        assert_eq!(size_and_bytes(1 << 20), "1 MiB (1048576 bytes)");
     }
 }

@@ -174,7 +174,7 @@ pub fn run(cli: Cli) -> Result<()> {
 fn volume_request(cmd: VolumeCmd) -> Result<Request> {
     Ok(match cmd {
         VolumeCmd::Create { name, size } => Request::VolumeCreate { name, size },
-        VolumeCmd::List => Request::VolumeList,
+        VolumeCmd::List { all } => Request::VolumeList { all },
         VolumeCmd::Inspect { target } => Request::VolumeInspect { target },
         VolumeCmd::Snapshot { target } => {
             let snapshot = target

@@ -18,7 +18,7 @@ fn says(st: &Path, args: &[&str], line: &str, code: i32) {
 }
 
 fn volume_names(st: &Path) -> Vec<String> {
-    json(st, &["volume", "list"])
+    json(st, &["volume", "list", "--all"])
         .as_array()
         .unwrap()
         .iter()
@@ -149,9 +149,14 @@ fn volume_delete_refuses_a_volume_a_vm_uses_naming_the_vm() {
     ok(&st, &["volume", "delete", "x"]);
     let left = volume_names(&st);
     assert!(
-        left.iter().all(|v| v.starts_with("img-")),
+        !left.is_empty() && left.iter().all(|v| v.starts_with("img-")),
         "only the image cache stays: {left:?}"
     );
+    // It is the store's own: listed only with --all.
+    let shown = json(&st, &["volume", "list"]);
+    assert_eq!(shown, serde_json::json!([]), "{shown}");
+    let table = ok(&st, &["volume", "list"]);
+    assert!(!table.contains("img-"), "{table}");
 }
 
 #[test]

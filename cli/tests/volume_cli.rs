@@ -177,3 +177,18 @@ fn exports_are_sparse_and_qemu_img_agrees() {
     assert!(e.contains("qcow2"), "{e}");
     assert!(!out.path().join("x.raw").exists() && !out.path().join("x.raw.partial").exists());
 }
+
+/// One style for counts and sizes: `1 layer`, `0 B`, `1 MiB (1048576 bytes)`.
+#[test]
+fn counts_and_sizes_are_written_one_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    let out = ok(st, &["volume", "create", "a", "--size", "1M"]);
+    assert!(out.contains("size       1 MiB (1048576 bytes)\n"), "{out}");
+    assert!(out.contains("chain      1 layer: w-"), "{out}");
+    ok(st, &["volume", "snapshot", "a@s"]);
+    let out = ok(st, &["volume", "inspect", "a"]);
+    assert!(out.contains("chain      2 layers: w-"), "{out}");
+    let out = ok(st, &["volume", "gc"]);
+    assert!(out.starts_with("freed 0 B; 0 layers removed, "), "{out}");
+}

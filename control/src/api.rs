@@ -38,7 +38,11 @@ pub enum Request {
         name: Name,
         size: u64,
     },
-    VolumeList,
+    /// Every volume and snapshot; the image cache's (`img-…`) only with `all`.
+    VolumeList {
+        #[serde(default)]
+        all: bool,
+    },
     VolumeInspect {
         target: VolumeRef,
     },

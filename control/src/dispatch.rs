@@ -64,8 +64,16 @@ pub fn handle(
         Request::VolumeCreate { name, size } => {
             Response::Volume(store.create_volume(&name, size)?.into())
         }
-        Request::VolumeList => Response::Volumes {
-            items: store.list()?.into_iter().map(Into::into).collect(),
+        Request::VolumeList { all } => Response::Volumes {
+            items: store
+                .list()?
+                .into_iter()
+                .filter(|v| {
+                    let volume = v.name.split('@').next().unwrap_or_default();
+                    all || !crate::vm::is_cache_name(volume)
+                })
+                .map(Into::into)
+                .collect(),
         },
         Request::VolumeInspect { target } => Response::Volume(store.inspect(&target)?.into()),
         Request::VolumeSnapshot { volume, snapshot } => {

@@ -330,7 +330,7 @@ pub fn log_lines(image: &Path) -> Vec<String> {
 /// Every volume and snapshot (`NAME@SNAP`) of the store.
 pub fn volume_names(env: &Env) -> Vec<String> {
     let list: serde_json::Value =
-        serde_json::from_str(&env.ok(&["-o", "json", "volume", "list"])).unwrap();
+        serde_json::from_str(&env.ok(&["-o", "json", "volume", "list", "--all"])).unwrap();
     list.as_array()
         .unwrap_or_else(|| panic!("volume list: {list}"))
         .iter()

@@ -70,7 +70,8 @@ pub fn ensure_image(
             hex_prefix(&Sha256::digest(image.as_bytes())),
         ),
     };
-    let name = Name::new(&format!("img-{key}")).map_err(platter_snapshotter::StoreError::Name)?;
+    let name = Name::new(&format!("{CACHE_PREFIX}{key}"))
+        .map_err(platter_snapshotter::StoreError::Name)?;
     let snap = Name::new("base").map_err(platter_snapshotter::StoreError::Name)?;
     let base = VolumeRef {
         volume: name.clone(),
@@ -186,6 +187,16 @@ fn pin(source: &str, digest: &str) -> String {
         format!("{head}/")
     };
     format!("docker://{prefix}{repo}@{digest}")
+}
+
+/// The image cache's volumes are `img-` and 16 hex digits (of the manifest digest).
+const CACHE_PREFIX: &str = "img-";
+
+/// Whether a volume of this name is one of the image cache's (hidden from `volume list`
+/// unless `--all`).
+pub fn is_cache_name(name: &str) -> bool {
+    name.strip_prefix(CACHE_PREFIX)
+        .is_some_and(|k| k.len() == 16 && k.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 fn hex_prefix(d: &[u8]) -> String {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 pub use create::{check_params, create, define_prepared, Seed};
 pub use error::VmError;
-pub use image::{ensure_image, CachedImage};
+pub use image::{ensure_image, is_cache_name, CachedImage};
 pub use kernel::{ensure_boot_files, remove_boot_files, BootFiles};
 pub use lifecycle::{console, delete, info, restart, start, status, stop};
 pub use records::check_volume_unused;
