@@ -177,7 +177,7 @@ printf '%s\n' "$log" | sed 's/^/   | /'
 
 step "10/11 what platter has now"
 p vm list
-p volume list
+p volume list --all # --all: the image cache too
 
 step "11/11 clean up: delete the VMs, the clone and demo1's throw-away disk; stop serve and the registry"
 p vm delete demo2

@@ -204,9 +204,9 @@ impl Platter {
         self.store.join("vms").join(format!("{vm}.console.log"))
     }
 
-    /// `volume list` as (name, allocated bytes).
+    /// `volume list --all` as (name, allocated bytes).
     fn volumes(&self) -> Result<Vec<(String, u64)>> {
-        let v = self.json(&["volume", "list"])?;
+        let v = self.json(&["volume", "list", "--all"])?;
         Ok(v.as_array()
             .context("volume list is not an array")?
             .iter()
