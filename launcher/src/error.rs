@@ -65,13 +65,6 @@ pub enum LauncherError {
         limit: u64,
     },
 
-    #[error("cannot tell what image {export} is (reading it from the NBD server at {socket:?}): {message}")]
-    Probe {
-        export: String,
-        socket: PathBuf,
-        message: String,
-    },
-
     #[error("building the cloud-init seed {path:?} failed: {message}")]
     SeedIso { path: PathBuf, message: String },
 }

@@ -1,25 +1,13 @@
-//! What an NBD export holds: whether a volume is an ISO 9660 image (attached as a CD-ROM)
-//! or a disk, told from its first bytes as `platter serve` exports them.
-//!
-//! Why over NBD: the store is locked by the running server, and a cached image may have
-//! been imported by an earlier command whose import report is gone; its bytes are the one
-//! thing always at hand. The NBD client is [`platter_nbd_proto::client`] (which bounds
-//! every length the server sends before allocating for it); detection is
-//! [`platter_formats::detect`]. Nothing here writes to an export.
-
-use std::path::Path;
-use std::time::Duration;
+//! What a volume is to a guest: an ISO 9660 image (attached as a CD-ROM) or a disk, told
+//! from its first bytes ([`platter_formats::detect`]). Pure: the caller reads the bytes
+//! (the control plane records the answer with the image cache's entry; the launcher
+//! reads no volume and speaks no NBD itself).
 
 use platter_formats::Format;
-use platter_nbd_proto::client::{Client, ClientError, Options};
-
-use crate::error::{LauncherError, Result};
 
 /// Bytes read from the start of an export: up to and including the ISO 9660 primary
 /// volume descriptor (sector 16 of 2048-byte sectors), where `CD001` sits.
 pub const PROBE_LEN: u64 = 16 * 2048 + 2048;
-/// How long one socket read or write may block.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a volume is to a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,29 +25,6 @@ pub fn classify(head: &[u8], size: u64) -> Content {
         Format::Iso => Content::Iso,
         _ => Content::Disk,
     }
-}
-
-/// Reads the head of `export` from the NBD server on `socket` and classifies it: the
-/// handshake (`NBD_OPT_GO`, simple replies), one read of the export's first
-/// [`PROBE_LEN`] bytes (or all of a smaller export), and a disconnect.
-pub fn export_content(socket: &Path, export: &str) -> Result<Content> {
-    let fail = |e: ClientError| LauncherError::Probe {
-        export: export.to_string(),
-        socket: socket.to_path_buf(),
-        message: e.to_string(),
-    };
-    let options = Options {
-        structured_replies: false,
-        base_allocation: false,
-        io_timeout: Some(IO_TIMEOUT),
-        ..Options::new(export)
-    };
-    let mut client = Client::connect_unix(socket, &options).map_err(fail)?;
-    let size = client.size();
-    let head = client.read(0, size.min(PROBE_LEN)).map_err(fail)?;
-    // The bytes are in hand: a failed goodbye changes nothing.
-    let _ = client.disconnect();
-    Ok(classify(&head, size))
 }
 
 #[cfg(test)]

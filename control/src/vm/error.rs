@@ -122,6 +122,5 @@ fn launcher_kind(e: &LauncherError) -> (ErrorKind, Option<String>) {
         LauncherError::UserDataTooLarge { path, .. } => {
             (ErrorKind::Invalid, Some(path.display().to_string()))
         }
-        LauncherError::Probe { export, .. } => (ErrorKind::Failed, Some(export.clone())),
     }
 }

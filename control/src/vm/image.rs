@@ -4,7 +4,8 @@
 //!
 //! The key of a registry image is its manifest digest (resolved first, the import pinned
 //! to it), so a moved tag gets a new entry; of any other source, the sha256 of the
-//! reference. What an image is (ISO or disk) is read from the first bytes of its base.
+//! reference. What an image is (ISO or disk) is read from its first bytes once, when its
+//! base is made, and recorded with it (records kind `image`, in the same transaction).
 
 use std::io::Read;
 
@@ -14,7 +15,7 @@ use platter_formats::detect::{detect_tail, detect_wrapper};
 use platter_formats::Format;
 use platter_importer::CancelFlag;
 use platter_launcher::probe::{classify, Content, PROBE_LEN};
-use platter_snapshotter::Store;
+use platter_snapshotter::{RecordChange, Store};
 use platter_types::{Name, VolumeRef};
 
 use crate::api::{Event, ImportParams, RegistryParams};
@@ -95,13 +96,24 @@ pub fn ensure_image(
                     _ => {}
                 }
             }
-            match store.snapshot(&name, &snap) {
+            // What the image is, known now, is recorded with its base (one transaction).
+            let content = stored_content(store, &VolumeRef::volume(name.clone()))?;
+            let record = RecordChange::Put {
+                kind: IMAGE_KIND.into(),
+                name: name.to_string(),
+                value: serde_json::json!({"source": source, "content": content_text(content)}),
+            };
+            match store.snapshot_many(&[(name.clone(), snap.clone())], &[record]) {
                 Ok(_) => {}
                 Err(platter_snapshotter::StoreError::Exists(_)) => {}
                 Err(e) => return Err(step("snapshotting the cached image")(e.into())),
             }
         }
-        let content = stored_content(store, &base)?;
+        let content = match recorded_content(store, &name)? {
+            Some(c) => c,
+            // Cached by a platter that did not record it: read it once more.
+            None => stored_content(store, &base)?,
+        };
         Ok(CachedImage { base, content })
     })
 }
@@ -118,6 +130,30 @@ fn exists(store: &Store, target: &VolumeRef) -> Result<bool, ControlError> {
             }
         }
     }
+}
+
+/// The records kind of image cache entries: `img-KEY` → `{source, content}`.
+pub const IMAGE_KIND: &str = "image";
+
+fn content_text(c: Content) -> &'static str {
+    match c {
+        Content::Iso => "iso",
+        Content::Disk => "disk",
+    }
+}
+
+/// What the cache entry `name` was recorded to be when it was made.
+fn recorded_content(store: &Store, name: &Name) -> Result<Option<Content>, ControlError> {
+    let v = match store.get_record(IMAGE_KIND, name.as_str()) {
+        Ok(v) => v,
+        Err(platter_snapshotter::StoreError::NoSuchRecord { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match v["content"].as_str() {
+        Some("iso") => Some(Content::Iso),
+        Some("disk") => Some(Content::Disk),
+        _ => None,
+    })
 }
 
 /// What the volume or snapshot `target` is to a guest, from its first bytes.
