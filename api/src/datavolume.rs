@@ -385,15 +385,12 @@ fn validate_source(spec: &DataVolumeSpec, s: &DataVolumeSource, at: &str, causes
                 causes.push(format!("{src_at}.http.extraHeaders[{i}]"), e);
             }
         }
-        let named = [
-            ("secretRef", &h.secret_ref),
-            ("certConfigMap", &h.cert_config_map),
-        ];
-        for (field, name) in named {
-            if name.as_deref() == Some("") {
-                causes.push(format!("{src_at}.http.{field}"), "name is required");
-            }
-        }
+        access_names(
+            &format!("{src_at}.http"),
+            &h.secret_ref,
+            &h.cert_config_map,
+            causes,
+        );
         for (i, name) in h.secret_extra_headers.iter().enumerate() {
             if name.is_empty() {
                 causes.push(
@@ -419,6 +416,15 @@ fn validate_source(spec: &DataVolumeSpec, s: &DataVolumeSource, at: &str, causes
     }
 }
 
+/// A source's `secretRef` and `certConfigMap`, when given, must name something.
+fn access_names(at: &str, secret: &Option<String>, cm: &Option<String>, causes: &mut Causes) {
+    for (field, name) in [("secretRef", secret), ("certConfigMap", cm)] {
+        if name.as_deref() == Some("") {
+            causes.push(format!("{at}.{field}"), "name is required");
+        }
+    }
+}
+
 fn validate_registry(r: &RegistrySource, src_at: &str, causes: &mut Causes) {
     let url_at = format!("{src_at}.registry.url");
     if r.image_stream.is_some() {
@@ -434,15 +440,12 @@ fn validate_registry(r: &RegistrySource, src_at: &str, causes: &mut Causes) {
     if !matches!(scheme, Some("docker") | Some("oci-archive")) {
         return causes.push(url_at, format!("Illegal registry source URL scheme {url}"));
     }
-    let named = [
-        ("secretRef", &r.secret_ref),
-        ("certConfigMap", &r.cert_config_map),
-    ];
-    for (field, name) in named {
-        if name.as_deref() == Some("") {
-            causes.push(format!("{src_at}.registry.{field}"), "name is required");
-        }
-    }
+    access_names(
+        &format!("{src_at}.registry"),
+        &r.secret_ref,
+        &r.cert_config_map,
+        causes,
+    );
     if let Some(m) = r.pull_method.as_deref() {
         if m != "pod" && m != "node" {
             causes.push(

@@ -572,6 +572,9 @@ fn secrets_and_config_maps_are_stored_and_datavolume_references_resolve() {
         "{msg}"
     );
 
+    let msg = refused(&s, &http_dv("e", "      secretRef: ''\n"));
+    assert!(msg.contains("spec.source.http.secretRef: name is required"), "{msg}");
+
     // A Secret is deleted at once (nothing reconciles it); kubectl's names find it.
     objects::delete(&s, Kind::Secret, "default/hdrs", NOW).unwrap();
     assert!(objects::get(&s, Kind::Secret, "default/hdrs")
