@@ -73,7 +73,7 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
                 output,
                 "import",
             )? {
-                Response::Imported { report, volume } => {
+                Response::Imported { mut report, volume } => {
                     if output == OutputFormat::Table {
                         println!(
                             "imported {} into volume {} ({}, {} allocated)",
@@ -83,6 +83,8 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
                             format_size(volume.allocated)
                         );
                     }
+                    // The new volume, as `volume inspect -o json` shows it.
+                    report["volume"] = serde_json::to_value(&volume)?;
                     report
                 }
                 other => bail!("unexpected reply {other:?}"),
@@ -103,7 +105,9 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
             if output == OutputFormat::Table {
                 println!("imported {} into {}", a.source, out.display());
             }
-            serde_json::to_value(&report)?
+            let mut report = serde_json::to_value(&report)?;
+            report["file"] = serde_json::to_value(&out)?;
+            report
         }
         (None, None, Some(dev)) => {
             let interrupts = Interrupts::watch()?;
@@ -120,7 +124,9 @@ pub fn import(dir: &Path, a: ImportArgs, output: OutputFormat) -> Result<()> {
             if output == OutputFormat::Table {
                 println!("imported {} onto {}", a.source, dev.display());
             }
-            serde_json::to_value(&report)?
+            let mut report = serde_json::to_value(&report)?;
+            report["device"] = serde_json::to_value(dev)?;
+            report
         }
         (None, None, None) => bail!("import needs NAME, --to-file or --to-device"),
     };

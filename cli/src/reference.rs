@@ -46,7 +46,19 @@ mod markdown {
              Exit status: 0 done, 1 failed, 2 a usage error (a bad or missing argument, \
              whoever finds it), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Errors are \
              one line on standard error, `platter: error: …`; with `-o json` they are a JSON \
-             document with the error's kind and object.\n",
+             document with the error's kind and object.\n\n\
+         JSON output (`-o json`): one document on standard output, progress as JSON lines on \
+         standard error. A volume has one shape from every command that returns one \
+         (`volume create/inspect/list/snapshot/clone/resize`, `import`'s `volume`): `name` \
+         (`NAME` or `NAME@SNAP`), `kind` (`volume` or `snapshot`), `size`, `allocated` (bytes \
+         in its own top layer), `chain_allocated`, `chain` (layers, top first: `id`, `blob`, \
+         `allocated`), `snapshots`, `clones`, `origin` (what it was cloned from, or null), \
+         `created` (RFC 3339, UTC). A VM has one shape from `vm create` and `vm list`: \
+         `name`, `state`, `accel`, `accel_reason`, `memory` (bytes), `cpus`, `uri`, `disks`, \
+         `cdroms`, `throwaway`, `console_log`. `import` adds to the importer's report (`format`, \
+         `size`, `source`, `source_bytes`, `bytes_written`, `checksum`, `manifest_digest`, …) \
+         where the data went: `volume`, `file` or `device`. Declarative objects (`get -o \
+         json`) are Kubernetes documents.\n",
         );
         section(&mut out, &cmd, "platter", true);
         out

@@ -192,3 +192,60 @@ fn counts_and_sizes_are_written_one_way() {
     let out = ok(st, &["volume", "gc"]);
     assert!(out.starts_with("freed 0 B; 0 layers removed, "), "{out}");
 }
+
+/// Scripts get one shape for a volume from every command that returns one (create,
+/// inspect, list, snapshot, clone, resize, and import's `volume`), with RFC 3339 times as
+/// kubectl prints them; `import -o json` names where the data went.
+#[test]
+fn every_command_returns_a_volume_in_one_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path();
+    let raw = st.join("x.raw");
+    std::fs::write(&raw, vec![9u8; 1 << 20]).unwrap();
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let mut shapes = vec![
+        json(st, &["volume", "create", "a", "--size", "1M"]),
+        json(st, &["volume", "inspect", "a"]),
+        json(st, &["volume", "snapshot", "a@s"]),
+        json(st, &["volume", "clone", "a@s", "b"]),
+        json(st, &["volume", "resize", "b", "--size", "2M"]),
+    ];
+    shapes.extend(
+        json(st, &["volume", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .cloned(),
+    );
+    let imported = json(st, &["import", raw.to_str().unwrap(), "c"]);
+    assert_eq!(imported["volume"]["name"], "c", "{imported}");
+    assert_eq!(imported["size"], 1 << 20, "{imported}");
+    shapes.push(imported["volume"].clone());
+    let first = keys(&shapes[0]);
+    for s in &shapes {
+        assert_eq!(keys(s), first, "{s}");
+        let t = s["created"]
+            .as_str()
+            .unwrap_or_else(|| panic!("created: {s}"));
+        let b = t.as_bytes();
+        assert!(
+            t.len() == 20 && b[4] == b'-' && b[10] == b'T' && t.ends_with('Z'),
+            "not RFC 3339: {t}"
+        );
+    }
+    let out = st.join("out.raw");
+    let to_file = json(
+        st,
+        &[
+            "import",
+            raw.to_str().unwrap(),
+            "--to-file",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(to_file["file"], out.to_str().unwrap(), "{to_file}");
+}

@@ -465,7 +465,8 @@ pub struct VolumeInfoWire {
     pub snapshots: Vec<String>,
     pub clones: Vec<String>,
     pub origin: Option<String>,
-    pub created: u64,
+    /// When it was made, RFC 3339 in UTC as kubectl prints times (`2026-12-07T15:30:00Z`).
+    pub created: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -506,7 +507,7 @@ impl From<VolumeInfo> for VolumeInfoWire {
             snapshots: v.snapshots,
             clones: v.clones,
             origin: v.origin,
-            created: v.created,
+            created: platter_controller::rfc3339(v.created),
         }
     }
 }
@@ -562,7 +563,7 @@ mod tests {
             snapshots: vec![],
             clones: vec![],
             origin: None,
-            created: 0,
+            created: "1970-01-01T00:00:00Z".into(),
         };
         for r in [
             Response::Volume(v.clone()),

@@ -573,7 +573,10 @@ fn secrets_and_config_maps_are_stored_and_datavolume_references_resolve() {
     );
 
     let msg = refused(&s, &http_dv("e", "      secretRef: ''\n"));
-    assert!(msg.contains("spec.source.http.secretRef: name is required"), "{msg}");
+    assert!(
+        msg.contains("spec.source.http.secretRef: name is required"),
+        "{msg}"
+    );
 
     // A Secret is deleted at once (nothing reconciles it); kubectl's names find it.
     objects::delete(&s, Kind::Secret, "default/hdrs", NOW).unwrap();
