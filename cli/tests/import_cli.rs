@@ -508,3 +508,41 @@ fn format_flag_forces_the_format() {
         .collect();
     assert_eq!(names, ["asis", "decoded"]);
 }
+
+/// A push's progress ends at its total (JSON events: the last count equals the total;
+/// plain lines: the last says 100%), for both disk formats.
+#[test]
+fn push_progress_ends_at_its_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("store");
+    let raw = dir.path().join("x.raw");
+    std::fs::write(&raw, random_bytes(5, 3 << 20)).unwrap();
+    ok(&st, &["import", raw.to_str().unwrap(), "x"]);
+    for format in ["qcow2", "raw"] {
+        let lay = format!("oci:{}:{format}", dir.path().join(format).display());
+        let args = ["-o", "json", "push", "x", &lay, "--disk-format", format];
+        let out = platter(&st, &args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let events: Vec<serde_json::Value> = text(&out.stderr)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| e["kind"] == "progress")
+            .unwrap_or_else(|| panic!("{format}: no progress: {events:?}"));
+        assert!(last["total"].is_u64(), "{format}: {last}");
+        assert_eq!(last["done"], last["total"], "{format}: {events:?}");
+        let plain = platter(&st, &["push", "x", &lay, "--disk-format", format]);
+        let stderr = text(&plain.stderr);
+        let line = stderr
+            .lines()
+            .filter(|l| l.starts_with("progress: "))
+            .last();
+        assert!(
+            line.is_some_and(|l| l.starts_with("progress: 100% ")),
+            "{format}: {stderr}"
+        );
+    }
+}

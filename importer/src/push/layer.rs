@@ -202,6 +202,8 @@ fn stream_qcow2(
             Piece::Meta(bytes) => {
                 pos += bytes.len() as u64;
                 sink(bytes)?;
+                // Tables after the last data count too: the bar ends at its total.
+                progress.bytes(pos);
             }
             Piece::Data { first, count } => {
                 let end = first + count;
