@@ -536,10 +536,7 @@ fn push_progress_ends_at_its_total() {
         assert_eq!(last["done"], last["total"], "{format}: {events:?}");
         let plain = platter(&st, &["push", "x", &lay, "--disk-format", format]);
         let stderr = text(&plain.stderr);
-        let line = stderr
-            .lines()
-            .filter(|l| l.starts_with("progress: "))
-            .last();
+        let line = stderr.lines().rfind(|l| l.starts_with("progress: "));
         assert!(
             line.is_some_and(|l| l.starts_with("progress: 100% ")),
             "{format}: {stderr}"
