@@ -543,3 +543,28 @@ fn push_progress_ends_at_its_total() {
         );
     }
 }
+
+/// An image import says what it does in short digests, as skopeo prints them (the JSON
+/// report keeps the whole manifest digest).
+#[test]
+fn image_imports_speak_in_short_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("store");
+    let raw = dir.path().join("x.raw");
+    std::fs::write(&raw, random_bytes(6, 1 << 20)).unwrap();
+    ok(&st, &["import", raw.to_str().unwrap(), "x"]);
+    let lay = format!("oci:{}:1", dir.path().join("lay").display());
+    ok(&st, &["push", "x", &lay]);
+    let out = platter(&st, &["import", &lay, "y"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let long_hex = |l: &str| {
+        l.split(|c: char| !c.is_ascii_hexdigit())
+            .any(|w| w.len() >= 64)
+    };
+    assert!(stderr.lines().all(|l| !long_hex(l)), "{stderr}");
+    assert!(stderr.contains(", 1 layer\n"), "{stderr}");
+    let report = json(&st, &["import", &lay, "z"]);
+    let digest = report["manifest_digest"].as_str().unwrap();
+    assert_eq!(digest.len(), "sha256:".len() + 64, "{report}");
+}

@@ -295,9 +295,13 @@ fn pull_image<S: Sink, I: ImageSource>(
 ) -> Result<Core, ImportError> {
     let (manifest, digest) = src.resolve(tag, opts)?;
     t.message(format!(
-        "{}: image {digest}, {} layer(s)",
+        "{}: image {}, {}",
         src.name(),
-        manifest.layers.len()
+        crate::oci::short_digest(&digest),
+        match manifest.layers.len() {
+            1 => "1 layer".to_string(),
+            n => format!("{n} layers"),
+        }
     ));
     let pulled = import_layers(src, &manifest, sink, opts, t)?;
     Ok(Core {

@@ -139,7 +139,11 @@ pub(crate) fn extract(
                 break;
             }
             check_cancel(&opts.cancel)?;
-            let what = format!("{} layer {}", blobs.name(), layer.digest);
+            let what = format!(
+                "{} layer {}",
+                blobs.name(),
+                super::short_digest(&layer.digest)
+            );
             if layer_compression(&layer.media_type).is_none() {
                 return Err(ImportError::Unsupported {
                     what,

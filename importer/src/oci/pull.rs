@@ -71,7 +71,7 @@ pub(crate) fn import_layers<S: Sink>(
     for l in &manifest.layers {
         if layer_compression(&l.media_type).is_none() {
             return Err(ImportError::Unsupported {
-                what: format!("{} layer {}", blobs.name(), l.digest),
+                what: format!("{} layer {}", blobs.name(), super::short_digest(&l.digest)),
                 detail: format!("media type {:?} is not a filesystem layer", l.media_type),
             });
         }
@@ -133,7 +133,11 @@ fn import_layer(
     progress: &Throttle<'_>,
     base: u64,
 ) -> Result<(Option<Decoded>, u64), ImportError> {
-    let what = format!("{} layer {}", blobs.name(), layer.digest);
+    let what = format!(
+        "{} layer {}",
+        blobs.name(),
+        super::short_digest(&layer.digest)
+    );
     let digest = Checksum::parse_oci_digest(&layer.digest).map_err(|e| ImportError::Registry {
         reference: blobs.name(),
         detail: e.to_string(),
