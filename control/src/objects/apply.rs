@@ -533,36 +533,32 @@ fn check_dv_parts(
         wanted.extend(refs(&at_src, &r.secret_ref, &r.cert_config_map));
     }
     for (field, kind, name) in wanted {
-        let k = key(ns, &name);
-        let in_file = match kind {
-            Kind::Secret => batch.secrets.contains(&k),
-            _ => batch.config_maps.contains(&k),
-        };
-        if !in_file && !exists(store, kind, &k) {
-            return Err((
-                field,
-                format!("{kind} {k} does not exist (nor is it in this file)"),
-            ));
-        }
+        known(store, batch, kind, ns, &name, &field)?;
     }
     Ok(())
 }
 
-/// A Secret a VM names must be in the store or in the file.
-fn secret_known(
+/// A Secret or ConfigMap an object names must be in the store or in the file.
+fn known(
     store: &Store,
+    batch: &Batch,
+    kind: Kind,
     ns: &str,
     name: &str,
-    batch: &Batch,
     field: &str,
 ) -> Result<(), Refusal> {
     let k = key(ns, name);
-    if batch.secrets.contains(&k) || exists(store, Kind::Secret, &k) {
+    let in_file = match kind {
+        Kind::Secret => batch.secrets.contains(&k),
+        Kind::ConfigMap => batch.config_maps.contains(&k),
+        _ => false,
+    };
+    if in_file || exists(store, kind, &k) {
         return Ok(());
     }
     Err((
         field.to_string(),
-        format!("Secret {k} does not exist (nor is it in this file)"),
+        format!("{kind} {k} does not exist (nor is it in this file)"),
     ))
 }
 
@@ -614,7 +610,8 @@ fn check_vm_new(
         let at = "spec.template.spec.domain.firmware.kernelBoot.container";
         if let Some(c) = &k.container {
             if let Some(n) = &c.image_pull_secret {
-                secret_known(store, ns, n, batch, &format!("{at}.imagePullSecret"))?;
+                let field = format!("{at}.imagePullSecret");
+                known(store, batch, Kind::Secret, ns, n, &field)?;
             }
             if c.kernel_path.as_deref().is_none_or(str::is_empty) {
                 return Err((
@@ -631,13 +628,8 @@ fn check_vm_new(
             .as_ref()
             .and_then(|c| c.image_pull_secret.as_ref())
         {
-            secret_known(
-                store,
-                ns,
-                n,
-                batch,
-                &format!("{at}.containerDisk.imagePullSecret"),
-            )?;
+            let field = format!("{at}.containerDisk.imagePullSecret");
+            known(store, batch, Kind::Secret, ns, n, &field)?;
         }
         if let Some(d) = &v.data_volume {
             let k = key(ns, &d.name);
