@@ -294,6 +294,15 @@ fn store_paths_export_directories_and_sizes_are_named() {
         "platter: error: export to /nonexistent/dir/x.raw: directory /nonexistent/dir does not exist",
         1,
     );
+    // As nobody, from a copy of the binary that nobody may run (the checkout may be
+    // somewhere only root can reach).
+    use std::os::unix::fs::PermissionsExt;
+    let open = st.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = open.join("platter");
+    std::fs::copy(BIN, &bin).unwrap();
+    std::fs::set_permissions(st, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = std::process::Command::new("setpriv")
         .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
         .args([
@@ -304,10 +313,10 @@ fn store_paths_export_directories_and_sizes_are_named() {
             "XDG_DATA_HOME",
             "-u",
             "PLATTER_STORE",
-            BIN,
         ])
+        .arg(&bin)
         .args(["volume", "list"])
-        .current_dir(st)
+        .current_dir(&open)
         .output()
         .unwrap();
     assert_eq!(
