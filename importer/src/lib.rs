@@ -43,4 +43,5 @@ pub use push::{
     push, DiskFormat, LayerCompression, PushExtent, PushOptions, PushReport, PushVolume,
 };
 pub use sink::{DeviceSink, FileSink, Sink, StoreSink};
+pub use source::tls::check_ca_certificate;
 pub use source::SourceSpec;

@@ -732,4 +732,12 @@ fn in_memory_ca_and_extra_headers() {
     let msg = e.to_string();
     assert!(msg.contains("ConfigMap default/ca key bad.pem"), "{msg}");
     assert_nothing_left(d, "bad");
+
+    // The check a certConfigMap gets before an import uses it.
+    let good = std::fs::read(server.ca_dir.as_ref().unwrap().join("ca.crt")).unwrap();
+    assert_eq!(platter_importer::check_ca_certificate(&good), Ok(()));
+    let bad_pem = b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n";
+    assert!(platter_importer::check_ca_certificate(bad_pem).is_err());
+    let e = platter_importer::check_ca_certificate(b"PEM").unwrap_err();
+    assert!(e.contains("not a PEM certificate"), "{e}");
 }

@@ -78,6 +78,10 @@ pub fn source_access(
                     format!("{k} is not a PEM certificate (text)"),
                 )
             })?;
+            // Checked now, so that a bad one is this attempt's failure (retried once the
+            // ConfigMap is fixed), not the import's fatal error.
+            platter_importer::check_ca_certificate(pem.as_bytes())
+                .map_err(|e| bad(Kind::ConfigMap, ns, name, &field, format!("{k}: {e}")))?;
             params
                 .ca_certs
                 .push((format!("ConfigMap {ns}/{name} key {k}"), pem));
@@ -127,6 +131,16 @@ pub fn pull_access(
             ))
         }
     };
+    // Checked now, as a certConfigMap is: a bad one is retried once the Secret is fixed.
+    platter_importer::oci::auth_file::AuthFile::parse(json.as_bytes()).map_err(|e| {
+        bad(
+            Kind::Secret,
+            ns,
+            name,
+            field,
+            format!("is not a docker config: {e}"),
+        )
+    })?;
     Ok(RegistryParams {
         auth_json: Some((format!("{field}: Secret {ns}/{name}"), json)),
         ..RegistryParams::default()
@@ -199,18 +213,31 @@ mod tests {
             "apiVersion: v1\nkind: Secret\nmetadata: {name: c}\nstringData: {accessKeyId: al, secretKey: 'p:w'}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {name: h}\nstringData: {b: 'X-B: 2', a: 'X-A: 1'}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {name: nouser}\nstringData: {secretKey: x}\n---\n\
-             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ca}\ndata: {ca.pem: PEM}\n",
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad-ca}\ndata: {ca.pem: PEM}\n",
         );
+        let ca = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ca}}\ndata:\n  ca.pem: |\n{}",
+            TEST_CA
+                .lines()
+                .map(|l| format!("    {l}\n"))
+                .collect::<String>()
+        );
+        crate::objects::apply(&store, "ca.yaml", &ca, false, 1).unwrap();
         let src = source("    http:\n      url: https://h/x\n      secretRef: c\n      certConfigMap: ca\n      extraHeaders: ['X-0: 0']\n      secretExtraHeaders: [h]");
         let p = source_access(&store, "default", &src, RegistryParams::default()).unwrap();
         assert_eq!(p.creds.as_deref(), Some("al:p:w"));
-        assert_eq!(
-            p.ca_certs,
-            [(
-                "ConfigMap default/ca key ca.pem".to_string(),
-                "PEM".to_string()
-            )]
+        assert_eq!(p.ca_certs.len(), 1);
+        assert_eq!(p.ca_certs[0].0, "ConfigMap default/ca key ca.pem");
+        assert!(p.ca_certs[0].1.starts_with("-----BEGIN CERTIFICATE-----"));
+        // Not a certificate: this attempt fails (retried), naming the key.
+        let bad = source("    http:\n      url: https://h/x\n      certConfigMap: bad-ca");
+        let e = source_access(&store, "default", &bad, RegistryParams::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("spec.source.http.certConfigMap: ConfigMap default/bad-ca ca.pem: "),
+            "{e}"
         );
+        assert_eq!(e.kind().0, crate::ErrorKind::NotFound);
         assert_eq!(p.headers, ["X-0: 0", "X-A: 1", "X-B: 2"]);
 
         let src = source("    registry:\n      url: docker://h/x:1\n      secretRef: nouser");
@@ -227,12 +254,27 @@ mod tests {
         );
     }
 
+    /// A throw-away self-signed CA (openssl, prime256v1), valid until 2126.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBjzCCATWgAwIBAgIUWmRdaDuAPGxobJD1SsYCBPeih8wwCgYIKoZIzj0EAwIw
+HDEaMBgGA1UEAwwRcGxhdHRlci11bml0LXRlc3QwIBcNMjYxMjA3MTYxMTM1WhgP
+MjEyNjExMTMxNjExMzVaMBwxGjAYBgNVBAMMEXBsYXR0ZXItdW5pdC10ZXN0MFkw
+EwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEpxlYyKzIxWVxzHgPmlMzFuGZKrn+pl8a
+1PoYE9frj+m0VAqMyZS1JUONHNqebgonMLlowFl8GuCkgDUFEm9Pv6NTMFEwHQYD
+VR0OBBYEFGSVWettjI2ESyiGjq6Iic4H/30CMB8GA1UdIwQYMBaAFGSVWettjI2E
+SyiGjq6Iic4H/30CMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDSAAwRQIg
+FxJFR5RMDUKG0kVICED8qY1OrHrXBOfo5oIZrkYgRbwCIQDbUHxfw9eWrdemLrGa
+Vn8bTQAxrwMaehCQjbukSbJt+Q==
+-----END CERTIFICATE-----
+";
+
     #[test]
     fn a_pull_secret_is_an_auth_file_in_either_docker_shape() {
         let (_d, store) = store_with(
             "apiVersion: v1\nkind: Secret\nmetadata: {name: new}\ntype: kubernetes.io/dockerconfigjson\nstringData: {.dockerconfigjson: '{\"auths\": {\"r:5000\": {\"username\": \"u\", \"password\": \"p\"}}}'}\n---\n\
              apiVersion: v1\nkind: Secret\nmetadata: {name: old}\ntype: kubernetes.io/dockercfg\nstringData: {.dockercfg: '{\"r:5000\": {\"auth\": \"dTpw\"}}'}\n---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {name: opaque}\nstringData: {x: z}\n",
+             apiVersion: v1\nkind: Secret\nmetadata: {name: opaque}\nstringData: {x: z}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {name: junk}\nstringData: {.dockerconfigjson: nojson}\n",
         );
         for name in ["new", "old"] {
             let p = pull_access(&store, "default", name, "f").unwrap();
@@ -241,6 +283,13 @@ mod tests {
             let creds = format!("{:?}", auth.lookup("r:5000", "repo"));
             assert_eq!(creds, "Some(Basic(u:***))", "{name}");
         }
+        let e = pull_access(&store, "default", "junk", "f").unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("f: Secret default/junk is not a docker config"),
+            "{e}"
+        );
+        assert_eq!(e.kind().0, crate::ErrorKind::NotFound, "retried, not fatal");
         let at = "volumes[root].containerDisk.imagePullSecret";
         let e = pull_access(&store, "default", "opaque", at).unwrap_err();
         assert!(

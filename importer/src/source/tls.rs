@@ -74,3 +74,18 @@ pub(crate) fn reqwest_certs(tls: &TlsOptions) -> Result<Vec<reqwest::Certificate
     }
     Ok(out)
 }
+
+/// Whether `data` is PEM holding one or more CA certificates the importer can read: what
+/// a DataVolume's certConfigMap (PEM, as CDI takes it) is checked with before an import
+/// uses it. The reason, when not.
+pub fn check_ca_certificate(data: &[u8]) -> Result<(), String> {
+    if !is_pem(data) {
+        return Err("not a PEM certificate (no -----BEGIN CERTIFICATE----- block)".into());
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(data)
+        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+    match certs.is_empty() {
+        true => Err("holds no PEM certificate".into()),
+        false => Ok(()),
+    }
+}
