@@ -201,11 +201,6 @@ impl ExtentMap {
             target: Some(r.target),
         })
     }
-
-    /// Whether any block in `[start, start+len)` is held by some layer.
-    pub fn any_in(&self, start: u64, len: u64) -> bool {
-        self.lookup(start, len).iter().any(|p| p.target.is_some())
-    }
 }
 
 #[cfg(test)]

@@ -555,11 +555,6 @@ impl JournalFile {
             .write_all_at(&self.header.encode(), slot)
             .map_err(StoreError::io("write journal header", &self.path))
     }
-
-    /// Number of records in the log (for compaction decisions).
-    pub fn record_count(&self) -> u64 {
-        self.end / RECORD_LEN as u64
-    }
 }
 
 #[cfg(test)]

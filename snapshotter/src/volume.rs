@@ -107,17 +107,26 @@ pub(crate) fn placement(records: &[Record]) -> (u64, bool) {
     (next, identity)
 }
 
+/// One write of a plan: logical blocks `start..start+len` of the volume go to physical
+/// blocks `phys..phys+len` of the top layer's data file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    start: u64,
+    len: u64,
+    phys: u64,
+}
+
 /// Adds blocks `start..start+len` at `phys` to a write plan, joining them to the last
 /// run when both continue it (blocks the layer held and blocks it takes over usually do,
 /// under identity placement), so that they go out as one write.
-fn push_run(plan: &mut Vec<(u64, u64, u64)>, start: u64, len: u64, phys: u64) {
+fn push_run(plan: &mut Vec<Run>, start: u64, len: u64, phys: u64) {
     if let Some(last) = plan.last_mut() {
-        if last.0 + last.1 == start && last.2 + last.1 == phys {
-            last.1 += len;
+        if last.start + last.len == start && last.phys + last.len == phys {
+            last.len += len;
             return;
         }
     }
-    plan.push((start, len, phys));
+    plan.push(Run { start, len, phys });
 }
 
 /// Where the top layer puts the run `start..start+len` it does not hold yet.
@@ -455,7 +464,7 @@ impl Volume {
         if let Some((top, plan)) = self.plan_in_place(first, count)? {
             return self.write_plan(&top, first, data, plan, Vec::new());
         }
-        let mut plan: Vec<(u64, u64, u64)> = Vec::new();
+        let mut plan: Vec<Run> = Vec::new();
         let mut fresh: Vec<Record> = Vec::new();
         let top = {
             let mut st = self.0.state.write();
@@ -492,12 +501,7 @@ impl Volume {
     /// holds every block of the range, the writes go in place and the index does not
     /// change, so a shared lock is enough (in-place writers and readers do not queue
     /// behind each other). `None` when any block needs allocating.
-    #[allow(clippy::type_complexity)]
-    fn plan_in_place(
-        &self,
-        first: u64,
-        count: u64,
-    ) -> Result<Option<(Arc<Blob>, Vec<(u64, u64, u64)>)>> {
+    fn plan_in_place(&self, first: u64, count: u64) -> Result<Option<(Arc<Blob>, Vec<Run>)>> {
         let st = self.0.state.read();
         if st.deleted {
             return Err(StoreError::Deleted(self.0.label.clone()));
@@ -509,9 +513,11 @@ impl Volume {
         let mut plan = Vec::new();
         for p in st.map.lookup(first, count) {
             match p.target {
-                Some(Target::Data { depth: d, phys }) if d == depth => {
-                    plan.push((p.start, p.len, phys))
-                }
+                Some(Target::Data { depth: d, phys }) if d == depth => plan.push(Run {
+                    start: p.start,
+                    len: p.len,
+                    phys,
+                }),
                 _ => return Ok(None),
             }
         }
@@ -523,11 +529,11 @@ impl Volume {
         top: &Blob,
         first: u64,
         data: &[u8],
-        plan: Vec<(u64, u64, u64)>,
+        plan: Vec<Run>,
         fresh: Vec<Record>,
     ) -> Result<()> {
         let bulk = self.0.bulk.load(Ordering::Relaxed);
-        for (start, len, phys) in plan {
+        for Run { start, len, phys } in plan {
             let from = ((start - first) * BLOCK) as usize;
             let piece = &data[from..from + (len * BLOCK) as usize];
             if bulk {
