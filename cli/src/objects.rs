@@ -386,8 +386,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool, show_ns: bool, now: u64) -> S
                 row.push(text(&st["error"]["message"]));
             }
             Kind::Secret => {
-                let type_ = o["type"].as_str().unwrap_or("Opaque");
-                row.push(type_.to_string());
+                row.push(secret_type(o).to_string());
                 row.push(data_keys(kind, o).len().to_string());
                 row.push(age(created, now));
             }
@@ -546,16 +545,17 @@ fn data_keys(kind: Kind, o: &Value) -> Vec<(String, usize)> {
     out
 }
 
+/// A Secret's `type`, `Opaque` when it gives none (as the API server defaults it).
+fn secret_type(o: &Value) -> &str {
+    o["type"].as_str().unwrap_or("Opaque")
+}
+
 /// kubectl's describe of a Secret (sizes only: the values stay out of terminals and
 /// logs) or a ConfigMap (the values).
 fn describe_data(out: &mut String, s: &Stored) {
     let o = &s.object;
     if s.kind == Kind::Secret {
-        let _ = writeln!(
-            out,
-            "Type:         {}",
-            o["type"].as_str().unwrap_or("Opaque")
-        );
+        let _ = writeln!(out, "Type:         {}", secret_type(o));
     }
     let _ = writeln!(out, "\nData\n====");
     for (k, len) in data_keys(s.kind, o) {

@@ -79,7 +79,8 @@ pub fn ensure_image(
         snapshot: Some(snap.clone()),
     };
     locked(host, &format!("image {key}"), || {
-        if !exists(store, &base).map_err(step("looking for the cached image"))? {
+        // What the image is: known while its base is made, else from its record.
+        let made = if !exists(store, &base).map_err(step("looking for the cached image"))? {
             let volume = VolumeRef::volume(name.clone());
             if !exists(store, &volume).map_err(step("looking for the cached image"))? {
                 let ctx = Context {
@@ -108,11 +109,17 @@ pub fn ensure_image(
                 Err(platter_snapshotter::StoreError::Exists(_)) => {}
                 Err(e) => return Err(step("snapshotting the cached image")(e.into())),
             }
-        }
-        let content = match recorded_content(store, &name)? {
+            Some(content)
+        } else {
+            None
+        };
+        let content = match made {
             Some(c) => c,
-            // Cached by a platter that did not record it: read it once more.
-            None => stored_content(store, &base)?,
+            None => match recorded_content(store, &name)? {
+                Some(c) => c,
+                // Cached by a platter that did not record it: read it once more.
+                None => stored_content(store, &base)?,
+            },
         };
         Ok(CachedImage { base, content })
     })

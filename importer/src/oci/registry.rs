@@ -117,13 +117,10 @@ impl Registry {
             reason: format!("not a registry reference: {e}"),
         })?;
         let registry = parsed.resolve_registry().to_string();
-        let in_memory = opts.auth.as_ref();
-        let creds = match &opts.creds {
-            Some(c) => Some(c.clone()),
-            None if in_memory.is_some() => in_memory
-                .and_then(|f| f.lookup(parsed.registry(), parsed.repository()))
-                .cloned(),
-            None => match &opts.authfile {
+        let creds = match (&opts.creds, &opts.auth) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(f)) => f.lookup(parsed.registry(), parsed.repository()).cloned(),
+            (None, None) => match &opts.authfile {
                 Some(path) => {
                     let bytes = std::fs::read(path).map_err(|e| ImportError::AuthFile {
                         path: path.display().to_string(),
@@ -150,7 +147,9 @@ impl Registry {
             .read_timeout(opts.read_timeout)
             .danger_accept_invalid_certs(!opts.tls.verify)
             .user_agent(concat!("platter/", env!("CARGO_PKG_VERSION")));
-        for c in reqwest_certs(&opts.tls)? {
+        // Read once: reqwest (for the scheme probe) and oci-client each take them.
+        let ca = ca_files(&opts.tls)?;
+        for c in reqwest_certs(&ca)? {
             hb = hb.add_root_certificate(c);
         }
         let http = hb.build().map_err(|e| reg_err(&display, chain_err(&e)))?;
@@ -168,7 +167,7 @@ impl Registry {
                 ClientProtocol::Http
             },
             accept_invalid_certificates: !opts.tls.verify,
-            extra_root_certificates: ca_files(&opts.tls)?
+            extra_root_certificates: ca
                 .into_iter()
                 .map(|(_, data)| Certificate {
                     encoding: if is_pem(&data) {

@@ -97,7 +97,7 @@ impl HttpClient {
             .read_timeout(opts.read_timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
             .danger_accept_invalid_certs(!opts.tls.verify);
-        for c in tls::reqwest_certs(&opts.tls)? {
+        for c in tls::reqwest_certs(&tls::ca_files(&opts.tls)?)? {
             b = b.add_root_certificate(c);
         }
         let client = b.build().map_err(|e| net_err("(client setup)", &e))?;

@@ -53,24 +53,31 @@ pub(crate) fn is_pem(data: &[u8]) -> bool {
     data.starts_with(b"-----") || data.windows(11).any(|w| w == b"-----BEGIN ")
 }
 
-/// [`ca_files`] as reqwest root certificates.
-pub(crate) fn reqwest_certs(tls: &TlsOptions) -> Result<Vec<reqwest::Certificate>, ImportError> {
+/// The certificates of one CA file: a PEM bundle of one or more, else one DER
+/// certificate. The reason, when it holds none the importer can use.
+fn parse_certs(data: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let unusable = |e: reqwest::Error| format!("not a usable CA certificate: {e}");
+    if !is_pem(data) {
+        return Ok(vec![reqwest::Certificate::from_der(data).map_err(unusable)?]);
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(data).map_err(unusable)?;
+    match certs.is_empty() {
+        true => Err("holds no PEM certificate".into()),
+        false => Ok(certs),
+    }
+}
+
+/// `files` (from [`ca_files`]) as reqwest root certificates.
+pub(crate) fn reqwest_certs(
+    files: &[(String, Vec<u8>)],
+) -> Result<Vec<reqwest::Certificate>, ImportError> {
     let mut out = Vec::new();
-    for (name, data) in ca_files(tls)? {
-        let bad = |reason: String| ImportError::InvalidSource {
+    for (name, data) in files {
+        let certs = parse_certs(data).map_err(|reason| ImportError::InvalidSource {
             source_str: name.clone(),
             reason,
-        };
-        let unusable = |e: reqwest::Error| bad(format!("not a usable CA certificate: {e}"));
-        if is_pem(&data) {
-            let certs = reqwest::Certificate::from_pem_bundle(&data).map_err(unusable)?;
-            if certs.is_empty() {
-                return Err(bad("holds no PEM certificate".into()));
-            }
-            out.extend(certs);
-        } else {
-            out.push(reqwest::Certificate::from_der(&data).map_err(unusable)?);
-        }
+        })?;
+        out.extend(certs);
     }
     Ok(out)
 }
@@ -82,10 +89,5 @@ pub fn check_ca_certificate(data: &[u8]) -> Result<(), String> {
     if !is_pem(data) {
         return Err("not a PEM certificate (no -----BEGIN CERTIFICATE----- block)".into());
     }
-    let certs = reqwest::Certificate::from_pem_bundle(data)
-        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-    match certs.is_empty() {
-        true => Err("holds no PEM certificate".into()),
-        false => Ok(()),
-    }
+    parse_certs(data).map(|_| ())
 }
