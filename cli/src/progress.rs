@@ -134,6 +134,7 @@ impl Progress {
                         b.set_length(t);
                     }
                     b.set_position(done);
+                    b.set_message(plain_line(phase, now));
                 }
             }
             Mode::Plain { printed } => {
@@ -154,6 +155,9 @@ impl Progress {
             Mode::Bar(bar) => {
                 // The last state stays on screen: what was done, how fast.
                 if let Some(b) = bar.take() {
+                    if let Some(p) = &self.phase {
+                        b.set_message(plain_line(p, Instant::now()));
+                    }
                     b.finish();
                     // The cursor is left after the bar; what follows starts a new line.
                     eprintln!();
@@ -169,16 +173,19 @@ impl Progress {
     }
 }
 
-/// A bar when the total is known, else a spinner (a stream of unknown length).
+/// A bar when the total is known, else a spinner (a stream of unknown length). The text
+/// beside it is the plain line's: indicatif's own rate and ETA average the last steps, so
+/// a jump over a hole read as TiB/s and the ETA as 0 s; the line's come from the
+/// phase's wall-clock time over its byte count.
 fn new_bar(total: Option<u64>) -> ProgressBar {
     let (bar, template) = match total {
         Some(t) => (
             ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr()),
-            "{bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, ETA {eta})",
+            "{bar:30} {msg}",
         ),
         None => (
             ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{spinner} {bytes} ({bytes_per_sec})",
+            "{spinner} {msg}",
         ),
     };
     if let Ok(style) = ProgressStyle::with_template(template) {

@@ -26,7 +26,7 @@ pub fn store_dir(cli: &Cli) -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("PLATTER_STORE").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(d));
     }
-    if rustix_is_root() {
+    if is_root() {
         return Ok(PathBuf::from("/var/lib/platter"));
     }
     let absolute = |d: std::ffi::OsString| Some(PathBuf::from(d)).filter(|p| p.is_absolute());
@@ -46,11 +46,8 @@ pub fn store_dir(cli: &Cli) -> Result<PathBuf> {
     }
 }
 
-fn rustix_is_root() -> bool {
-    // /proc/self is owned by the effective user of this process.
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 pub fn control_socket(store: &Path) -> PathBuf {
@@ -101,12 +98,33 @@ fn call(
             .map_err(Into::into);
     }
     check_store_dir(dir, &req)?;
-    let store = Store::open(dir).with_context(|| format!("opening store {}", dir.display()))?;
+    let store = match (writable(dir), req.only_reads()) {
+        (true, _) => Store::open(dir),
+        (false, true) => Store::open_read_only(dir),
+        (false, false) => bail!(
+            "store {} cannot be written by this user, or its filesystem is read-only: only commands that read it work there (list, inspect, get, export, push)",
+            dir.display()
+        ),
+    }
+    .with_context(|| format!("opening store {}", dir.display()))?;
     let cancel = interrupts.map(Interrupts::cancel_flag).unwrap_or_default();
     platter_control::handle(&store, req, RequestContext::in_process(cancel), &mut |e| {
         progress.event(e)
     })
     .map_err(Into::into)
+}
+
+/// Whether this process may change the store in `dir` (its directory and its database):
+/// not on a read-only mount, nor a store of another user. A store that does not exist
+/// yet counts as writable (opening it makes it, or says why not).
+fn writable(dir: &Path) -> bool {
+    use rustix::fs::{access, Access};
+    let db = dir.join(platter_snapshotter::META_DB);
+    let ok = |p: &Path| match access(p, Access::WRITE_OK) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::NOENT,
+    };
+    ok(dir) && ok(&db)
 }
 
 /// Before a store is opened in this process: `dir` must be a directory, and a request

@@ -325,3 +325,74 @@ fn store_paths_export_directories_and_sizes_are_named() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A read-only bind mount of a store, unmounted when dropped (also when a test fails).
+struct ReadOnlyMount(std::path::PathBuf);
+
+impl ReadOnlyMount {
+    fn of(store: &Path, at: &Path) -> ReadOnlyMount {
+        std::fs::create_dir(at).unwrap();
+        let mount = |args: &[&str]| {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mount {args:?}: {out:?}");
+        };
+        let (from, to) = (store.to_str().unwrap(), at.to_str().unwrap());
+        mount(&["--bind", from, to]);
+        let m = ReadOnlyMount(at.to_path_buf());
+        mount(&["-o", "remount,bind,ro", to]);
+        m
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A store this process cannot write (here a read-only mount; also a store of another
+/// user made readable) is opened read-only for commands that only read: list, inspect,
+/// get and export work and give what the store holds; a command that changes it is
+/// refused, naming the store, and leaves it as it was.
+#[test]
+fn a_store_that_cannot_be_written_is_read_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = dir.path().join("store");
+    let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    let src = dir.path().join("src.raw");
+    std::fs::write(&src, &data).unwrap();
+    ok(&st, &["import", src.to_str().unwrap(), "a"]);
+    ok(&st, &["volume", "snapshot", "a@s1"]);
+    let before = ok(&st, &["volume", "list"]);
+
+    let ro = dir.path().join("ro");
+    let _mount = ReadOnlyMount::of(&st, &ro);
+    assert_eq!(ok(&ro, &["volume", "list"]), before);
+    assert_eq!(json(&ro, &["volume", "inspect", "a@s1"])["size"], 1 << 20);
+    ok(&ro, &["get", "dv"]);
+    for r in ["a", "a@s1"] {
+        let out = dir.path().join(format!("{r}.raw"));
+        ok(&ro, &["volume", "export", r, out.to_str().unwrap()]);
+        assert!(
+            std::fs::read(&out).unwrap() == data,
+            "export of {r} differs"
+        );
+    }
+    let refused = format!(
+        "platter: error: store {} cannot be written by this user, or its filesystem is read-only: only commands that read it work there (list, inspect, get, export, push)",
+        ro.display()
+    );
+    for args in [
+        &["volume", "create", "b", "--size", "1M"][..],
+        &["volume", "delete", "a@s1"],
+        &["volume", "snapshot", "a@s2"],
+        &["volume", "gc"],
+    ] {
+        says(&ro, args, &refused, 1);
+    }
+    drop(_mount);
+    assert_eq!(ok(&st, &["volume", "list"]), before);
+}

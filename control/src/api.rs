@@ -188,6 +188,23 @@ impl Request {
     /// volume, an import, a VM, objects). Every other request reads or changes what a
     /// store already holds, so against a directory that is no store it can only fail,
     /// and opening one there would leave an empty store behind (a typo in `--store`).
+    /// Whether this request only reads the store (lists, inspects, exports, pushes): it
+    /// can be served by a store opened read-only.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Request::VolumeList { .. }
+                | Request::VolumeInspect { .. }
+                | Request::VolumeExport { .. }
+                | Request::Push { .. }
+                | Request::VmGet { .. }
+                | Request::VmList
+                | Request::VmStatus { .. }
+                | Request::ObjectGet { .. }
+                | Request::Ping
+        )
+    }
+
     pub fn may_create_store(&self) -> bool {
         matches!(
             self,

@@ -226,7 +226,9 @@ pub fn store_kind(e: &StoreError) -> ErrorKind {
         | StoreError::OutOfRange { .. }
         | StoreError::Name(_) => ErrorKind::Invalid,
         // A sync failed earlier: the volume refuses writes until it is reopened.
-        StoreError::Export { .. } | StoreError::Fenced { .. } => ErrorKind::Failed,
+        StoreError::Export { .. }
+        | StoreError::Fenced { .. }
+        | StoreError::StoreReadOnly { .. } => ErrorKind::Failed,
     }
 }
 

@@ -39,6 +39,10 @@ pub enum StoreError {
     },
     #[error("cannot shrink volume {name} from {from} to {to} bytes: volumes only grow")]
     Shrink { name: String, from: u64, to: u64 },
+    /// The store was opened for reading only (this user may not write it, or its
+    /// filesystem is mounted read-only): every change is refused.
+    #[error("store {dir} is open read-only (this user cannot write it, or its filesystem is read-only): only reads and exports work")]
+    StoreReadOnly { dir: PathBuf },
     #[error("{0} is a read-only snapshot")]
     ReadOnly(VolumeRef),
     #[error("{object}: range {offset}+{len} is outside the volume (size {size})")]
@@ -120,9 +124,9 @@ impl StoreError {
             | StoreError::Database { path, .. } => Some(path.display().to_string()),
             StoreError::NoSuchRecord { kind, name } => Some(format!("{kind} {name}")),
             StoreError::BadRecord { record, .. } => Some(format!("record {record}")),
-            StoreError::Locked { dir, .. } | StoreError::NewerFormat { dir, .. } => {
-                Some(dir.display().to_string())
-            }
+            StoreError::Locked { dir, .. }
+            | StoreError::NewerFormat { dir, .. }
+            | StoreError::StoreReadOnly { dir } => Some(dir.display().to_string()),
             StoreError::NoSuchVolume(name) | StoreError::Open(name) => {
                 Some(format!("volume {name}"))
             }

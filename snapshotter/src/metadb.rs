@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 
@@ -42,8 +43,14 @@ const FORMAT_KEY: &str = "format_version";
 const CACHE_BYTES: usize = 64 << 20;
 
 pub(crate) struct MetaDb {
-    db: Database,
+    db: Db,
     path: PathBuf,
+}
+
+/// A database open for writing, or (a store this user may not write) for reading only.
+enum Db {
+    Writable(Database),
+    ReadOnly(ReadOnlyDatabase),
 }
 
 /// Maps a redb error to the store's: corruption is damage naming the file.
@@ -107,6 +114,19 @@ impl MetaDb {
     pub fn open(path: &Path) -> Result<MetaDb> {
         let db = builder().open(path).map_err(db_err(path, "open"))?;
         owner_only(path)?;
+        MetaDb::checked(Db::Writable(db), path)
+    }
+
+    /// Opens an existing database for reading only: nothing is written, not even the
+    /// recovery a database left by a crash needs (that is refused as an error).
+    pub fn open_read_only(path: &Path) -> Result<MetaDb> {
+        let db = builder()
+            .open_read_only(path)
+            .map_err(db_err(path, "open read-only"))?;
+        MetaDb::checked(Db::ReadOnly(db), path)
+    }
+
+    fn checked(db: Db, path: &Path) -> Result<MetaDb> {
         let me = MetaDb {
             db,
             path: path.to_path_buf(),
@@ -134,7 +154,7 @@ impl MetaDb {
         let db = builder().create(path).map_err(db_err(path, "create"))?;
         owner_only(path)?;
         let me = MetaDb {
-            db,
+            db: Db::Writable(db),
             path: path.to_path_buf(),
         };
         let all = everything(cat);
@@ -147,9 +167,16 @@ impl MetaDb {
         })
     }
 
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match &self.db {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+        }
+    }
+
     fn format_version(&self) -> Result<u64> {
         let op = "read format version";
-        let tx = self.db.begin_read().map_err(db_err(&self.path, op))?;
+        let tx = self.begin_read().map_err(db_err(&self.path, op))?;
         let t = match tx.open_table(META) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => {
@@ -165,7 +192,7 @@ impl MetaDb {
     /// Reads every volume, snapshot, layer and import into the in-memory catalog.
     pub fn load(&self) -> Result<Catalog> {
         let op = "read metadata";
-        let tx = self.db.begin_read().map_err(db_err(&self.path, op))?;
+        let tx = self.begin_read().map_err(db_err(&self.path, op))?;
         let mut layers = BTreeMap::new();
         let mut volumes = BTreeMap::new();
         let mut snapshots: BTreeMap<Name, BTreeMap<Name, _>> = BTreeMap::new();
@@ -227,7 +254,12 @@ impl MetaDb {
         extra: impl FnOnce(&WriteTransaction) -> Result<()>,
     ) -> Result<()> {
         let op = "commit metadata";
-        let mut tx = self.db.begin_write().map_err(db_err(&self.path, op))?;
+        let Db::Writable(db) = &self.db else {
+            return Err(StoreError::StoreReadOnly {
+                dir: self.path.parent().unwrap_or(&self.path).to_path_buf(),
+            });
+        };
+        let mut tx = db.begin_write().map_err(db_err(&self.path, op))?;
         tx.set_durability(Durability::Immediate)
             .map_err(db_err(&self.path, op))?;
         let staged = extra(&tx)
@@ -312,7 +344,7 @@ impl MetaDb {
     pub fn get_record(&self, kind: &str, name: &str) -> Result<Option<serde_json::Value>> {
         records::check_key(kind, name)?;
         let op = "read record";
-        let tx = self.db.begin_read().map_err(db_err(&self.path, op))?;
+        let tx = self.begin_read().map_err(db_err(&self.path, op))?;
         let t = match tx.open_table(RECORDS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
@@ -329,7 +361,7 @@ impl MetaDb {
     pub fn list_records(&self, kind: &str) -> Result<Vec<(String, serde_json::Value)>> {
         records::check_key(kind, "-")?;
         let op = "read records";
-        let tx = self.db.begin_read().map_err(db_err(&self.path, op))?;
+        let tx = self.begin_read().map_err(db_err(&self.path, op))?;
         let t = match tx.open_table(RECORDS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),

@@ -44,6 +44,9 @@ struct StoreInner {
     dir_sync: Arc<DirSync>,
     blobs_dir: PathBuf,
     _lock: File,
+    /// Opened with [`Store::open_read_only`]: volumes load without their journals for
+    /// writing, and every change is refused (by the database, which cannot write).
+    read_only: bool,
     /// The truth; written only while `meta` is locked, so the cache follows it in order.
     pub(crate) db: MetaDb,
     meta: Mutex<Meta>,
@@ -102,23 +105,7 @@ impl Store {
         }
         let lock = lock_store(dir)?;
         let (db, catalog) = crate::migrate::open(dir)?;
-        let store = Store(Arc::new(StoreInner {
-            dir: dir.to_path_buf(),
-            dir_sync: Arc::new(DirSync {
-                path: dir.to_path_buf(),
-                needed: AtomicBool::new(false),
-            }),
-            blobs_dir: dir.join("blobs"),
-            _lock: lock,
-            db,
-            meta: Mutex::new(Meta {
-                catalog,
-                volumes: HashMap::new(),
-                snapshots: HashMap::new(),
-                temps: HashMap::new(),
-                frozen: HashMap::new(),
-            }),
-        }));
+        let store = Store::new(dir, lock, db, catalog, false);
         {
             let mut meta = store.0.meta.lock();
             let temps: Vec<Change> = meta
@@ -133,6 +120,55 @@ impl Store {
             store.collect(&mut meta)?;
         }
         Ok(store)
+    }
+
+    /// Opens an existing store that this process may not write (a read-only mount, a
+    /// store of another user made readable): lists, inspects and reads of volumes and
+    /// snapshots work, every change is refused with [`StoreError::StoreReadOnly`].
+    /// Nothing is written: no lock file contents, no clean-up of unfinished imports, no
+    /// migration (a format 1 store must be opened for writing once). Other readers may
+    /// open it at once; a process holding it for writing keeps them out.
+    pub fn open_read_only(dir: &Path) -> Result<Store> {
+        let lock = share_lock(dir)?;
+        let db_path = dir.join(crate::metadb::META_DB);
+        if !db_path
+            .try_exists()
+            .map_err(StoreError::io("look for metadata database", &db_path))?
+        {
+            return Err(StoreError::damaged(
+                &db_path,
+                "no metadata database (a store of format 1, or none: open it for writing once)",
+            ));
+        }
+        let db = MetaDb::open_read_only(&db_path)?;
+        let catalog = db.load()?;
+        Ok(Store::new(dir, lock, db, catalog, true))
+    }
+
+    fn new(dir: &Path, lock: File, db: MetaDb, catalog: Catalog, read_only: bool) -> Store {
+        Store(Arc::new(StoreInner {
+            dir: dir.to_path_buf(),
+            dir_sync: Arc::new(DirSync {
+                path: dir.to_path_buf(),
+                needed: AtomicBool::new(false),
+            }),
+            blobs_dir: dir.join("blobs"),
+            _lock: lock,
+            read_only,
+            db,
+            meta: Mutex::new(Meta {
+                catalog,
+                volumes: HashMap::new(),
+                snapshots: HashMap::new(),
+                temps: HashMap::new(),
+                frozen: HashMap::new(),
+            }),
+        }))
+    }
+
+    /// Whether this store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.0.read_only
     }
 
     pub(crate) fn lock_meta(&self) -> parking_lot::MutexGuard<'_, Meta> {
@@ -176,7 +212,19 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses work that writes (a new blob, gc) on a store opened read-only, before it
+    /// starts; the database refuses every commit in any case.
+    fn check_writable(&self) -> Result<()> {
+        match self.0.read_only {
+            true => Err(StoreError::StoreReadOnly {
+                dir: self.0.dir.clone(),
+            }),
+            false => Ok(()),
+        }
+    }
+
     pub(crate) fn new_blob(&self) -> Result<(String, String, Arc<Blob>, JournalFile)> {
+        self.check_writable()?;
         let id = new_id();
         let name = format!("w-{id}");
         let (blob, journal) = Blob::create(&self.0.blobs_dir, &name, BLOCK as u32)?;
@@ -373,7 +421,13 @@ impl Store {
                     tracing::warn!(volume = %r, "reopening a volume fenced by a failed sync");
                     rewrite = true;
                 }
-                let inner = self.load_writable(meta, r.to_string(), &vol, rewrite)?;
+                let inner = match self.0.read_only {
+                    true => {
+                        let (state, _) = self.top_state(meta, &vol, false, false)?;
+                        VolumeInner::new(r.to_string(), state, None, self.0.dir_sync.clone())
+                    }
+                    false => self.load_writable(meta, r.to_string(), &vol, rewrite)?,
+                };
                 meta.volumes.insert(r.volume.clone(), inner.clone());
                 Ok(inner)
             }
@@ -387,7 +441,7 @@ impl Store {
         vol: &VolumeEntry,
         rewrite: bool,
     ) -> Result<Arc<VolumeInner>> {
-        let (state, journal) = self.writable_state(meta, vol, rewrite)?;
+        let (state, journal) = self.top_state(meta, vol, true, rewrite)?;
         Ok(VolumeInner::new(
             label,
             state,
@@ -396,13 +450,14 @@ impl Store {
         ))
     }
 
-    /// The state of a volume's top layer, loaded from its journal. `rewrite`: write the
-    /// journal's committed records again first (after a failed sync of this journal, see
-    /// [`JournalFile::rewrite_committed`]).
-    fn writable_state(
+    /// The state of a volume's top layer, loaded from its journal (opened for appending
+    /// when `writable`). `rewrite`: write the journal's committed records again first
+    /// (after a failed sync of this journal, see [`JournalFile::rewrite_committed`]).
+    fn top_state(
         &self,
         meta: &mut Meta,
         vol: &VolumeEntry,
+        writable: bool,
         rewrite: bool,
     ) -> Result<(State, JournalFile)> {
         let layer = meta
@@ -417,7 +472,7 @@ impl Store {
             Some(p) => self.frozen_view(meta, p)?,
             None => (Arc::new(Vec::new()), ExtentMap::new()),
         };
-        let (blob, mut journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, true)?;
+        let (blob, mut journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, writable)?;
         if rewrite {
             journal.rewrite_committed()?;
         }
@@ -772,6 +827,7 @@ impl Store {
     /// Seals frozen layers (content addressing them by sha256 and storing identical ones
     /// once) and reclaims everything unreferenced.
     pub fn gc(&self) -> Result<GcReport> {
+        self.check_writable()?;
         let mut meta = self.0.meta.lock();
         let (freed_before, removed) = self.collect(&mut meta)?;
         let before = blob::dir_allocated_bytes(&self.0.blobs_dir);
@@ -812,7 +868,7 @@ impl Store {
                 .get(name)
                 .cloned()
                 .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
-            let (state, journal) = self.writable_state(meta, &vol, false)?;
+            let (state, journal) = self.top_state(meta, &vol, true, false)?;
             q.replace(state, Some(journal));
         }
         Ok(())
@@ -845,6 +901,29 @@ fn check_record(r: &Record, size: u64, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A shared lock for a read-only open: taken on the lock file opened for reading.
+fn share_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("lock");
+    let f = File::open(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StoreError::damaged(&path, "the store has no lock file"),
+        _ => StoreError::io("open lock", &path)(e),
+    })?;
+    if flock(&f, FlockOperation::NonBlockingLockShared).is_err() {
+        return Err(locked(dir, &path));
+    }
+    Ok(f)
+}
+
+fn locked(dir: &Path, lock: &Path) -> StoreError {
+    let pid = std::fs::read_to_string(lock)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    StoreError::Locked {
+        dir: dir.to_path_buf(),
+        pid,
+    }
+}
+
 fn lock_store(dir: &Path) -> Result<File> {
     let path = dir.join("lock");
     let mut f = File::options()
@@ -855,13 +934,7 @@ fn lock_store(dir: &Path) -> Result<File> {
         .open(&path)
         .map_err(StoreError::io("open lock", &path))?;
     if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-        let pid = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
-        return Err(StoreError::Locked {
-            dir: dir.to_path_buf(),
-            pid,
-        });
+        return Err(locked(dir, &path));
     }
     let _ = f
         .set_len(0)

@@ -646,3 +646,71 @@ fn the_database_is_readable_by_its_owner_only() {
     drop(Store::open(&dir).unwrap());
     assert_eq!(mode(&db), 0o600);
 }
+
+/// Every file of a store, by path, with its contents' hash.
+fn files(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                let h = hex::encode(Sha256::digest(std::fs::read(&p).unwrap()));
+                out.push((p.display().to_string(), h));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `Store::open_read_only` (a store on a read-only mount, or another user's): it reads
+/// every volume, snapshot and record as the writer left them, refuses every change, writes
+/// no file, and shares the store with other readers but not with a writer.
+#[test]
+fn a_store_opened_read_only_reads_everything_and_changes_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("s");
+    let store = rich_store(&dir);
+    store
+        .put_record(VM_KIND, "web", &serde_json::json!({"memory": 1}))
+        .unwrap();
+    let before = state(&store);
+    let locked = Store::open_read_only(&dir).unwrap_err();
+    assert!(matches!(locked, StoreError::Locked { .. }), "{locked}");
+    drop(store);
+    let on_disk = files(&dir);
+
+    let ro = Store::open_read_only(&dir).unwrap();
+    let other = Store::open_read_only(&dir).unwrap();
+    assert!(ro.is_read_only());
+    assert_eq!(state(&ro), before);
+    assert_eq!(state(&other), before);
+    assert_eq!(
+        ro.get_record(VM_KIND, "web").unwrap(),
+        serde_json::json!({"memory": 1})
+    );
+    let refused = |e: StoreError| {
+        assert!(matches!(e, StoreError::StoreReadOnly { .. }), "{e}");
+        assert!(e.to_string().contains(&dir.display().to_string()), "{e}");
+    };
+    refused(ro.create_volume(&n("new"), SIZE).unwrap_err());
+    refused(ro.snapshot(&n("base"), &n("s9")).unwrap_err());
+    refused(ro.clone_volume(&r("base@gold"), &n("c9")).unwrap_err());
+    refused(ro.resize(&n("base"), 2 * SIZE).unwrap_err());
+    refused(ro.delete(&r("vm1")).unwrap_err());
+    refused(
+        ro.put_record(VM_KIND, "db", &serde_json::json!({}))
+            .unwrap_err(),
+    );
+    refused(ro.gc().unwrap_err());
+    let v = ro.open_volume(&r("base")).unwrap();
+    assert!(v.write_at(&[9u8; 4096], 0).is_err());
+    let w = Store::open(&dir).unwrap_err();
+    assert!(matches!(w, StoreError::Locked { .. }), "{w}");
+    drop((v, ro, other));
+    assert_eq!(files(&dir), on_disk, "a read-only open changed the store");
+    assert_eq!(state(&Store::open(&dir).unwrap()), before);
+}
