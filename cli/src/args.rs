@@ -22,8 +22,12 @@ pub struct Cli {
     pub output: OutputFormat,
     /// No progress and no messages on standard error (errors still are; results still go
     /// to standard output).
-    #[arg(short = 'q', long, global = true)]
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
+    /// Also say how the work is done: which member of a layer is read, that a stream is
+    /// decoded in one pass, how a push lays out its layer.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
     #[command(subcommand)]
     pub command: Command,
 }

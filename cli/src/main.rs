@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     progress::set_quiet(cli.quiet);
+    progress::set_verbose(cli.verbose);
     let json = cli.output == args::OutputFormat::Json;
     match run::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

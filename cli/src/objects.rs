@@ -400,24 +400,7 @@ fn table(kind: Kind, items: &[Stored], wide: bool, show_ns: bool, now: u64) -> S
     if items.is_empty() {
         return String::new();
     }
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r.get(i).map_or(0, |c| c.len()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("   ").trim_end());
-    }
-    out
+    crate::output::columns(&rows, 3)
 }
 
 pub fn describe(dir: &Path, a: NamedArgs) -> Result<()> {

@@ -165,37 +165,44 @@ fn list_or_none(v: &[String]) -> String {
 
 fn print_table(items: &[VolumeInfoWire]) {
     let header = ["NAME", "KIND", "SIZE", "ALLOCATED", "LAYERS", "ORIGIN"];
-    let rows: Vec<[String; 6]> = items
-        .iter()
-        .map(|v| {
-            [
-                v.name.clone(),
-                v.kind.clone(),
-                format_size(v.size),
-                format_size(v.allocated),
-                v.chain.len().to_string(),
-                v.origin.clone().unwrap_or_else(|| "-".into()),
-            ]
+    let mut rows = vec![header.map(String::from).to_vec()];
+    rows.extend(items.iter().map(|v| {
+        vec![
+            v.name.clone(),
+            v.kind.clone(),
+            format_size(v.size),
+            format_size(v.allocated),
+            v.chain.len().to_string(),
+            v.origin.clone().unwrap_or_else(|| "-".into()),
+        ]
+    }));
+    print!("{}", columns(&rows, 2));
+}
+
+/// Rows as left-aligned columns as wide as their widest cell, `gap` spaces apart (2 as
+/// docker and virsh print, 3 as kubectl does), without trailing blanks.
+pub fn columns(rows: &[Vec<String>], gap: usize) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
+    let sep = " ".repeat(gap);
+    let mut out = String::new();
+    for r in rows {
+        let cells: Vec<String> = r
             .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .zip(&widths)
+            .map(|(c, &w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
+        out.push_str(cells.join(&sep).trim_end());
+        out.push('\n');
     }
+    out
 }
 
 /// `1 layer`, `2 layers`.
@@ -218,6 +225,26 @@ fn size_and_bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_are_as_wide_as_their_widest_cell() {
+        let rows: Vec<Vec<String>> = [
+            &["NAME", "STATE", "DISKS"][..],
+            &["a-very-long-vm-name-of-thirty-c", "running", "d1"],
+            &["b", "shut off", ""],
+        ]
+        .iter()
+        .map(|r| r.iter().map(|c| c.to_string()).collect())
+        .collect();
+        assert_eq!(
+            columns(&rows, 2),
+            "NAME                             STATE     DISKS\n\
+             a-very-long-vm-name-of-thirty-c  running   d1\n\
+             b                                shut off\n"
+        );
+        assert_eq!(columns(&rows[..1], 3), "NAME   STATE   DISKS\n");
+        assert_eq!(columns(&[], 2), "");
+    }
 
     #[test]
     fn counts_and_sizes_read_as_english() {

@@ -25,6 +25,13 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// `-v/--verbose`: detail messages too (see [`Event::Message`]).
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+pub fn set_verbose(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
+}
+
 pub struct Progress {
     mode: Mode,
     phase: Option<Phase>,
@@ -78,7 +85,11 @@ impl Progress {
             return;
         }
         match e {
-            Event::Message { text } => self.message(&text),
+            Event::Message { text, detail } => {
+                if !detail || VERBOSE.load(Ordering::Relaxed) {
+                    self.message(&text)
+                }
+            }
             Event::Progress { done, total } => self.bytes(done, total),
             Event::Finished => self.finished(),
         }

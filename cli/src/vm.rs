@@ -306,23 +306,22 @@ fn list(dir: &Path, output: OutputFormat, connect: Option<String>) -> Result<()>
         println!("{}", serde_json::to_string_pretty(&items)?);
         return Ok(());
     }
-    println!(
-        "{:<20} {:<12} {:<6} {:<8} {:<4} DISKS",
-        "NAME", "STATE", "ACCEL", "MEMORY", "CPUS"
-    );
+    let mut rows = vec![["NAME", "STATE", "ACCEL", "MEMORY", "CPUS", "DISKS"]
+        .map(String::from)
+        .to_vec()];
     for vm in items {
         let mut disks = vm.disks.clone();
         disks.extend(vm.cdroms.iter().map(|c| format!("{c}(cdrom)")));
-        println!(
-            "{:<20} {:<12} {:<6} {:<8} {:<4} {}",
+        rows.push(vec![
             vm.name,
             vm.state,
             vm.accel,
             format_size(vm.memory),
-            vm.cpus,
-            disks.join(",")
-        );
+            vm.cpus.to_string(),
+            disks.join(","),
+        ]);
     }
+    print!("{}", crate::output::columns(&rows, 2));
     Ok(())
 }
 

@@ -464,6 +464,18 @@ spec:
 
     let list = env.ok(&["vm", "list"]);
     assert!(list.contains(&vm) && list.contains(&root), "{list}");
+    // Columns line up with the header however long the names (they were fixed widths).
+    let header = list.lines().next().unwrap_or_default();
+    let starts: Vec<usize> = ["STATE", "ACCEL", "MEMORY", "CPUS", "DISKS"]
+        .iter()
+        .map(|h| header.find(h).unwrap_or_else(|| panic!("{h}: {list}")))
+        .collect();
+    for row in list.lines().skip(1) {
+        for &at in &starts {
+            let b = row.as_bytes();
+            assert!(b[at - 1] == b' ' && b[at] != b' ', "column at {at}: {list}");
+        }
+    }
     let err = fails(&env.store, &["volume", "delete", &root]);
     assert!(err.contains(&vm), "{err}");
     let err = fails(&env.store, &["vm", "delete", &vm]);

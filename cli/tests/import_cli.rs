@@ -638,7 +638,9 @@ fn push_progress_ends_at_its_total() {
 }
 
 /// An image import says what it does in short digests, as skopeo prints them (the JSON
-/// report keeps the whole manifest digest).
+/// report keeps the whole manifest digest), in two lines (the image, then the disk it
+/// holds); how it is read (the tar member, one pass) and how a push lays out its layer
+/// are said with `-v` only.
 #[test]
 fn image_imports_speak_in_short_digests() {
     let dir = tempfile::tempdir().unwrap();
@@ -657,6 +659,22 @@ fn image_imports_speak_in_short_digests() {
     };
     assert!(stderr.lines().all(|l| !long_hex(l)), "{stderr}");
     assert!(stderr.contains(", 1 layer\n"), "{stderr}");
+    let said: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.starts_with("progress: "))
+        .collect();
+    assert_eq!(said.len(), 2, "{stderr}");
+    assert!(
+        said[1].ends_with("disk/disk.img: qcow2 image, virtual size 1 MiB, cluster size 64 KiB"),
+        "{stderr}"
+    );
+    let verbose = text(&platter(&st, &["-v", "import", &lay, "v"]).stderr);
+    assert!(verbose.contains(": importing disk/disk.img\n"), "{verbose}");
+    assert!(verbose.contains("without a spool file"), "{verbose}");
+    let pushed = text(&platter(&st, &["push", "x", &lay]).stderr);
+    assert!(!pushed.contains("laying out"), "{pushed}");
+    let pushed = text(&platter(&st, &["-v", "push", "x", &lay]).stderr);
+    assert!(pushed.contains("laying out disk.img as qcow2"), "{pushed}");
     let report = json(&st, &["import", &lay, "z"]);
     let digest = report["manifest_digest"].as_str().unwrap();
     assert_eq!(digest.len(), "sha256:".len() + 64, "{report}");

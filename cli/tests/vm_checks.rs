@@ -135,6 +135,19 @@ fn volume_delete_refuses_a_volume_a_vm_uses_naming_the_vm() {
     let e = json_error(&st, &["volume", "delete", "x"]);
     assert_eq!(e["kind"], "in_use", "{e}");
     assert_eq!(e["object"], "volume x", "{e}");
+    // The image cache a VM's disk was cloned from says which clone needs it.
+    let cache: Vec<String> = volume_names(&st)
+        .into_iter()
+        .filter(|v| v.starts_with("img-"))
+        .collect();
+    assert_eq!(cache.len(), 2, "{cache:?}");
+    for c in &cache {
+        let err = fails(&st, &["volume", "delete", c]);
+        assert!(
+            err.ends_with(": clone v2-disk depends on it (delete the clones first)"),
+            "{err}"
+        );
+    }
     drop(srv);
     // The same refusal without a server, from the same records.
     for (volume, line) in refusals {

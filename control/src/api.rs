@@ -452,8 +452,11 @@ pub enum Event {
         #[serde(default)]
         total: Option<u64>,
     },
+    /// `detail`: how the work is done rather than what it found (shown with `-v`).
     Message {
         text: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        detail: bool,
     },
     /// The work completed; the response follows.
     Finished,

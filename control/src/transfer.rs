@@ -160,7 +160,11 @@ impl Progress for ChannelProgress {
                     .filter(|&t| t != UNKNOWN_TOTAL)
                     .map(|t| t.max(done)),
             },
-            ProgressEvent::Message { text } => Event::Message { text },
+            ProgressEvent::Message { text } => Event::Message {
+                text,
+                detail: false,
+            },
+            ProgressEvent::Detail { text } => Event::Message { text, detail: true },
             ProgressEvent::Finished => Event::Finished,
         };
         if let Ok(tx) = self.0.lock() {

@@ -12,7 +12,7 @@ fn main() {
         std::process::exit(2);
     }
     let progress = |e: ProgressEvent| {
-        if let ProgressEvent::Message { text } = e {
+        if let ProgressEvent::Message { text } | ProgressEvent::Detail { text } = e {
             eprintln!("{text}");
         }
     };

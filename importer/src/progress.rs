@@ -18,6 +18,9 @@ pub enum ProgressEvent {
     Bytes { done: u64 },
     /// Something a person should read (what was detected, a retry, a spool).
     Message { text: String },
+    /// How the work is done, for who asks (`platter -v`): which tar member is read, that
+    /// a stream is decoded in one pass, how a push lays out its layer.
+    Detail { text: String },
     /// The operation completed.
     Finished,
 }
@@ -64,6 +67,11 @@ impl<'a> Throttle<'a> {
     pub(crate) fn message(&self, text: impl Into<String>) {
         self.inner
             .event(ProgressEvent::Message { text: text.into() });
+    }
+
+    pub(crate) fn detail(&self, text: impl Into<String>) {
+        self.inner
+            .event(ProgressEvent::Detail { text: text.into() });
     }
 
     pub(crate) fn bytes(&self, done: u64) {

@@ -152,7 +152,7 @@ fn import_with_messages(
 ) {
     let msgs = Mutex::new(Vec::new());
     let p = |e: ProgressEvent| {
-        if let ProgressEvent::Message { text } = e {
+        if let ProgressEvent::Message { text } | ProgressEvent::Detail { text } = e {
             msgs.lock().unwrap().push(text);
         }
     };

@@ -465,7 +465,7 @@ fn only_layer_for_tag(layout: &Path, tag: &str) -> std::path::PathBuf {
 fn import_noting(source: &str, out: &Path, d: &Path) -> (ImportReport, Vec<String>) {
     let msgs = Mutex::new(Vec::new());
     let progress = |e: ProgressEvent| {
-        if let ProgressEvent::Message { text } = e {
+        if let ProgressEvent::Message { text } | ProgressEvent::Detail { text } = e {
             msgs.lock().unwrap().push(text);
         }
     };

@@ -301,7 +301,7 @@ fn scan_layer(
                                 detail: format!("disk/{name} is {kind}; the disk must be a regular file"),
                             });
                         }
-                        progress.message(format!("{what}: importing disk/{name}"));
+                        progress.detail(format!("{what}: importing disk/{name}"));
                         let ctx = DecodeCtx {
                             opts,
                             progress,

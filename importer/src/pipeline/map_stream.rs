@@ -64,7 +64,7 @@ pub(super) fn decode_mapped(
     };
     match start {
         Start::Map(map) => {
-            ctx.progress.message(format!(
+            ctx.progress.detail(format!(
                 "{} is a {format} image inside a stream ({inside}): decoding it in one pass, without a spool file",
                 ctx.what
             ));
@@ -72,7 +72,7 @@ pub(super) fn decode_mapped(
             Ok(decoded(size, false))
         }
         Start::Whole => {
-            ctx.progress.message(format!(
+            ctx.progress.detail(format!(
                 "{} is a {format} image inside a stream ({inside}) of {}: decoding it from memory",
                 ctx.what,
                 format_size(prefix.len() as u64)
@@ -377,7 +377,7 @@ mod tests {
     ) -> (Result<Decoded, ImportError>, Vec<u8>, Vec<String>) {
         let messages = Mutex::new(Vec::new());
         let p = |e: ProgressEvent| {
-            if let ProgressEvent::Message { text } = e {
+            if let ProgressEvent::Message { text } | ProgressEvent::Detail { text } = e {
                 messages.lock().unwrap().push(text);
             }
         };

@@ -45,7 +45,7 @@ pub(super) fn decode_qcow2(
     limit: Option<(u64, String)>,
     inside: &str,
 ) -> Result<Decoded, ImportError> {
-    ctx.progress.message(format!(
+    ctx.progress.detail(format!(
         "{} is a qcow2 image inside a stream ({inside}): decoding it in one pass, without a spool file",
         ctx.what
     ));

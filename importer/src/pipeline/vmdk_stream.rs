@@ -148,7 +148,7 @@ pub(super) fn decode_vmdk(
 ) -> Result<Decoded, ImportError> {
     let fmt_err = |e| ImportError::format(ctx.what.clone(), e);
     let io_err = |e| from_io(format!("reading {}", ctx.what), e);
-    ctx.progress.message(format!(
+    ctx.progress.detail(format!(
         "{} is a streamOptimized vmdk inside a stream ({inside}): decoding it in one pass, without a spool file",
         ctx.what
     ));

@@ -171,18 +171,18 @@ fn push_inner(
     let d = parse_dest(dest)?;
     let body = match opts.disk_format {
         DiskFormat::Qcow2 if opts.qcow2_compressed_clusters => {
-            t.message("writing disk.img as qcow2 with compressed clusters to a temporary file");
+            t.detail("writing disk.img as qcow2 with compressed clusters to a temporary file");
             let tmp = layer::qcow2_temp(opts.temp_dir.as_deref())?;
             let (file, len) = layer::write_qcow2(vol, tmp, &t, &opts.cancel)?;
             DiskBody::Staged(file, len)
         }
         DiskFormat::Qcow2 => {
-            t.message("laying out disk.img as qcow2 from the volume's allocation");
+            t.detail("laying out disk.img as qcow2 from the volume's allocation");
             DiskBody::Qcow2(layer::plan_qcow2(vol, &opts.cancel)?)
         }
         DiskFormat::Raw => DiskBody::Raw,
     };
-    t.message(format!("building the containerDisk layer for {dest}"));
+    t.detail(format!("building the containerDisk layer for {dest}"));
     let (layer, manifest_digest, config_digest) = match d {
         Dest::Registry(r) => {
             let reg = Registry::connect(&r, &opts.registry, None, crate::runtime::handle()?)?;
