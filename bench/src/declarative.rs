@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::table::Table;
-use crate::vm::{
-    bootable_guest, wait_off, watch, DomainGuard, Platter, Registry, Serve, MEMORY_MIB,
-};
+use crate::vm::{bootable_guest, wait_off, watch, DomainGuard, Platter, Serve, MEMORY_MIB};
 
 const DVS: usize = 1000;
 const VMS: usize = 200;
@@ -79,7 +77,7 @@ spec:
 fn by_apply(p: &Platter, work: &Path, name: &str, image: &str) -> Result<f64> {
     let file = work.join(format!("{name}.yaml"));
     std::fs::write(&file, vm_yaml(name, image))?;
-    let log = p.console_log(name);
+    let log = p.console_log(name)?;
     let t0 = Instant::now();
     p.ok(&["apply", "-f", &file.to_string_lossy()])?;
     let marks = watch(&log, t0, None)?;
@@ -91,7 +89,7 @@ fn by_apply(p: &Platter, work: &Path, name: &str, image: &str) -> Result<f64> {
 /// Seconds from `import` to `PLATTER-BOOTED` through `vm create --volume --start`.
 fn by_hand(p: &Platter, name: &str, image: &str) -> Result<f64> {
     let vol = format!("{name}-root");
-    let log = p.console_log(name);
+    let log = p.console_log(name)?;
     let t0 = Instant::now();
     p.ok(&["import", image, &vol])?;
     let mem = format!("{MEMORY_MIB}M");
@@ -159,8 +157,8 @@ pub fn run(platter: &Path, runs: usize) -> Result<String> {
         bin: platter.to_path_buf(),
         store: work.join("store"),
     };
-    let registry = Registry::start(&work.join("registry"))?;
-    let image = format!("docker://127.0.0.1:{}/platter/guest:decl", registry.port);
+    let registry = crate::vm::start_registry(&work.join("registry"))?;
+    let image = format!("docker://127.0.0.1:{}/platter/guest:decl", registry.port());
     p.ok(&["import", &guest.to_string_lossy(), "guest"])?;
     p.ok(&["push", "guest", &image])?;
     p.ok(&["volume", "delete", "guest"])?;

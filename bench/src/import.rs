@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 
+use platter_testkit::registry::Registry;
 use platter_types::format_size;
 
 use crate::table::Table;
@@ -352,54 +353,14 @@ fn serve(conn: TcpStream, root: &Path) -> std::io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------
-// A docker-registry on 127.0.0.1, killed on drop
+// References into the bench's docker-registry (testkit's)
 
-struct Registry {
-    port: u16,
-    child: Child,
+fn reference(r: &Registry) -> String {
+    reference_for(r, REPO)
 }
 
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Registry {
-    fn start(dir: &Path) -> Result<Registry> {
-        fs::create_dir_all(dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            d = dir.display()
-        );
-        fs::write(dir.join("config.yml"), config)?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry")?;
-        let r = Registry { port, child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline {
-                bail!("docker-registry did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(r)
-    }
-
-    fn reference(&self) -> String {
-        self.reference_for(REPO)
-    }
-
-    fn reference_for(&self, repo: &str) -> String {
-        format!("docker://127.0.0.1:{}/{repo}", self.port)
-    }
+fn reference_for(r: &Registry, repo: &str) -> String {
+    format!("docker://127.0.0.1:{}/{repo}", r.port())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -683,7 +644,7 @@ pub fn run(dir: &Path, platter: &Path, runs: usize) -> Result<String> {
     let gz_len = fs::metadata(www.join("image.raw.gz"))?.len();
     remove(&raw);
     let http = HttpServer::start(www)?;
-    let registry = Registry::start(&work.join("registry"))?;
+    let registry = crate::vm::start_registry(&work.join("registry"))?;
     let src_store = work.join("store-src");
     setup(
         Command::new(platter)
@@ -696,7 +657,7 @@ pub fn run(dir: &Path, platter: &Path, runs: usize) -> Result<String> {
     setup(Command::new(platter).arg("--store").arg(&src_store).args([
         "push",
         "disk",
-        &registry.reference(),
+        &reference(&registry),
     ]))?;
     remove(&src_store);
     // The same qcow2 (made by qemu-img) as a containerDisk built by other tools: umoci
@@ -708,7 +669,7 @@ pub fn run(dir: &Path, platter: &Path, runs: usize) -> Result<String> {
          skopeo copy -q --dest-tls-verify=false 'oci:{l}:cd' '{r}'",
         l = lay.display(),
         q = qcow2.display(),
-        r = registry.reference_for(UMOCI_REPO),
+        r = reference_for(&registry, UMOCI_REPO),
     )))?;
     remove(&lay);
     let setup_secs = started.elapsed().as_secs_f64();
@@ -721,8 +682,8 @@ pub fn run(dir: &Path, platter: &Path, runs: usize) -> Result<String> {
     };
     let q = qcow2.to_string_lossy().into_owned();
     let url = http.url("image.raw.gz");
-    let reg = registry.reference();
-    let umoci = registry.reference_for(UMOCI_REPO);
+    let reg = reference(&registry);
+    let umoci = reference_for(&registry, UMOCI_REPO);
     for round in 0..runs {
         let ours_first = round % 2 == 1;
         // The peer runs first in the registry group of round 0, so the size of our spool

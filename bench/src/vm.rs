@@ -17,7 +17,6 @@
 //! bind anything but 127.0.0.1, and must leave no domain behind, whatever happens.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use platter_testkit::registry::Registry;
 use platter_types::format_size;
 
 use crate::table::Table;
@@ -43,48 +43,10 @@ const MIB: f64 = 1048576.0;
 // ---------------------------------------------------------------------------------------
 // Processes we start, stopped on drop
 
-/// A `docker-registry` on 127.0.0.1 at a free port, killed on drop.
-pub(crate) struct Registry {
-    child: Child,
-    pub(crate) port: u16,
-}
-
-impl Registry {
-    pub(crate) fn start(dir: &Path) -> Result<Registry> {
-        std::fs::create_dir_all(dir)?;
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog: {{ level: error }}\nstorage: {{ filesystem: {{ rootdirectory: {} }} }}\nhttp: {{ addr: 127.0.0.1:{port} }}\n",
-                dir.join("data").display()
-            ),
-        )?;
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting docker-registry (run scripts/install.sh)")?;
-        let mut r = Registry { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if Instant::now() > deadline || r.child.try_wait()?.is_some() {
-                bail!("docker-registry did not listen on 127.0.0.1:{port}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(r)
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `docker-registry` on 127.0.0.1 at a free port, killed on drop (testkit's, with
+/// its data in `dir`).
+pub(crate) fn start_registry(dir: &Path) -> Result<Registry> {
+    Registry::try_plain_in(dir).map_err(anyhow::Error::msg)
 }
 
 /// `platter serve` on the bench's store; SIGTERM (then SIGKILL) on drop.
@@ -200,8 +162,9 @@ impl Platter {
         serde_json::from_str(&out).with_context(|| format!("platter {args:?}: {out}"))
     }
 
-    pub(crate) fn console_log(&self, vm: &str) -> PathBuf {
-        self.store.join("vms").join(format!("{vm}.console.log"))
+    pub(crate) fn console_log(&self, vm: &str) -> Result<PathBuf> {
+        let vm = platter_types::Name::new(vm)?;
+        Ok(platter_types::StoreLayout::new(&self.store).console_log(&vm))
     }
 
     /// `volume list --all` as (name, allocated bytes).
@@ -368,7 +331,7 @@ impl Bench {
     /// deleted after it powers off.
     fn ours(&mut self, tag: &str) -> Result<Marks> {
         let vm = self.next_name(tag);
-        let log = self.p.console_log(&vm);
+        let log = self.p.console_log(&vm)?;
         let mem = format!("{MEMORY_MIB}M");
         let mut cmd = self.p.cmd(&[
             "-o",
@@ -471,7 +434,7 @@ impl Bench {
                 ])?;
             }
             for vm in &batch {
-                watch(&self.p.console_log(vm), t0, None)?;
+                watch(&self.p.console_log(vm)?, t0, None)?;
                 wait_off(vm)?;
             }
             vms.extend(batch);
@@ -612,8 +575,8 @@ pub fn run_all(platter: &Path, runs: usize) -> Result<String> {
         store: work.join("store"),
     };
 
-    let registry = Registry::start(&work.join("registry"))?;
-    let reference = format!("docker://127.0.0.1:{}/platter/guest:bench", registry.port);
+    let registry = start_registry(&work.join("registry"))?;
+    let reference = format!("docker://127.0.0.1:{}/platter/guest:bench", registry.port());
     p.ok(&["import", &guest.to_string_lossy(), "guest"])?;
     p.ok(&["push", "guest", &reference])?;
     p.ok(&["volume", "delete", "guest"])?;

@@ -51,7 +51,7 @@ fn is_root() -> bool {
 }
 
 pub fn control_socket(store: &Path) -> PathBuf {
-    store.join("run").join("control.sock")
+    platter_types::StoreLayout::new(store).control_socket()
 }
 
 /// Executes one request on the store in `dir`.
@@ -119,7 +119,7 @@ fn call(
 /// yet counts as writable (opening it makes it, or says why not).
 fn writable(dir: &Path) -> bool {
     use rustix::fs::{access, Access};
-    let db = dir.join(platter_snapshotter::META_DB);
+    let db = platter_types::StoreLayout::new(dir).meta_db();
     let ok = |p: &Path| match access(p, Access::WRITE_OK) {
         Ok(()) => true,
         Err(e) => e == rustix::io::Errno::NOENT,

@@ -10,6 +10,7 @@ mod blockmap;
 pub mod detect;
 pub mod error;
 mod fields;
+pub mod probe;
 pub mod qcow2;
 pub mod raw;
 pub mod readat;
@@ -21,6 +22,7 @@ pub mod vmdk;
 
 pub use detect::{detect, Format};
 pub use error::FormatError;
+pub use probe::{declared_virtual_size, probe};
 pub use raw::RawImage;
 pub use readat::{MemImage, ReadAt, WriteAt};
 

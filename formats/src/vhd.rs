@@ -57,6 +57,15 @@ pub fn checksum(bytes: &[u8], skip: usize) -> u32 {
     !sum
 }
 
+/// The current size a fixed VHD's footer (`f`, the last 512 bytes of a raw disk plus
+/// footer) gives, if `f` is a valid footer of a fixed disk (type 2).
+pub fn fixed_footer_size(f: &[u8]) -> Option<u64> {
+    parse_footer(f)
+        .ok()
+        .filter(|f| f.disk_type == 2)
+        .map(|f| f.current_size)
+}
+
 /// Parses and checks a 512-byte footer (cookie, checksum, version). Pure: no IO.
 pub fn parse_footer(buf: &[u8]) -> Result<VhdFooter, FormatError> {
     let Some(buf) = buf.get(..FOOTER_LEN) else {

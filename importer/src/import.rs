@@ -21,8 +21,8 @@ use crate::sink::Sink;
 use crate::source::http::{self, HttpClient, HttpReadAt};
 use crate::source::{file, redact_url, SourceSpec};
 use crate::stream::{check_cancel, read_full, ChannelReader, ReadAtStream, CHUNK};
-use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
-use platter_formats::{detect, Format, ReadAt};
+use platter_formats::detect::{detect_wrapper, Wrapper, DETECT_HEAD_LEN};
+use platter_formats::ReadAt;
 use serde::Serialize;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -346,15 +346,11 @@ fn run_single<S: Sink>(
             Some(Wrapper::Tar) => true,
             Some(_) => false,
             None => {
-                let mut f = opts.format.unwrap_or_else(|| detect(&head, Some(*len)));
-                if f == Format::Raw && opts.format.is_none() && *len >= 512 {
-                    let mut tail = [0u8; 512];
-                    ra.read_exact_at(&mut tail, len - 512)
-                        .map_err(|e| from_io(format!("reading {}", src.name), e))?;
-                    if detect_tail(&tail) {
-                        f = Format::Vhd;
-                    }
-                }
+                let f = match opts.format {
+                    Some(f) => f,
+                    None => platter_formats::probe(ra.as_ref(), &head, *len)
+                        .map_err(|e| from_io(format!("reading {}", src.name), e))?,
+                };
                 // Raw with a checksum streams: one sequential read does both.
                 needs_random_access(f) || opts.checksum.is_none()
             }

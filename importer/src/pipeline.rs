@@ -19,7 +19,7 @@ use crate::stream::{
 };
 use crate::tar::sparse::SparseReadAt;
 use crate::tar::{next_disk_member, TarEntry, TarInput, TarReader};
-use platter_formats::detect::{detect_tail, detect_wrapper, Wrapper, DETECT_HEAD_LEN};
+use platter_formats::detect::{detect_wrapper, Wrapper, DETECT_HEAD_LEN};
 use platter_formats::{detect, DiskImage, ExtentKind, Format, FormatError, ReadAt};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -293,7 +293,7 @@ impl TarInput for SeekInput {
 /// An upper bound for a spooled image's file size from the size its header declares
 /// (metadata and slack included), so a bomb cannot fill the disk.
 fn spool_limit(head: &[u8], format: Format, opts: &ImportOptions) -> Option<(u64, String)> {
-    let declared = declared_virtual_size(head, format);
+    let declared = platter_formats::declared_virtual_size(head, format);
     let base = match (declared, opts.size) {
         (Some(d), _) => d,
         (None, Some(s)) => s,
@@ -304,27 +304,6 @@ fn spool_limit(head: &[u8], format: Format, opts: &ImportOptions) -> Option<(u64
         limit,
         format!("the image declares a virtual size of {base} bytes"),
     ))
-}
-
-/// Reads the virtual size from the fixed header fields of formats that have one there.
-pub(crate) fn declared_virtual_size(head: &[u8], format: Format) -> Option<u64> {
-    let be64 = |o: usize| {
-        head.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-    };
-    let le64 = |o: usize| {
-        head.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    match format {
-        Format::Qcow2 => be64(24),
-        Format::Vmdk if head.starts_with(b"KDMV") => le64(12).and_then(|s| s.checked_mul(512)),
-        Format::Vhd if head.starts_with(b"conectix") => be64(48),
-        Format::Vdi => le64(0x170),
-        _ => None,
-    }
 }
 
 /// Decodes a sequential stream fully into the write stage: unwraps wrappers (tar members
@@ -542,18 +521,11 @@ pub(crate) fn decode_seekable(
             decode_stream(&mut s, ctx, wrappers)
         }
         None => {
-            let mut format = match ctx.opts.format {
+            let format = match ctx.opts.format {
                 Some(f) => f,
-                None => detect(&head, Some(len)),
+                None => platter_formats::probe(src.as_ref(), &head, len)
+                    .map_err(|e| from_io(format!("reading {}", ctx.what), e))?,
             };
-            if format == Format::Raw && ctx.opts.format.is_none() && len >= 512 {
-                let mut tail = [0u8; 512];
-                src.read_exact_at(&mut tail, len - 512)
-                    .map_err(|e| from_io(format!("reading {}", ctx.what), e))?;
-                if detect_tail(&tail) {
-                    format = Format::Vhd;
-                }
-            }
             check_backing_format(format, ctx)?;
             let img = if needs_random_access(format) {
                 open_for_import(format, src, ctx)?
@@ -734,7 +706,7 @@ fn stream_raw(
     if held.len() >= 512 {
         let tail = &held[held.len() - 512..];
         let body = (held.len() - 512) as u64;
-        if detect_tail(tail) && vhd_footer_size(tail) == Some(pos + body) {
+        if platter_formats::vhd::fixed_footer_size(tail) == Some(pos + body) {
             ctx.progress
                 .message(format!("{}: fixed VHD footer found and removed", ctx.what));
             held.truncate(held.len() - 512);
@@ -752,25 +724,6 @@ fn stream_raw(
     let size = pos.max(ctx.opts.size.unwrap_or(0));
     ctx.send(Out::Size(size))?;
     Ok(size)
-}
-
-/// The current size of a fixed VHD footer (disk type 2), if `f` is one.
-fn vhd_footer_size(f: &[u8]) -> Option<u64> {
-    let disk_type = u32::from_be_bytes(f.get(60..64)?.try_into().ok()?);
-    if disk_type != 2 {
-        return None;
-    }
-    // The checksum is the ones' complement of the byte sum without the checksum field.
-    let stored = u32::from_be_bytes(f.get(64..68)?.try_into().ok()?);
-    let sum: u32 = f
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| !(64..68).contains(i))
-        .fold(0u32, |a, (_, &b)| a.wrapping_add(u32::from(b)));
-    if !sum != stored {
-        return None;
-    }
-    Some(u64::from_be_bytes(f.get(48..56)?.try_into().ok()?))
 }
 
 /// The first primary error of a set of stage results (secondary "aborted" errors only
@@ -870,12 +823,11 @@ mod tests {
         let mut img = vec![7u8; 8192];
         let mut footer = vec![0u8; 512];
         footer[..8].copy_from_slice(b"conectix");
+        footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());
         footer[48..56].copy_from_slice(&8192u64.to_be_bytes());
         footer[60..64].copy_from_slice(&2u32.to_be_bytes());
-        let sum = footer
-            .iter()
-            .fold(0u32, |a, &b| a.wrapping_add(u32::from(b)));
-        footer[64..68].copy_from_slice(&(!sum).to_be_bytes());
+        let sum = platter_formats::vhd::checksum(&footer, 64);
+        footer[64..68].copy_from_slice(&sum.to_be_bytes());
         img.extend_from_slice(&footer);
         let (d, out, _) = decode_collect(&img);
         assert_eq!(d.virtual_size, 8192);

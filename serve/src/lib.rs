@@ -71,15 +71,15 @@ pub fn run(dir: &Path, opts: &Options, ready: impl FnOnce(&Endpoints)) -> Result
         dir: dir.to_path_buf(),
         source,
     })?;
-    let run_dir = store.run_dir();
+    let layout = store.layout();
     let nbd_path = opts
         .nbd_socket
         .clone()
-        .unwrap_or_else(|| run_dir.join("nbd.sock"));
+        .unwrap_or_else(|| layout.nbd_socket());
     let endpoints = Endpoints {
         nbd_socket: nbd_path.clone(),
         nbd_tcp: opts.nbd_listen.clone(),
-        control_socket: run_dir.join("control.sock"),
+        control_socket: layout.control_socket(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -34,7 +34,6 @@ mod volume;
 pub use catalog::FORMAT_VERSION;
 pub use error::StoreError;
 pub use info::{GcReport, Kind, LayerInfo, VolumeInfo};
-pub use metadb::META_DB;
 pub use records::{RecordChange, MAX_RECORD_BYTES, VM_KIND};
 pub use store::{Store, MAX_CHAIN, MAX_VOLUME_SIZE};
 pub use temp_volume::TempVolume;

@@ -30,8 +30,6 @@ use crate::catalog::{Catalog, Change, FORMAT_VERSION};
 use crate::error::{Result, StoreError};
 use crate::records::{self, RecordChange};
 
-pub const META_DB: &str = "meta.redb";
-
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const LAYERS: TableDefinition<&str, &[u8]> = TableDefinition::new("layers");
 const VOLUMES: TableDefinition<&str, &[u8]> = TableDefinition::new("volumes");

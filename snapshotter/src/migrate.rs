@@ -21,8 +21,9 @@ use crate::blob::sync_dir;
 use crate::catalog::{Catalog, FORMAT_VERSION};
 use crate::catalog_v1::{self, DecodeError};
 use crate::error::{Result, StoreError};
-use crate::metadb::{MetaDb, META_DB};
+use crate::metadb::MetaDb;
 use crate::records::{RecordChange, VM_KIND};
+use platter_types::StoreLayout;
 
 /// The format 1 catalog file.
 pub const CATALOG_V1: &str = "catalog";
@@ -32,7 +33,7 @@ const META_TMP: &str = "meta.redb.tmp";
 const VMS_V1: &str = "vms";
 
 pub(crate) fn open(dir: &Path) -> Result<(MetaDb, Catalog)> {
-    let db_path = dir.join(META_DB);
+    let db_path = StoreLayout::new(dir).meta_db();
     if !exists(&db_path)? {
         let tmp = dir.join(META_TMP);
         remove_file_if_any(&tmp)?;
@@ -79,7 +80,7 @@ fn remove_file_if_any(path: &Path) -> Result<()> {
 }
 
 fn has_blobs(dir: &Path) -> bool {
-    std::fs::read_dir(dir.join("blobs"))
+    std::fs::read_dir(StoreLayout::new(dir).blobs())
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
 }

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rand::RngCore;
 use rustix::fs::{flock, FlockOperation};
 
-use platter_types::{Name, VolumeRef};
+use platter_types::{Name, StoreLayout, VolumeRef};
 
 use crate::blob::{self, Blob};
 use crate::catalog::{Catalog, Change, LayerEntry, SnapshotEntry, VolumeEntry};
@@ -100,7 +100,8 @@ impl Store {
     /// store is migrated first (see `migrate.rs`). Imports left unfinished by a crash and
     /// unreferenced blobs are removed.
     pub fn open(dir: &Path) -> Result<Store> {
-        for d in [dir.to_path_buf(), dir.join("blobs"), dir.join("run")] {
+        let layout = StoreLayout::new(dir);
+        for d in [dir.to_path_buf(), layout.blobs(), layout.run_dir()] {
             std::fs::create_dir_all(&d).map_err(StoreError::io("create directory", &d))?;
         }
         let lock = lock_store(dir)?;
@@ -130,7 +131,7 @@ impl Store {
     /// open it at once; a process holding it for writing keeps them out.
     pub fn open_read_only(dir: &Path) -> Result<Store> {
         let lock = share_lock(dir)?;
-        let db_path = dir.join(crate::metadb::META_DB);
+        let db_path = StoreLayout::new(dir).meta_db();
         if !db_path
             .try_exists()
             .map_err(StoreError::io("look for metadata database", &db_path))?
@@ -152,7 +153,7 @@ impl Store {
                 path: dir.to_path_buf(),
                 needed: AtomicBool::new(false),
             }),
-            blobs_dir: dir.join("blobs"),
+            blobs_dir: StoreLayout::new(dir).blobs(),
             _lock: lock,
             read_only,
             db,
@@ -190,9 +191,14 @@ impl Store {
         &self.0.dir
     }
 
+    /// The paths of this store's directory.
+    pub fn layout(&self) -> StoreLayout {
+        StoreLayout::new(&self.0.dir)
+    }
+
     /// The directory for sockets of a running server.
     pub fn run_dir(&self) -> PathBuf {
-        self.0.dir.join("run")
+        self.layout().run_dir()
     }
 
     /// Commits `changes` (and `records`) in one durable transaction, then applies them
@@ -903,7 +909,7 @@ fn check_record(r: &Record, size: u64, dir: &Path) -> Result<()> {
 
 /// A shared lock for a read-only open: taken on the lock file opened for reading.
 fn share_lock(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
+    let path = StoreLayout::new(dir).lock();
     let f = File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => StoreError::damaged(&path, "the store has no lock file"),
         _ => StoreError::io("open lock", &path)(e),
@@ -925,7 +931,7 @@ fn locked(dir: &Path, lock: &Path) -> StoreError {
 }
 
 fn lock_store(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
+    let path = StoreLayout::new(dir).lock();
     let mut f = File::options()
         .read(true)
         .write(true)

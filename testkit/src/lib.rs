@@ -4,11 +4,14 @@
 //! - [`http::HttpServer`]: a small HTTP/1.1 (or HTTPS) file server with failure modes,
 //!   redirects, auth and required headers, recording every request;
 //! - [`ca::throwaway_ca`]: a CA and a server certificate for 127.0.0.1, made by `openssl`;
-//! - [`registry::Registry`]: Debian's `docker-registry`, plain or with TLS and htpasswd.
+//! - [`registry::Registry`]: Debian's `docker-registry`, plain or with TLS and htpasswd;
+//! - [`guest`]: libvirtd started as install.sh does, the testdata/ guests built once, files
+//!   read out of their ext4 disks.
 //!
 //! Everything here panics on failure: it is only ever called by tests.
 
 pub mod ca;
+pub mod guest;
 pub mod http;
 pub mod registry;
 

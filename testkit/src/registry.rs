@@ -1,7 +1,7 @@
 //! Debian's `docker-registry` on 127.0.0.1 at a free port, killed on drop.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,8 @@ use crate::{free_port, sh};
 pub struct Registry {
     pub port: u16,
     child: Child,
-    pub dir: tempfile::TempDir,
+    /// Its config, data and log, removed on drop (kept when the caller gave the place).
+    _dir: Option<tempfile::TempDir>,
     /// With TLS: the directory holding the CA certificate (what `--cert-dir` takes).
     pub ca: Option<PathBuf>,
 }
@@ -63,54 +64,77 @@ impl Registry {
     /// `http:`) and `extra` (top-level sections such as `auth:`), and waits until it
     /// accepts connections. A port taken between choosing and binding it is retried.
     pub fn launch(dir: tempfile::TempDir, tls: &str, extra: &str, ca: Option<PathBuf>) -> Registry {
-        let d = dir.path().to_path_buf();
-        let log_path = d.join("registry.log");
-        for _attempt in 0..5 {
-            let port = free_port();
-            let config = format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}",
-                d = d.display()
-            );
-            let write = std::fs::write(d.join("config.yml"), config);
-            write.unwrap_or_else(|e| panic!("registry config: {e}"));
-            let log = std::fs::File::create(&log_path)
-                .unwrap_or_else(|e| panic!("{}: {e}", log_path.display()));
-            let err = log.try_clone().map(Stdio::from).unwrap_or(Stdio::null());
-            let mut child = Command::new("docker-registry")
-                .arg("serve")
-                .arg(d.join("config.yml"))
-                .stdout(Stdio::from(log))
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("docker-registry (run scripts/install.sh): {e}"));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Registry {
-                        port,
-                        child,
-                        dir,
-                        ca,
-                    };
-                }
-                // Exited: most likely the port was taken meanwhile; try another.
-                let exited = child.try_wait().ok().flatten().is_some();
-                if exited || Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        let (port, child) = start_in(dir.path(), tls, extra).unwrap_or_else(|e| panic!("{e}"));
+        Registry {
+            port,
+            child,
+            _dir: Some(dir),
+            ca,
         }
-        panic!(
-            "docker-registry did not start: {}",
-            std::fs::read_to_string(&log_path).unwrap_or_default()
-        );
+    }
+
+    /// A plain registry keeping its config and data in `dir` (made if needed, kept
+    /// after), for callers that report errors instead of panicking (the benchmarks).
+    pub fn try_plain_in(dir: &Path) -> Result<Registry, String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let (port, child) = start_in(dir, "", "")?;
+        Ok(Registry {
+            port,
+            child,
+            _dir: None,
+            ca: None,
+        })
+    }
+
+    /// The port it listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `127.0.0.1:PORT/REPO:TAG`.
     pub fn reference(&self, repo_tag: &str) -> String {
         format!("127.0.0.1:{}/{repo_tag}", self.port)
     }
+}
+
+/// Writes the config into `d` and starts docker-registry there: its port and process.
+fn start_in(d: &Path, tls: &str, extra: &str) -> Result<(u16, Child), String> {
+    let log_path = d.join("registry.log");
+    for _attempt in 0..5 {
+        let port = free_port();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{extra}",
+            d = d.display()
+        );
+        std::fs::write(d.join("config.yml"), config)
+            .map_err(|e| format!("registry config: {e}"))?;
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let err = log.try_clone().map(Stdio::from).unwrap_or(Stdio::null());
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdout(Stdio::from(log))
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("docker-registry (run scripts/install.sh): {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok((port, child));
+            }
+            // Exited: most likely the port was taken meanwhile; try another.
+            let exited = child.try_wait().ok().flatten().is_some();
+            if exited || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Err(format!(
+        "docker-registry did not start: {}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    ))
 }

@@ -16,7 +16,7 @@ use crate::common::*;
 
 /// Longest wait for a guest to reach a console marker (a boot takes ~5 s under TCG).
 pub const BOOT_DEADLINE: Duration = Duration::from_secs(90);
-pub const VIRSH_URI: &str = "qemu:///system";
+pub use platter_testkit::guest::{ensure_libvirtd, ext4_cat, LIBVIRT_URI as VIRSH_URI};
 /// The kernel command line of direct kernel boots; options are appended.
 pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1";
 
@@ -32,24 +32,11 @@ pub struct GuestFiles {
     pub boot: PathBuf,
 }
 
-pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 pub fn guest_files() -> &'static GuestFiles {
     static GUEST: OnceLock<GuestFiles> = OnceLock::new();
     GUEST.get_or_init(|| {
         ensure_libvirtd();
-        let root = repo_root();
-        let status = Command::new("bash")
-            .arg(root.join("testdata/build-bootable.sh"))
-            .status()
-            .expect("running testdata/build-bootable.sh");
-        assert!(status.success(), "testdata/build-bootable.sh failed");
-        let out = std::env::var_os("PLATTER_TESTDATA")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target/testdata"));
+        let out = platter_testkit::guest::build_testdata("build-bootable.sh");
         let files = GuestFiles {
             kernel: out.join("vmlinuz"),
             initrd: out.join("initrd.gz"),
@@ -61,42 +48,6 @@ pub fn guest_files() -> &'static GuestFiles {
         }
         files
     })
-}
-
-/// Starts virtlogd and libvirtd when they are not running (there is no systemd here),
-/// as scripts/install.sh does, and waits until `qemu:///system` answers.
-pub fn ensure_libvirtd() {
-    let answers = || {
-        Command::new("virsh")
-            .args(["-c", VIRSH_URI, "version"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-    };
-    if answers() {
-        return;
-    }
-    for daemon in ["virtlogd", "libvirtd"] {
-        let running = Command::new("pgrep")
-            .args(["-x", daemon])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !running {
-            let _ = Command::new(daemon).arg("-d").status();
-        }
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !answers() {
-        assert!(
-            Instant::now() < deadline,
-            "libvirtd does not answer on {VIRSH_URI}: run scripts/install.sh"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -284,22 +235,6 @@ pub fn export(env: &Env, target: &str) -> PathBuf {
     let file = env.path(&format!("{}.raw", target.replace('@', "_")));
     env.ok(&["volume", "export", target, file.to_str().unwrap()]);
     file
-}
-
-/// A file in an ext4 image, read with debugfs; `None` if it does not exist.
-pub fn ext4_cat(image: &Path, file: &str) -> Option<String> {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("cat {file}"))
-        .arg(image)
-        .output()
-        .expect("debugfs (e2fsprogs)");
-    assert!(out.status.success(), "debugfs on {}", image.display());
-    let err = String::from_utf8_lossy(&out.stderr);
-    if err.contains("File not found") {
-        return None;
-    }
-    Some(String::from_utf8(out.stdout).unwrap())
 }
 
 /// Copies partition `n` (1-based, primary) of an MBR disk image into its own file.

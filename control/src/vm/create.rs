@@ -10,7 +10,7 @@ use platter_launcher::cloudinit::{build_seed_iso_from_file, build_seed_iso_with}
 use platter_launcher::probe::Content;
 use platter_launcher::{Boot, Launcher, Media, VmDisk, VmRecord, VmSpec};
 use platter_snapshotter::Store;
-use platter_types::{Name, VolumeRef};
+use platter_types::{Name, StoreLayout, VolumeRef};
 
 use crate::api::{Event, VmCreateParams, VmInfo};
 use crate::error::{ControlError, ErrorKind};
@@ -276,7 +276,8 @@ fn define(
     mut spec: VmSpec,
     seed: Option<Seed>,
 ) -> Result<VmRecord, ControlError> {
-    let vm_dir = dir.join("vms");
+    let layout = StoreLayout::new(dir);
+    let vm_dir = layout.vms_dir();
     std::fs::create_dir_all(&vm_dir).map_err(|source| VmError::Io {
         what: "creating",
         path: vm_dir.clone(),
@@ -284,7 +285,7 @@ fn define(
     })?;
     let name = spec.name.clone();
     if let Some(seed) = seed {
-        let path = vm_dir.join(format!("{name}.seed.iso"));
+        let path = layout.seed_iso(&name);
         match seed {
             Seed::File(ud) => build_seed_iso_from_file(&name, &ud, &path),
             Seed::Declared {
@@ -295,7 +296,7 @@ fn define(
         .map_err(VmError::from)?;
         spec.cloud_init_seed = Some(path);
     }
-    let console_log = vm_dir.join(format!("{name}.console.log"));
+    let console_log = layout.console_log(&name);
     let created = launcher.create(&spec, host.nbd_socket(), &console_log);
     if created.is_err() {
         if let Some(seed) = &spec.cloud_init_seed {

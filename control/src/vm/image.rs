@@ -11,7 +11,7 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
-use platter_formats::detect::{detect_tail, detect_wrapper};
+use platter_formats::detect::detect_wrapper;
 use platter_formats::Format;
 use platter_importer::CancelFlag;
 use platter_launcher::probe::{classify, Content, PROBE_LEN};
@@ -191,26 +191,11 @@ pub(crate) fn local_content(source: &str) -> Option<Content> {
     if detect_wrapper(&head).is_some() {
         return None;
     }
-    match platter_formats::detect(&head, Some(size)) {
+    // A tail that cannot be read is no certainty either.
+    match platter_formats::probe(&f, &head, size).ok()? {
         Format::Iso => Some(Content::Iso),
-        Format::Raw if !vhd_footer(&mut f, size) => Some(Content::Disk),
+        Format::Raw => Some(Content::Disk),
         _ => None,
-    }
-}
-
-/// Whether the file ends in a VHD footer (a fixed VHD); unknown counts as yes.
-fn vhd_footer(f: &mut std::fs::File, size: u64) -> bool {
-    use std::io::{Seek, SeekFrom};
-    if size < 512 {
-        return false;
-    }
-    let mut tail = [0u8; 512];
-    match f
-        .seek(SeekFrom::Start(size - 512))
-        .and_then(|_| f.read_exact(&mut tail))
-    {
-        Ok(()) => detect_tail(&tail),
-        Err(_) => true,
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use platter_importer::{CancelFlag, NoProgress, WantedFile};
 use platter_snapshotter::Store;
-use platter_types::Name;
+use platter_types::{Name, StoreLayout};
 
 use crate::api::{ImportParams, RegistryParams};
 use crate::error::ControlError;
@@ -20,9 +20,7 @@ pub const MAX_BOOT_FILE: u64 = 1 << 30;
 
 /// The VM's kernel-boot directory in `store` (absolute: libvirt is given its files).
 fn boot_dir(store: &Store, vm: &Name) -> Result<PathBuf, VmError> {
-    Ok(super::create::store_dir(store)?
-        .join("vms")
-        .join(format!("{vm}.boot")))
+    Ok(StoreLayout::new(super::create::store_dir(store)?).boot_dir(vm))
 }
 
 /// Removes the VM's kernel-boot files, if it has any.

@@ -20,7 +20,7 @@ use crate::options::ImportOptions;
 use crate::pipeline::{verify_digest, Sequential};
 use crate::progress::Throttle;
 use crate::stream::{check_cancel, PeekReader};
-use crate::tar::{EntryKind, SafePath, TarReader};
+use crate::tar::{EntryKind, Marker, SafePath, TarReader};
 
 /// One file to take out of the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,36 +57,6 @@ pub struct MergedPaths {
     whiteouts: HashSet<Vec<String>>,
     /// Directories whose lower-layer content is hidden.
     opaque: HashSet<Vec<String>>,
-}
-
-/// How one layer entry relates to the merged view.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Marker {
-    /// `dir/.wh.NAME`: hides `dir/NAME` below this layer.
-    Whiteout(Vec<String>),
-    /// `dir/.wh..wh..opq`: hides the lower content of `dir`.
-    Opaque(Vec<String>),
-    /// An ordinary entry at this path.
-    Entry(Vec<String>),
-}
-
-impl Marker {
-    pub fn of(path: &[String]) -> Marker {
-        let Some((last, dir)) = path.split_last() else {
-            return Marker::Entry(Vec::new());
-        };
-        if last == ".wh..wh..opq" {
-            return Marker::Opaque(dir.to_vec());
-        }
-        match last.strip_prefix(".wh.") {
-            Some(hidden) => {
-                let mut p = dir.to_vec();
-                p.push(hidden.to_string());
-                Marker::Whiteout(p)
-            }
-            None => Marker::Entry(path.to_vec()),
-        }
-    }
 }
 
 impl MergedPaths {

@@ -316,12 +316,7 @@ mod tests {
     /// A dynamic VHD of 3 blocks of 4 KiB: block 0 with sectors 0-1 present (0x11), block
     /// 1 unallocated, block 2 full (0x22); `bat_last` puts the BAT after the data.
     fn vhd(bat_last: bool) -> Vec<u8> {
-        fn sum(b: &[u8], skip: usize) -> u32 {
-            !b.iter()
-                .enumerate()
-                .filter(|(i, _)| !(skip..skip + 4).contains(i))
-                .fold(0u32, |a, (_, &x)| a.wrapping_add(u32::from(x)))
-        }
+        use platter_formats::vhd::checksum as sum;
         let mut footer = vec![0u8; 512];
         footer[..8].copy_from_slice(b"conectix");
         footer[12..16].copy_from_slice(&0x0001_0000u32.to_be_bytes());

@@ -62,6 +62,37 @@ pub fn next_disk_member<R: TarInput>(
     Ok(None)
 }
 
+/// What a layer entry is under the OCI whiteout rules: the one statement of them, used by
+/// the walk for `disk/` ([`classify_layer_entry`]) and for boot files (`oci::files`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Marker {
+    /// `dir/.wh.NAME`: hides `dir/NAME` below this layer.
+    Whiteout(Vec<String>),
+    /// `dir/.wh..wh..opq`: hides the lower content of `dir`.
+    Opaque(Vec<String>),
+    /// An ordinary entry at this path.
+    Entry(Vec<String>),
+}
+
+impl Marker {
+    pub fn of(path: &[String]) -> Marker {
+        let Some((last, dir)) = path.split_last() else {
+            return Marker::Entry(Vec::new());
+        };
+        if last == ".wh..wh..opq" {
+            return Marker::Opaque(dir.to_vec());
+        }
+        match last.strip_prefix(".wh.") {
+            Some(hidden) => {
+                let mut p = dir.to_vec();
+                p.push(hidden.to_string());
+                Marker::Whiteout(p)
+            }
+            None => Marker::Entry(path.to_vec()),
+        }
+    }
+}
+
 /// How a containerDisk layer entry relates to `disk/` (KubeVirt reads the single entry of
 /// the merged `/disk` directory; several entries are an error there, and so here).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,23 +109,17 @@ pub enum LayerEntry {
     WhiteoutDiskDir,
 }
 
-/// Classifies a layer entry for the containerDisk rules (OCI whiteouts included).
+/// Classifies a layer entry for the containerDisk rules, from its [`Marker`].
 pub fn classify_layer_entry(path: &SafePath) -> LayerEntry {
-    let c = path.components();
-    match c {
-        [one] if one == ".wh.disk" => LayerEntry::WhiteoutDiskDir,
-        [d, child, ..] if d == "disk" => {
-            if child == ".wh..wh..opq" {
-                LayerEntry::Opaque
-            } else if let Some(hidden) = child.strip_prefix(".wh.") {
-                if c.len() == 2 {
-                    LayerEntry::Whiteout(hidden.to_string())
-                } else {
-                    LayerEntry::DiskChild(child.clone())
-                }
-            } else {
-                LayerEntry::DiskChild(child.clone())
-            }
+    let in_disk = |p: &[String]| p.len() >= 2 && p[0] == "disk";
+    match Marker::of(path.components()) {
+        // An opaque root hides lower layers' `disk/` as much as an opaque `disk/` does.
+        Marker::Opaque(dir) if dir.is_empty() || dir == ["disk"] => LayerEntry::Opaque,
+        Marker::Whiteout(p) if p == ["disk"] => LayerEntry::WhiteoutDiskDir,
+        Marker::Whiteout(p) if p.len() == 2 && in_disk(&p) => LayerEntry::Whiteout(p[1].clone()),
+        // Anything deeper is part of the child `disk/NAME` (which then is a directory).
+        Marker::Whiteout(p) | Marker::Opaque(p) | Marker::Entry(p) if in_disk(&p) => {
+            LayerEntry::DiskChild(p[1].clone())
         }
         _ => LayerEntry::Unrelated,
     }
@@ -144,6 +169,11 @@ mod tests {
         assert_eq!(
             classify_layer_entry(&p("disk/.wh..wh..opq")),
             LayerEntry::Opaque
+        );
+        assert_eq!(classify_layer_entry(&p(".wh..wh..opq")), LayerEntry::Opaque);
+        assert_eq!(
+            classify_layer_entry(&p("disk/sub/.wh.x")),
+            LayerEntry::DiskChild("sub".into())
         );
         assert_eq!(
             classify_layer_entry(&p(".wh.disk")),

@@ -23,59 +23,9 @@ fn run(cmd: &mut Command) -> bool {
         .unwrap_or(false)
 }
 
-fn virsh_ok() -> bool {
-    run(Command::new("virsh").args(["-c", "qemu:///system", "version"]))
-}
-
-/// Starts virtlogd and libvirtd (there is no systemd here) unless they run, and waits
-/// until libvirtd answers.
-pub fn ensure_libvirtd() {
-    if virsh_ok() {
-        return;
-    }
-    if !run(Command::new("pgrep").args(["-x", "virtlogd"])) {
-        assert!(
-            run(Command::new("virtlogd").arg("-d")),
-            "virtlogd -d failed"
-        );
-    }
-    if !run(Command::new("pgrep").args(["-x", "libvirtd"])) {
-        assert!(
-            run(Command::new("libvirtd").arg("-d")),
-            "libvirtd -d failed"
-        );
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !virsh_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "libvirtd did not answer within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Where testdata/ scripts cache their output.
-pub fn testdata_dir() -> PathBuf {
-    std::env::var_os("PLATTER_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/testdata"))
-}
-
-fn run_script(name: &str) -> PathBuf {
-    let out = testdata_dir();
-    let status = Command::new("bash")
-        .arg(repo_root().join("testdata").join(name))
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("running testdata/{name}: {e}"));
-    assert!(status.success(), "testdata/{name} failed: {status}");
-    out
-}
+use platter_testkit::guest::build_testdata as run_script;
+#[allow(unused_imports)]
+pub use platter_testkit::guest::ensure_libvirtd;
 
 /// Builds (once) the direct-kernel-boot guest: vmlinuz, initrd.gz, disk.raw.
 pub fn guest() -> PathBuf {
@@ -244,15 +194,6 @@ pub fn ext4_cat(image: &Path, offset: u64, file: &str) -> String {
         assert!(ok, "dd of the partition failed");
         fs_image.clone()
     };
-    let out = Command::new("debugfs")
-        .args(["-R", &format!("cat {file}")])
-        .arg(&target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debugfs failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    platter_testkit::guest::ext4_cat(&target, file)
+        .unwrap_or_else(|| panic!("{file} is not in {}", image.display()))
 }
