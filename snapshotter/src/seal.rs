@@ -8,8 +8,12 @@
 //! data by range. It depends only on what the layer says about each block, never on where
 //! the blocks happen to sit in its data file.
 //!
-//! A sealed blob is made by hard-linking the frozen blob's files under the new name, so
-//! sealing copies nothing; the old name is collected once the metadata stops naming it.
+//! A sealed blob is made by hard-linking the frozen blob's data file under the new name, so
+//! sealing copies no data; its journal is written anew, compacted: one record per extent
+//! of the layer's own index, in block order, instead of the layer's whole write history
+//! (as overlaybd seals a layer's index). Opening a long-lived image then reads as many
+//! records as it has extents, however often its blocks were rewritten. The old name is
+//! collected once the metadata stops naming it.
 
 use std::path::Path;
 
@@ -19,13 +23,14 @@ use crate::blob::{self, Blob, DATA_FILE, JOURNAL_FILE};
 use crate::catalog::{Change, LayerEntry};
 use crate::error::{Result, StoreError};
 use crate::extent_map::{ExtentMap, Target};
+use crate::journal::{JournalFile, Record, RecordKind};
 use crate::store::{Meta, Store};
 use crate::volume::BLOCK;
 
 pub const BLOB_MAGIC: &[u8; 8] = b"PLTRBLB1";
 
 /// The layer's own index (what it says about each block, not what lies below).
-fn own_map(records: &[crate::journal::Record]) -> ExtentMap {
+fn own_map(records: &[Record]) -> ExtentMap {
     let mut map = ExtentMap::new();
     for r in records {
         map.set(r.start, r.len, r.target(0));
@@ -34,8 +39,7 @@ fn own_map(records: &[crate::journal::Record]) -> ExtentMap {
 }
 
 /// The sha256 of a blob's canonical form, reading its data once.
-pub fn blob_digest(blob: &Blob, records: &[crate::journal::Record]) -> Result<String> {
-    let map = own_map(records);
+pub fn blob_digest(blob: &Blob, map: &ExtentMap) -> Result<String> {
     let mut h = Sha256::new();
     h.update(BLOB_MAGIC);
     h.update((BLOCK as u32).to_le_bytes());
@@ -65,15 +69,34 @@ pub fn blob_digest(blob: &Blob, records: &[crate::journal::Record]) -> Result<St
     Ok(hex::encode(h.finalize()))
 }
 
-fn link_blob(blobs: &Path, from: &str, to: &str) -> Result<()> {
+/// The records that say what `map` says, one per extent, in block order.
+pub(crate) fn compacted(map: &ExtentMap) -> Vec<Record> {
+    map.iter()
+        .filter_map(|p| {
+            let kind = match p.target? {
+                Target::Data { phys, .. } => RecordKind::Data { phys },
+                Target::Zero { unmapped } => RecordKind::Zero { unmapped },
+            };
+            Some(Record {
+                start: p.start,
+                len: p.len,
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Publishes blob `to`: `from`'s data file (linked) and a journal of `records`.
+fn seal_blob(blobs: &Path, from: &str, to: &str, records: &[Record]) -> Result<()> {
     let (src, dst) = (blobs.join(from), blobs.join(to));
     let tmp = blobs.join(format!("{to}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir(&tmp).map_err(StoreError::io("create sealed blob", &tmp))?;
-    for f in [DATA_FILE, JOURNAL_FILE] {
-        std::fs::hard_link(src.join(f), tmp.join(f))
-            .map_err(StoreError::io("link sealed blob", tmp.join(f)))?;
-    }
+    std::fs::hard_link(src.join(DATA_FILE), tmp.join(DATA_FILE))
+        .map_err(StoreError::io("link sealed blob", tmp.join(DATA_FILE)))?;
+    let mut journal = JournalFile::create(&tmp.join(JOURNAL_FILE), BLOCK as u32)?;
+    journal.commit(records).map_err(|e| e.error)?;
+    drop(journal);
     blob::sync_dir(&tmp)?;
     std::fs::rename(&tmp, &dst).map_err(StoreError::io("publish sealed blob", &dst))?;
     blob::sync_dir(blobs)
@@ -98,11 +121,12 @@ pub(crate) fn seal_frozen(store: &Store, meta: &mut Meta) -> Result<(usize, usiz
     let mut changes = Vec::new();
     for (id, layer) in todo {
         let (b, _, records) = Blob::open(blobs, &layer.blob, false)?;
-        let target = format!("sha256-{}", blob_digest(&b, &records)?);
+        let map = own_map(&records);
+        let target = format!("sha256-{}", blob_digest(&b, &map)?);
         if blobs.join(&target).exists() {
             deduped += 1;
         } else {
-            link_blob(blobs, &layer.blob, &target)?;
+            seal_blob(blobs, &layer.blob, &target, &compacted(&map))?;
         }
         sealed += 1;
         changes.push(Change::PutLayer(

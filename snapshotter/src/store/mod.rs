@@ -5,10 +5,18 @@
 //! Views of frozen layers (their chain and merged index) are built once and shared by
 //! every volume and snapshot above them; a volume's own view is its parent's frozen view
 //! plus its top layer. Nothing here does block IO except loading indexes and sealing.
+//!
+//! By concern: this module opens the store and holds the catalog transactions (create,
+//! snapshot, clone, resize, delete); `views.rs` the view cache (loading a volume's or a
+//! frozen layer's chain and index); `gc.rs` collection and sealing; `lock.rs` the lock
+//! file. Imports' temporary volumes are `temp_volume.rs`.
+
+mod gc;
+mod lock;
+mod views;
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,7 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use rand::RngCore;
-use rustix::fs::{flock, FlockOperation};
 
 use platter_types::{Name, StoreLayout, VolumeRef};
 
@@ -24,11 +31,12 @@ use crate::blob::{self, Blob};
 use crate::catalog::{Catalog, Change, LayerEntry, SnapshotEntry, VolumeEntry};
 use crate::error::{Result, StoreError};
 use crate::extent_map::ExtentMap;
-use crate::info::{GcReport, Kind, LayerInfo, VolumeInfo};
-use crate::journal::{JournalFile, Record};
+use crate::info::{Kind, LayerInfo, VolumeInfo};
+use crate::journal::JournalFile;
 use crate::metadb::MetaDb;
 use crate::records::RecordChange;
-use crate::volume::{Chain, DirSync, State, Volume, VolumeInner, BLOCK};
+use crate::volume::{Chain, DirSync, VolumeInner, BLOCK};
+use lock::{lock_store, share_lock};
 
 /// Deepest layer chain a volume may have (snapshots add one layer each).
 pub const MAX_CHAIN: usize = 4096;
@@ -377,172 +385,6 @@ impl Store {
         })
     }
 
-    /// Opens a volume (read-write) or a snapshot (read-only) for IO.
-    pub fn open_volume(&self, r: &VolumeRef) -> Result<Volume> {
-        let mut meta = self.0.meta.lock();
-        self.load(&mut meta, r).map(Volume)
-    }
-
-    fn load(&self, meta: &mut Meta, r: &VolumeRef) -> Result<Arc<VolumeInner>> {
-        let vol = meta
-            .catalog
-            .volumes()
-            .get(&r.volume)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(r.volume.to_string()))?;
-        match &r.snapshot {
-            Some(s) => {
-                let key = (r.volume.clone(), s.clone());
-                if let Some(v) = meta.snapshots.get(&key) {
-                    return Ok(v.clone());
-                }
-                let e = meta
-                    .catalog
-                    .snapshot(&r.volume, s)
-                    .cloned()
-                    .ok_or_else(|| StoreError::NoSuchSnapshot(r.to_string()))?;
-                let (chain, map) = self.frozen_view(meta, &e.layer)?;
-                let state = State {
-                    chain,
-                    base: map.clone(),
-                    map,
-                    size: e.size,
-                    next_phys: 0,
-                    identity: false,
-                    deleted: false,
-                };
-                let inner = VolumeInner::new(r.to_string(), state, None, self.0.dir_sync.clone());
-                meta.snapshots.insert(key, inner.clone());
-                Ok(inner)
-            }
-            None => {
-                // A volume fenced by a failed sync is rebuilt from its journal once nobody
-                // holds it any more (the cache's is the only reference left); until that
-                // succeeds, the fenced one stays.
-                let mut rewrite = false;
-                if let Some(v) = meta.volumes.get(&r.volume) {
-                    if !(v.is_fenced() && Arc::strong_count(v) == 1) {
-                        return Ok(v.clone());
-                    }
-                    tracing::warn!(volume = %r, "reopening a volume fenced by a failed sync");
-                    rewrite = true;
-                }
-                let inner = match self.0.read_only {
-                    true => {
-                        let (state, _) = self.top_state(meta, &vol, false, false)?;
-                        VolumeInner::new(r.to_string(), state, None, self.0.dir_sync.clone())
-                    }
-                    false => self.load_writable(meta, r.to_string(), &vol, rewrite)?,
-                };
-                meta.volumes.insert(r.volume.clone(), inner.clone());
-                Ok(inner)
-            }
-        }
-    }
-
-    pub(crate) fn load_writable(
-        &self,
-        meta: &mut Meta,
-        label: String,
-        vol: &VolumeEntry,
-        rewrite: bool,
-    ) -> Result<Arc<VolumeInner>> {
-        let (state, journal) = self.top_state(meta, vol, true, rewrite)?;
-        Ok(VolumeInner::new(
-            label,
-            state,
-            Some(journal),
-            self.0.dir_sync.clone(),
-        ))
-    }
-
-    /// The state of a volume's top layer, loaded from its journal (opened for appending
-    /// when `writable`). `rewrite`: write the journal's committed records again first
-    /// (after a failed sync of this journal, see [`JournalFile::rewrite_committed`]).
-    fn top_state(
-        &self,
-        meta: &mut Meta,
-        vol: &VolumeEntry,
-        writable: bool,
-        rewrite: bool,
-    ) -> Result<(State, JournalFile)> {
-        let layer = meta
-            .catalog
-            .layers()
-            .get(&vol.top)
-            .cloned()
-            .ok_or_else(|| {
-                StoreError::damaged(&self.0.dir, format!("layer {} missing", vol.top))
-            })?;
-        let (chain, base) = match &layer.parent {
-            Some(p) => self.frozen_view(meta, p)?,
-            None => (Arc::new(Vec::new()), ExtentMap::new()),
-        };
-        let (blob, mut journal, records) = Blob::open(&self.0.blobs_dir, &layer.blob, writable)?;
-        if rewrite {
-            journal.rewrite_committed()?;
-        }
-        let depth = depth_of(&chain, &vol.top)?;
-        let mut map = base.clone();
-        for r in &records {
-            check_record(r, vol.size, blob.dir())?;
-            map.set(r.start, r.len, r.target(depth));
-        }
-        let (next_phys, identity) = crate::volume::placement(&records);
-        let mut chain: Vec<Arc<Blob>> = chain.as_ref().clone();
-        chain.push(Arc::new(blob));
-        Ok((
-            State {
-                chain: Arc::new(chain),
-                map,
-                base,
-                size: vol.size,
-                next_phys,
-                identity,
-                deleted: false,
-            },
-            journal,
-        ))
-    }
-
-    /// The chain and merged index of a frozen layer, built once and cached.
-    fn frozen_view(&self, meta: &mut Meta, layer: &str) -> Result<(Chain, ExtentMap)> {
-        if let Some(v) = meta.frozen.get(layer) {
-            return Ok(v.clone());
-        }
-        let ids = meta.catalog.chain(layer);
-        if ids.len() > MAX_CHAIN {
-            return Err(StoreError::ChainTooDeep {
-                volume: layer.to_string(),
-                depth: ids.len(),
-                max: MAX_CHAIN,
-            });
-        }
-        // Start from the deepest ancestor already built.
-        let known = ids.iter().rposition(|id| meta.frozen.contains_key(id));
-        let (mut chain, mut map) = match known {
-            Some(i) => meta.frozen.get(&ids[i]).cloned().unwrap_or_default(),
-            None => (Arc::new(Vec::new()), ExtentMap::new()),
-        };
-        for id in ids.iter().skip(known.map_or(0, |i| i + 1)) {
-            let entry =
-                meta.catalog.layers().get(id).ok_or_else(|| {
-                    StoreError::damaged(&self.0.dir, format!("layer {id} missing"))
-                })?;
-            let (blob, _, records) = Blob::open(&self.0.blobs_dir, &entry.blob, false)?;
-            let depth = depth_of(&chain, id)?;
-            for r in &records {
-                check_record(r, MAX_VOLUME_SIZE, blob.dir())?;
-                map.set(r.start, r.len, r.target(depth));
-            }
-            let mut c: Vec<Arc<Blob>> = chain.as_ref().clone();
-            c.push(Arc::new(blob));
-            chain = Arc::new(c);
-            meta.frozen.insert(id.clone(), (chain.clone(), map.clone()));
-        }
-        Ok((chain, map))
-    }
-
     /// Takes a read-only, point-in-time snapshot `volume@snap`. O(1): no data is copied.
     pub fn snapshot(&self, volume: &Name, snap: &Name) -> Result<VolumeInfo> {
         self.snapshot_with(volume, snap, &[])
@@ -760,192 +602,6 @@ impl Store {
         self.remove_blobs(&mut meta, blobs);
         Ok(())
     }
-
-    /// Adds to `changes` the removal of the layers that nothing reaches once `released`
-    /// lose one reference each; returns (layer, blob) of each.
-    pub(crate) fn drop_layers(
-        &self,
-        meta: &Meta,
-        released: &[String],
-        changes: &mut Vec<Change>,
-    ) -> Vec<(String, String)> {
-        let ids: Vec<&str> = released.iter().map(String::as_str).collect();
-        let dead = meta.catalog.unreachable_after(&ids);
-        let mut out = Vec::new();
-        for id in dead {
-            if let Some(l) = meta.catalog.layers().get(&id) {
-                out.push((id.clone(), l.blob.clone()));
-            }
-            changes.push(Change::DeleteLayer(id));
-        }
-        out
-    }
-
-    /// After a committed removal of layers: forgets their views and removes each blob no
-    /// layer names any more. A blob that cannot be removed now is collected at the next
-    /// open or gc; the change itself is already durable.
-    pub(crate) fn remove_blobs(&self, meta: &mut Meta, dead: Vec<(String, String)>) {
-        for (id, blob) in dead {
-            meta.frozen.remove(&id);
-            if meta.catalog.blob_users(&blob) == 0 {
-                let path = self.0.blobs_dir.join(&blob);
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    if e.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(blob = %path.display(), error = %e, "could not remove an unused blob");
-                    }
-                }
-            }
-        }
-    }
-
-    /// Removes layers nothing reaches and blob directories no layer names (a full scan,
-    /// for open and gc). Returns the bytes freed and the number of layers removed.
-    fn collect(&self, meta: &mut Meta) -> Result<(u64, usize)> {
-        let live = meta.catalog.live_layers();
-        let dead: Vec<String> = meta
-            .catalog
-            .layers()
-            .keys()
-            .filter(|id| !live.contains(*id))
-            .cloned()
-            .collect();
-        if !dead.is_empty() {
-            let changes = dead.iter().map(|id| Change::DeleteLayer(id.clone()));
-            self.commit(meta, changes.collect(), &[])?;
-            for id in &dead {
-                meta.frozen.remove(id);
-            }
-        }
-        let mut freed = 0;
-        let entries = std::fs::read_dir(&self.0.blobs_dir)
-            .map_err(StoreError::io("list blobs", &self.0.blobs_dir))?;
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if meta.catalog.blob_users(&name) == 0 {
-                freed += blob::dir_allocated_bytes(&e.path());
-                std::fs::remove_dir_all(e.path())
-                    .map_err(StoreError::io("remove blob", e.path()))?;
-            }
-        }
-        Ok((freed, dead.len()))
-    }
-
-    /// Seals frozen layers (content addressing them by sha256 and storing identical ones
-    /// once) and reclaims everything unreferenced.
-    pub fn gc(&self) -> Result<GcReport> {
-        self.check_writable()?;
-        let mut meta = self.0.meta.lock();
-        let (freed_before, removed) = self.collect(&mut meta)?;
-        let before = blob::dir_allocated_bytes(&self.0.blobs_dir);
-        let (sealed, deduped) = crate::seal::seal_frozen(self, &mut meta)?;
-        let (_, removed_after) = self.collect(&mut meta)?;
-        let after = blob::dir_allocated_bytes(&self.0.blobs_dir);
-        Ok(GcReport {
-            bytes_freed: freed_before + before.saturating_sub(after),
-            layers_removed: removed + removed_after,
-            layers_sealed: sealed,
-            layers_deduplicated: deduped,
-        })
-    }
-
-    pub(crate) fn blobs_dir(&self) -> &Path {
-        &self.0.blobs_dir
-    }
-
-    /// Commits layer changes made by sealing, then rebuilds every loaded view from disk
-    /// so that no index points into a blob that was replaced.
-    pub(crate) fn save_and_reload(&self, meta: &mut Meta, changes: Vec<Change>) -> Result<()> {
-        let loaded: Vec<(Name, Arc<VolumeInner>)> = meta
-            .volumes
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        let guards: Vec<_> = loaded
-            .iter()
-            .map(|(_, v)| v.quiesce())
-            .collect::<Result<_>>()?;
-        self.commit(meta, changes, &[])?;
-        meta.frozen.clear();
-        meta.snapshots.clear();
-        for ((name, _), q) in loaded.iter().zip(guards) {
-            let vol = meta
-                .catalog
-                .volumes()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
-            let (state, journal) = self.top_state(meta, &vol, true, false)?;
-            q.replace(state, Some(journal));
-        }
-        Ok(())
-    }
-}
-
-fn depth_of(chain: &Chain, layer: &str) -> Result<u16> {
-    u16::try_from(chain.len()).map_err(|_| StoreError::ChainTooDeep {
-        volume: layer.to_string(),
-        depth: chain.len(),
-        max: MAX_CHAIN,
-    })
-}
-
-/// A record that points outside the volume is damage, not something to index.
-fn check_record(r: &Record, size: u64, dir: &Path) -> Result<()> {
-    let blocks = size.div_ceil(BLOCK);
-    if r.start
-        .checked_add(r.len)
-        .is_none_or(|e| e > blocks.max(MAX_VOLUME_SIZE / BLOCK))
-    {
-        return Err(StoreError::damaged(
-            dir,
-            format!(
-                "journal record for blocks {}+{} is out of range",
-                r.start, r.len
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A shared lock for a read-only open: taken on the lock file opened for reading.
-fn share_lock(dir: &Path) -> Result<File> {
-    let path = StoreLayout::new(dir).lock();
-    let f = File::open(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => StoreError::damaged(&path, "the store has no lock file"),
-        _ => StoreError::io("open lock", &path)(e),
-    })?;
-    if flock(&f, FlockOperation::NonBlockingLockShared).is_err() {
-        return Err(locked(dir, &path));
-    }
-    Ok(f)
-}
-
-fn locked(dir: &Path, lock: &Path) -> StoreError {
-    let pid = std::fs::read_to_string(lock)
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    StoreError::Locked {
-        dir: dir.to_path_buf(),
-        pid,
-    }
-}
-
-fn lock_store(dir: &Path) -> Result<File> {
-    let path = StoreLayout::new(dir).lock();
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(StoreError::io("open lock", &path))?;
-    if flock(&f, FlockOperation::NonBlockingLockExclusive).is_err() {
-        return Err(locked(dir, &path));
-    }
-    let _ = f
-        .set_len(0)
-        .and_then(|_| writeln!(f, "{}", std::process::id()));
-    Ok(f)
 }
 
 impl std::fmt::Debug for Store {
