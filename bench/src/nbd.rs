@@ -116,20 +116,9 @@ struct Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !platter_testkit::terminate(&mut self.child, Duration::from_secs(20)) {
+            eprintln!("{} did not stop on SIGTERM; it was killed", self.label);
         }
-        eprintln!("{} did not stop on SIGTERM; killing it", self.label);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -138,10 +138,16 @@ pub(crate) fn validate(req: &Request, s: &Session) -> Result<Op, Rejection> {
     match req.command {
         CMD_READ => {
             range(offset, len, s.size, EINVAL)?;
-            if len > u64::from(MAX_PAYLOAD_LEN) {
+            if len > u64::from(MAX_READ_LEN) {
+                // EOVERFLOW is for clients that negotiated structured replies; the spec
+                // wants EINVAL for the others.
+                let errno = match s.reply {
+                    ReplyStyle::Simple => EINVAL,
+                    _ => EOVERFLOW,
+                };
                 return Err(reject(
-                    EOVERFLOW,
-                    format!("read of {len} bytes is over the {MAX_PAYLOAD_LEN}-byte limit"),
+                    errno,
+                    format!("read of {len} bytes is over the {MAX_READ_LEN}-byte limit"),
                 ));
             }
             Ok(Op::Read {
@@ -563,7 +569,21 @@ mod tests {
         assert_eq!(e(validate(&req(CMD_FLAG_DF, CMD_WRITE, 0, 1), &s)), EINVAL);
         assert_eq!(e(validate(&req(0, CMD_BLOCK_STATUS, 0, 0), &s)), EINVAL);
         let big = Session { size: 1 << 40, ..s };
-        assert_eq!(e(validate(&req(0, CMD_READ, 0, 1 << 26), &big)), EOVERFLOW);
+        let over = u64::from(MAX_READ_LEN) + 1;
+        assert_eq!(e(validate(&req(0, CMD_READ, 0, over), &big)), EOVERFLOW);
+        let big_simple = Session {
+            reply: ReplyStyle::Simple,
+            ..big
+        };
+        assert_eq!(e(validate(&req(0, CMD_READ, 0, over), &big_simple)), EINVAL);
+        // Over the advertised maximum but within what is served.
+        let served = u64::from(MAX_PAYLOAD_LEN) + (18 << 20);
+        for sess in [&big, &big_simple] {
+            assert!(matches!(
+                validate(&req(0, CMD_READ, 0, served), sess),
+                Ok(Op::Read { len, .. }) if u64::from(len) == served
+            ));
+        }
         let ro = Session {
             read_only: true,
             ..s

@@ -479,3 +479,43 @@ fn default_export_takes_the_empty_name() {
     assert_eq!(r.extents[0], (4096, 0));
     assert_eq!(c.read(0, 2).unwrap(), vec![9, 9]);
 }
+
+/// Reads over the advertised 32 MiB maximum (the reference suite's 35-50 MB reads) are
+/// served up to 64 MiB with either reply style; over that, a simple-reply client gets
+/// EINVAL as the spec says and a structured one EOVERFLOW, and both connections go on.
+#[test]
+fn reads_over_the_advertised_maximum_are_served_up_to_64_mib() {
+    let size = 80 * MIB;
+    let (srv, disk) = server(size, ServerConfig::default());
+    let data = pattern(11, size as usize);
+    disk.write_at(&data, 0).unwrap();
+    for structured in [false, true] {
+        let mut c = connect(
+            &srv,
+            &Options {
+                structured_replies: structured,
+                base_allocation: false,
+                ..Options::new("disk")
+            },
+        );
+        assert_eq!(
+            c.block_size().map(|b| b.max),
+            Some(MAX_PAYLOAD_LEN),
+            "advertised maximum"
+        );
+        for (offset, len) in [(3 * MIB, 48 * MIB), (MIB, u64::from(MAX_READ_LEN))] {
+            let got = c.read(offset, len).unwrap();
+            let want = &data[offset as usize..(offset + len) as usize];
+            assert!(got == want, "structured {structured}: {len}-byte read");
+        }
+        let over = u64::from(MAX_READ_LEN) + 4096;
+        let errno = if structured { EOVERFLOW } else { EINVAL };
+        assert_eq!(
+            c.call(0, CMD_READ, 0, over, &[]).unwrap().error,
+            errno,
+            "structured {structured}"
+        );
+        assert_eq!(c.read(0, 4096).unwrap(), &data[..4096]);
+        c.disconnect().unwrap();
+    }
+}

@@ -221,3 +221,69 @@ fn bad_tls_files_fail_at_start() {
         .unwrap_err();
     assert!(err.to_string().contains("missing.pem"), "{err}");
 }
+
+/// A self-signed server certificate for 127.0.0.1 with an RSA key of `bits` bits, as
+/// `server-{cert,key}.pem`, and the same certificate as the clients' `ca-cert.pem`.
+fn rsa_pki(dir: &Path, bits: u32) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            &format!("rsa:{bits}"),
+            "-nodes",
+            "-keyout",
+            "server-key.pem",
+            "-out",
+            "server-cert.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+    );
+    std::fs::copy(dir.join("server-cert.pem"), dir.join("ca-cert.pem")).unwrap();
+}
+
+/// ring signs with 2048-, 3072- and 4096-bit RSA keys only; any other size is refused at
+/// start with its size and what to do, not rustls' "failed to parse private key".
+#[test]
+fn rsa_keys_work_or_are_refused_naming_their_size() {
+    for bits in [2048, 3072, 4096] {
+        let pki = tempfile::tempdir().unwrap();
+        rsa_pki(pki.path(), bits);
+        let (srv, _) = tls_server(pki.path(), false);
+        let out = run_ok(Command::new("nbdinfo").args(["--size", &nbds(&srv, "disk", pki.path())]));
+        assert_eq!(stdout(&out).trim(), (16 * MIB).to_string(), "{bits} bits");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for bits in [2432, 2560] {
+        let pki = tempfile::tempdir().unwrap();
+        rsa_pki(pki.path(), bits);
+        let config = ServerConfig {
+            tls: Some(TlsConfig {
+                cert: pki.path().join("server-cert.pem"),
+                key: pki.path().join("server-key.pem"),
+                client_ca: None,
+            }),
+            ..ServerConfig::default()
+        };
+        let err = rt
+            .block_on(platter_disk_server::run(
+                vec![],
+                Arc::new(StaticExports::new()),
+                config,
+                tokio_util::sync::CancellationToken::new(),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("is a {bits}-bit RSA key")), "{err}");
+        assert!(err.contains("2048, 3072 or 4096 bits"), "{err}");
+    }
+}

@@ -20,16 +20,7 @@ fn expect_err(dir: &Path, source: &str, name: &str, opts: &ImportOptions) -> Imp
 fn qcow2_of(dir: &Path, size: u64) -> std::path::PathBuf {
     let (raw, _) = make_raw(dir, "base.raw", size, 31);
     let q = dir.join("base.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            q.to_str().unwrap(),
-        ],
-    );
+    convert(&raw, &q, "qcow2", &[]);
     q
 }
 

@@ -32,16 +32,7 @@ fn fixture() -> Fixture {
     let d = dir.path();
     let (raw, _) = make_raw(d, "disk.raw", 4 << 20, 9);
     let qcow = d.join("disk.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(&raw, &qcow, "qcow2", &[]);
     sh(&format!("gzip -k -1 {}", raw.display()));
     let server = HttpServer::start();
     server.add("disk.qcow2", read(&qcow));

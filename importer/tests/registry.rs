@@ -150,16 +150,7 @@ fn umoci_built_containerdisk_imports() {
     let d = dir.path();
     let src = disk(d);
     let qcow = d.join("disk.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            src.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(&src, &qcow, "qcow2", &[]);
     let lay = d.join("umoci");
     let ds = d.display();
     sh(&format!(

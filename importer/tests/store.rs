@@ -35,16 +35,7 @@ fn import_into_store_and_push_back() {
     let store = Store::open(&d.join("store")).unwrap();
     let (raw, data) = make_raw(d, "disk.raw", 4 << 20, 41);
     let qcow = d.join("disk.qcow2");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-O",
-            "qcow2",
-            raw.to_str().unwrap(),
-            qcow.to_str().unwrap(),
-        ],
-    );
+    convert(&raw, &qcow, "qcow2", &[]);
     sh(&format!("gzip -k -1 {}", raw.display()));
 
     import_vol(&store, &qcow, "fromqcow", &ImportOptions::default()).unwrap();

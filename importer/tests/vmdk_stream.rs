@@ -14,20 +14,7 @@ fn stream_optimized_vmdk_streams_without_a_spool() {
     // Data far out too, and a size that is not a multiple of the grain.
     let (raw, data) = sparse_raw_at(d, 31, (300 << 20) + 4096, 290 << 20);
     let vmdk = d.join("disk.vmdk");
-    run(
-        "qemu-img",
-        &[
-            "convert",
-            "-f",
-            "raw",
-            "-O",
-            "vmdk",
-            "-o",
-            "subformat=streamOptimized",
-            raw.to_str().unwrap(),
-            vmdk.to_str().unwrap(),
-        ],
-    );
+    convert(&raw, &vmdk, "vmdk", &["-o", "subformat=streamOptimized"]);
     sh(&format!(
         "cd {d} && gzip -k -1 disk.vmdk && zstd -q -1 disk.vmdk && mkdir -p t/disk && cp disk.vmdk t/disk/disk.img && tar -C t -czf disk.tar.gz disk",
         d = d.display()

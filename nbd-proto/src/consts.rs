@@ -137,6 +137,10 @@ pub const MAX_STRING_LEN: usize = 4096;
 pub const MAX_OPTION_LEN: u32 = 64 * 1024;
 /// The largest READ/WRITE payload (the protocol's portable maximum, 32 MiB).
 pub const MAX_PAYLOAD_LEN: u32 = 32 * 1024 * 1024;
+/// The largest READ a server answers. Twice what it advertises: clients that go over the
+/// advertised maximum (the reference suite's 35-50 MB reads) are still served, as the
+/// reference server serves them.
+pub const MAX_READ_LEN: u32 = 64 * 1024 * 1024;
 /// Advertised block size constraints.
 pub const MIN_BLOCK_SIZE: u32 = 1;
 pub const PREFERRED_BLOCK_SIZE: u32 = 4096;

@@ -133,6 +133,13 @@ impl Catalog {
         &self.volumes
     }
 
+    /// The volume `name`, or the error that says there is none.
+    pub fn volume(&self, name: &Name) -> crate::error::Result<&VolumeEntry> {
+        self.volumes
+            .get(name)
+            .ok_or_else(|| crate::error::StoreError::NoSuchVolume(name.to_string()))
+    }
+
     pub fn snapshots(&self) -> &BTreeMap<Name, BTreeMap<Name, SnapshotEntry>> {
         &self.snapshots
     }

@@ -36,12 +36,7 @@ impl Store {
                     "volume {name} twice in one freeze"
                 )));
             }
-            let vol = meta
-                .catalog
-                .volumes()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
+            let vol = meta.catalog.volume(name)?.clone();
             let depth = meta.catalog.chain(&vol.top).len();
             if depth >= MAX_CHAIN {
                 return Err(StoreError::ChainTooDeep {
@@ -133,12 +128,7 @@ impl Store {
             if meta.catalog.snapshot(volume, snap).is_some() {
                 return Err(StoreError::Exists(format!("snapshot {volume}@{snap}")));
             }
-            let size = meta
-                .catalog
-                .volumes()
-                .get(volume)
-                .map(|v| v.size)
-                .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
+            let size = meta.catalog.volume(volume)?.size;
             sizes.push(size);
         }
         let names: Vec<Name> = snaps.iter().map(|(v, _)| v.clone()).collect();

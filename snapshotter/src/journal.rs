@@ -37,6 +37,9 @@ pub const VERSION: u32 = 2;
 pub const HEADER_SLOT: u64 = 4096;
 pub const RECORDS_START: u64 = 2 * HEADER_SLOT;
 pub const RECORD_LEN: usize = 32;
+/// The most blocks whose byte offsets fit in a file offset (journals of another block
+/// size are refused on open).
+const MAX_BLOCKS: u64 = (i64::MAX as u64) / BLOCK_SIZE as u64;
 /// The only block size of format version 1.
 pub const BLOCK_SIZE: u32 = 4096;
 /// Header bytes (version 1 had no `start` and was 36 bytes long).
@@ -112,11 +115,14 @@ impl Record {
         }
         let tag = u32::from_le_bytes([b[1], b[2], b[3], 0]);
         let (start, len, phys) = (u64_at(b, 8), u64_at(b, 16), u64_at(b, 24));
-        if len == 0 || start.checked_add(len).is_none() {
+        // Blocks are addressed as byte offsets of a file (an i64): a run that ends past that
+        // is damage, not a position to wrap around to.
+        let fits = |first: u64| first.checked_add(len).is_some_and(|end| end <= MAX_BLOCKS);
+        if len == 0 || !fits(start) {
             return None;
         }
         let kind = match (b[0], phys) {
-            (1, p) if p.checked_add(len).is_some() => RecordKind::Data { phys: p },
+            (1, p) if fits(p) => RecordKind::Data { phys: p },
             (2, 0) => RecordKind::Zero { unmapped: false },
             (3, 0) => RecordKind::Zero { unmapped: true },
             (4, 0) => RecordKind::Clear,
@@ -598,6 +604,32 @@ mod tests {
         let (a, b) = (&headers[headers.len() - 1], &headers[headers.len() - 2]);
         let (even, odd) = if a.seq % 2 == 0 { (a, b) } else { (b, a) };
         recover(&slot(even), &slot(odd), area)
+    }
+
+    /// A record whose CRC checks out but whose run ends past any file offset is damage:
+    /// before, physical block 2^62 wrapped to byte offset 0.
+    #[test]
+    fn runs_past_a_file_offset_are_not_records() {
+        let far = Record {
+            start: 0,
+            len: 1,
+            kind: RecordKind::Data { phys: 1 << 62 },
+        };
+        assert_eq!(Record::decode_tagged(&far.encode(1)), None);
+        let high = Record {
+            start: MAX_BLOCKS,
+            len: 1,
+            kind: RecordKind::Zero { unmapped: true },
+        };
+        assert_eq!(Record::decode_tagged(&high.encode(1)), None);
+        let last = Record {
+            start: MAX_BLOCKS - 1,
+            len: 1,
+            kind: RecordKind::Data {
+                phys: MAX_BLOCKS - 1,
+            },
+        };
+        assert_eq!(Record::decode_tagged(&last.encode(1)), Some((last, 1)));
     }
 
     #[test]

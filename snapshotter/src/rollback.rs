@@ -29,12 +29,7 @@ impl Store {
                     "volume {volume} twice in one rollback"
                 )));
             }
-            let vol = meta
-                .catalog
-                .volumes()
-                .get(volume)
-                .cloned()
-                .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
+            let vol = meta.catalog.volume(volume)?.clone();
             let entry = meta
                 .catalog
                 .snapshot(volume, snap)

@@ -305,3 +305,53 @@ fn flipped_committed_journal_record_is_damage() {
         Err(StoreError::Damaged { .. })
     ));
 }
+
+/// What someone else put in blobs/ (a stray file, an unknown directory) neither stops the
+/// store from opening nor is deleted by it; an unreferenced blob directory of ours is.
+#[test]
+fn strangers_in_blobs_are_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.create_volume(&n("a"), 1 << 20).unwrap();
+    drop(store);
+    let blobs = dir.path().join("blobs");
+    std::fs::write(blobs.join("README"), b"notes").unwrap();
+    std::fs::create_dir(blobs.join("mine")).unwrap();
+    std::fs::write(blobs.join("mine").join("keep"), b"x").unwrap();
+    let orphan = format!("w-{}", "0".repeat(32));
+    std::fs::create_dir(blobs.join(&orphan)).unwrap();
+    std::fs::create_dir(blobs.join(format!("sha256-{}.tmp", "a".repeat(64)))).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.list().unwrap().len(), 1);
+    store.gc().unwrap();
+    let names: Vec<String> = blob_names(dir.path())
+        .into_iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"README".to_string()), "{names:?}");
+    assert!(names.contains(&"mine".to_string()), "{names:?}");
+    assert_eq!(
+        std::fs::read(blobs.join("mine").join("keep")).unwrap(),
+        b"x"
+    );
+    assert!(!names.contains(&orphan), "{names:?}");
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+/// The lock file is never reached through a symlink (it would write our pid elsewhere).
+#[test]
+fn a_symlinked_lock_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let elsewhere = dir.path().join("victim");
+    std::fs::write(&elsewhere, b"precious").unwrap();
+    let lock = dir.path().join("lock");
+    std::fs::remove_file(&lock).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &lock).unwrap();
+    let Err(err) = Store::open(dir.path()) else {
+        panic!("opened through a symlink");
+    };
+    assert!(err.to_string().contains("lock"), "{err}");
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"precious");
+}

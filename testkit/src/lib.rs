@@ -15,7 +15,8 @@ pub mod guest;
 pub mod http;
 pub mod registry;
 
-use std::process::Command;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// Runs a command, panicking with its stderr on failure; returns its stdout.
 pub fn run(cmd: &str, args: &[&str]) -> String {
@@ -34,6 +35,39 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 /// Runs a shell pipeline.
 pub fn sh(script: &str) -> String {
     run("sh", &["-c", script])
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+pub fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Stops `child` as a user would: SIGTERM, up to `grace` for it to exit (so it can clean
+/// up), then SIGKILL. Returns false when it had to be killed.
+pub fn terminate(child: &mut Child, grace: Duration) -> bool {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 /// A loopback port that was free a moment ago.

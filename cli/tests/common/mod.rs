@@ -134,19 +134,7 @@ fn spawn_serve_with_env(store: &Path, env: &[(&str, &Path)]) -> Child {
 
 impl Drop for Serve {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        platter_testkit::terminate(&mut self.child, Duration::from_secs(20));
     }
 }
 

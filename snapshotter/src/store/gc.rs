@@ -8,7 +8,7 @@ use platter_types::Name;
 
 use super::{Meta, Store};
 use crate::blob;
-use crate::catalog::Change;
+use crate::catalog::{is_blob_name, Change};
 use crate::error::{Result, StoreError};
 use crate::info::GcReport;
 use crate::volume::VolumeInner;
@@ -74,7 +74,11 @@ impl Store {
             .map_err(StoreError::io("list blobs", &self.0.blobs_dir))?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if meta.catalog.blob_users(&name) == 0 {
+            // Only what the store made is removed: blob directories and a seal's `.tmp`
+            // of one. A stray file or an unknown directory is someone else's, left alone.
+            let ours = is_blob_name(name.strip_suffix(".tmp").unwrap_or(&name));
+            let dir = e.file_type().is_ok_and(|t| t.is_dir());
+            if ours && dir && meta.catalog.blob_users(&name) == 0 {
                 freed += blob::dir_allocated_bytes(&e.path());
                 std::fs::remove_dir_all(e.path())
                     .map_err(StoreError::io("remove blob", e.path()))?;
@@ -121,12 +125,7 @@ impl Store {
         meta.frozen.clear();
         meta.snapshots.clear();
         for ((name, _), q) in loaded.iter().zip(guards) {
-            let vol = meta
-                .catalog
-                .volumes()
-                .get(name)
-                .cloned()
-                .ok_or_else(|| StoreError::NoSuchVolume(name.to_string()))?;
+            let vol = meta.catalog.volume(name)?.clone();
             let (state, journal) = self.top_state(meta, &vol, true, false)?;
             q.replace(state, Some(journal));
         }

@@ -322,10 +322,7 @@ impl Store {
 
     pub(crate) fn info_locked(&self, meta: &Meta, r: &VolumeRef) -> Result<VolumeInfo> {
         let cat = &meta.catalog;
-        let vol = cat
-            .volumes()
-            .get(&r.volume)
-            .ok_or_else(|| StoreError::NoSuchVolume(r.volume.to_string()))?;
+        let vol = cat.volume(&r.volume)?;
         let (kind, size, top, created, origin) = match &r.snapshot {
             None => (
                 Kind::Volume,
@@ -405,12 +402,7 @@ impl Store {
         if meta.catalog.snapshot(volume, snap).is_some() {
             return Err(StoreError::Exists(format!("snapshot {r}")));
         }
-        let size = meta
-            .catalog
-            .volumes()
-            .get(volume)
-            .map(|v| v.size)
-            .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
+        let size = meta.catalog.volume(volume)?.size;
         let entry = |frozen: &[String]| {
             let e = SnapshotEntry {
                 size,
@@ -440,12 +432,7 @@ impl Store {
         if meta.catalog.volumes().contains_key(new) {
             return Err(StoreError::Exists(format!("volume {new}")));
         }
-        let src_vol = meta
-            .catalog
-            .volumes()
-            .get(&src.volume)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(src.volume.to_string()))?;
+        let src_vol = meta.catalog.volume(&src.volume)?.clone();
         let snap = match &src.snapshot {
             Some(s) => Some(
                 meta.catalog
@@ -497,12 +484,7 @@ impl Store {
     pub fn resize(&self, volume: &Name, new_size: u64) -> Result<VolumeInfo> {
         check_size(volume.as_str(), new_size)?;
         let mut meta = self.0.meta.lock();
-        let old = meta
-            .catalog
-            .volumes()
-            .get(volume)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(volume.to_string()))?;
+        let old = meta.catalog.volume(volume)?.clone();
         if new_size < old.size {
             return Err(StoreError::Shrink {
                 name: volume.to_string(),

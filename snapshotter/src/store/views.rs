@@ -23,12 +23,7 @@ impl Store {
     }
 
     fn load(&self, meta: &mut Meta, r: &VolumeRef) -> Result<Arc<VolumeInner>> {
-        let vol = meta
-            .catalog
-            .volumes()
-            .get(&r.volume)
-            .cloned()
-            .ok_or_else(|| StoreError::NoSuchVolume(r.volume.to_string()))?;
+        let vol = meta.catalog.volume(&r.volume)?.clone();
         match &r.snapshot {
             Some(s) => {
                 let key = (r.volume.clone(), s.clone());
