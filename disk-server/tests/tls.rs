@@ -207,19 +207,24 @@ fn bad_tls_files_fail_at_start() {
         }),
         ..ServerConfig::default()
     };
+    let err = start_error(config);
+    assert!(err.contains("missing.pem"), "{err}");
+}
+
+/// What the server says when it refuses to start with `config`.
+fn start_error(config: ServerConfig) -> String {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let err = rt
-        .block_on(platter_disk_server::run(
-            vec![],
-            Arc::new(StaticExports::new()),
-            config,
-            tokio_util::sync::CancellationToken::new(),
-        ))
-        .unwrap_err();
-    assert!(err.to_string().contains("missing.pem"), "{err}");
+    rt.block_on(platter_disk_server::run(
+        vec![],
+        Arc::new(StaticExports::new()),
+        config,
+        tokio_util::sync::CancellationToken::new(),
+    ))
+    .unwrap_err()
+    .to_string()
 }
 
 /// A self-signed server certificate for 127.0.0.1 with an RSA key of `bits` bits, as
@@ -259,10 +264,6 @@ fn rsa_keys_work_or_are_refused_naming_their_size() {
         let out = run_ok(Command::new("nbdinfo").args(["--size", &nbds(&srv, "disk", pki.path())]));
         assert_eq!(stdout(&out).trim(), (16 * MIB).to_string(), "{bits} bits");
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     for bits in [2432, 2560] {
         let pki = tempfile::tempdir().unwrap();
         rsa_pki(pki.path(), bits);
@@ -274,15 +275,7 @@ fn rsa_keys_work_or_are_refused_naming_their_size() {
             }),
             ..ServerConfig::default()
         };
-        let err = rt
-            .block_on(platter_disk_server::run(
-                vec![],
-                Arc::new(StaticExports::new()),
-                config,
-                tokio_util::sync::CancellationToken::new(),
-            ))
-            .unwrap_err()
-            .to_string();
+        let err = start_error(config);
         assert!(err.contains(&format!("is a {bits}-bit RSA key")), "{err}");
         assert!(err.contains("2048, 3072 or 4096 bits"), "{err}");
     }
